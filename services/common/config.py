@@ -1,0 +1,83 @@
+"""Configuration from the environment, read in one place.
+
+Every setting has a default that works on a developer's machine; production sets the
+environment. Nameko's own config dict is built from the same settings, so a service
+started by ``nameko run --config deploy/nameko.yaml`` and one started by the project's
+runner see the same values.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_MONGO_URI = "mongodb://127.0.0.1:27117/?directConnection=true"
+LOCAL_JWT_SECRET = "local-development-secret-not-for-production"
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    amqp_uri: str = DEFAULT_AMQP_URI
+    mongo_uri: str = DEFAULT_MONGO_URI
+    # Each service owns the database "<db_prefix>_<service>"; tests use a prefix per run.
+    db_prefix: str = "complaints"
+    jwt_secret: str = LOCAL_JWT_SECRET
+    gateway_address: str = "127.0.0.1:8000"
+    max_workers: int = 10
+    # Seconds between retries of a failed handler before its message is parked.
+    retry_delays: tuple[float, ...] = field(default=(1.0, 5.0, 30.0))
+    # Seconds an outbox row waits for the worker that staged it before a sweep relays it.
+    outbox_grace: float = 5.0
+    rpc_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> Settings:
+        env = os.environ if env is None else env
+        default = cls()
+        return cls(
+            amqp_uri=env.get("AMQP_URI", default.amqp_uri),
+            mongo_uri=env.get("MONGO_URI", default.mongo_uri),
+            db_prefix=env.get("DB_PREFIX", default.db_prefix),
+            jwt_secret=env.get("JWT_SECRET", default.jwt_secret),
+            gateway_address=env.get("GATEWAY_ADDRESS", default.gateway_address),
+            max_workers=int(env.get("MAX_WORKERS", default.max_workers)),
+            retry_delays=_floats(env["RETRY_DELAYS"]) if "RETRY_DELAYS" in env else default.retry_delays,
+            outbox_grace=float(env.get("OUTBOX_GRACE", default.outbox_grace)),
+            rpc_timeout=float(env.get("RPC_TIMEOUT", default.rpc_timeout)),
+        )
+
+    def nameko_config(self) -> dict:
+        """The config dict nameko containers run with; extensions read settings from it."""
+        return {
+            "AMQP_URI": self.amqp_uri,
+            "MONGO_URI": self.mongo_uri,
+            "DB_PREFIX": self.db_prefix,
+            "JWT_SECRET": self.jwt_secret,
+            "WEB_SERVER_ADDRESS": self.gateway_address,
+            "max_workers": self.max_workers,
+            "RETRY_DELAYS": list(self.retry_delays),
+            "OUTBOX_GRACE": self.outbox_grace,
+            "RPC_TIMEOUT": self.rpc_timeout,
+            # Serialize with JSON so other systems can read our messages.
+            "serializer": "json",
+        }
+
+
+def from_container(config: dict) -> Settings:
+    """Settings as a running container sees them (its config dict over the environment)."""
+    base = Settings.from_env()
+    return Settings(
+        amqp_uri=config.get("AMQP_URI", base.amqp_uri),
+        mongo_uri=config.get("MONGO_URI", base.mongo_uri),
+        db_prefix=config.get("DB_PREFIX", base.db_prefix),
+        jwt_secret=config.get("JWT_SECRET", base.jwt_secret),
+        gateway_address=config.get("WEB_SERVER_ADDRESS", base.gateway_address),
+        max_workers=int(config.get("max_workers", base.max_workers)),
+        retry_delays=tuple(config.get("RETRY_DELAYS", base.retry_delays)),
+        outbox_grace=float(config.get("OUTBOX_GRACE", base.outbox_grace)),
+        rpc_timeout=float(config.get("RPC_TIMEOUT", base.rpc_timeout)),
+    )

@@ -1,0 +1,131 @@
+"""The event envelope and the one catalogue of event types.
+
+Every domain event travels as::
+
+    {"event_id", "type", "occurred_at", "complaint_no", "version", "producer", "body": {...}}
+
+on the topic exchange ``<producer>.events`` with the event type as routing key (the wire
+format nameko's ``EventDispatcher`` uses, so a plain ``event_handler`` can listen too).
+The catalogue names, for each type, its producer, the schema of its body and the services
+that subscribe to it. The subscribers' queues (``<service>.<type>``) are declared from this
+catalogue before anything publishes, because the broker drops an event no queue is bound to.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
+
+from services.common import ids, timeutil
+
+ENVELOPE_VERSION = 1
+
+
+class EnvelopeSchema(Schema):
+    event_id = fields.UUID(required=True)
+    type = fields.String(required=True)
+    occurred_at = fields.AwareDateTime(required=True)
+    complaint_no = fields.String(required=True, allow_none=True)
+    version = fields.Integer(required=True)
+    producer = fields.String(required=True)
+    body = fields.Dict(required=True)
+
+
+class _Body(Schema):
+    class Meta:
+        # A newer producer may add fields; consumers read what they know.
+        unknown = INCLUDE
+
+
+class ComplaintReceived(_Body):
+    complaint_no = fields.String(required=True)
+    institution = fields.String(required=True)
+    branch = fields.String(allow_none=True)
+    kind = fields.String(required=True, validate=validate.OneOf(["complaint", "suggestion", "consultation"]))
+    channel = fields.String(required=True)
+    product = fields.String(required=True)
+    received_at = fields.AwareDateTime(required=True)
+    policy = fields.String(required=True)
+    due_by = fields.AwareDateTime(required=True, allow_none=True)
+    amount_in_dispute = fields.String(allow_none=True)
+    currency = fields.String(allow_none=True)
+    direct = fields.Boolean(required=True)
+    regulator_ref = fields.String(allow_none=True)
+    staff_id = fields.String(allow_none=True)
+    respondent_staff = fields.List(fields.String(), required=True)
+    group_size = fields.Integer(required=True)
+    cause_event = fields.String(allow_none=True)
+    app_id = fields.String(required=True)
+    external_id = fields.String(allow_none=True)
+
+
+class OrganizationChanged(_Body):
+    """The unit codes of each institution, announced whenever routing loads its organization."""
+
+    institutions = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True)
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    producer: str
+    schema: type[Schema]
+    subscribers: tuple[str, ...] = ()
+
+
+CATALOGUE: dict[str, EventType] = {}
+
+
+def register(event_type: EventType) -> None:
+    CATALOGUE[event_type.name] = event_type
+
+
+register(EventType("complaint_received", "intake", ComplaintReceived, subscribers=()))
+register(EventType("organization_changed", "routing", OrganizationChanged, subscribers=("intake",)))
+
+
+class UnknownEvent(ValueError):
+    pass
+
+
+def event_type(name: str) -> EventType:
+    try:
+        return CATALOGUE[name]
+    except KeyError:
+        raise UnknownEvent(f"event type {name!r} is not in the catalogue") from None
+
+
+def exchange_name(producer: str) -> str:
+    return f"{producer}.events"
+
+
+def queue_name(subscriber: str, event: str) -> str:
+    return f"{subscriber}.{event}"
+
+
+def make_event(name: str, complaint_no: str | None, body: dict, producer: str) -> dict:
+    """A new event, its body checked against the catalogue (raises ValidationError)."""
+    kind = event_type(name)
+    if kind.producer != producer:
+        raise UnknownEvent(f"{producer} may not publish {name}; its producer is {kind.producer}")
+    errors = kind.schema().validate(body)
+    if errors:
+        raise ValidationError(errors)
+    return {
+        "event_id": ids.new_id(),
+        "type": name,
+        "occurred_at": timeutil.iso(timeutil.now()),
+        "complaint_no": complaint_no,
+        "version": ENVELOPE_VERSION,
+        "producer": producer,
+        "body": body,
+    }
+
+
+def validate_event(event: dict) -> dict:
+    """Errors of the envelope and of the body against the catalogue; empty when valid."""
+    errors = EnvelopeSchema().validate(event)
+    if errors:
+        return errors
+    body_errors = event_type(event["type"]).schema().validate(event["body"])
+    return {"body": body_errors} if body_errors else {}

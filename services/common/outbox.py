@@ -1,0 +1,172 @@
+"""The transactional outbox: a state change and the messages announcing it are stored in
+one transaction, then relayed to RabbitMQ with publisher confirms.
+
+A worker stages its messages with ``outbox.stage(session, ...)`` inside the transaction of
+its change. When the worker ends, the relay publishes what it staged at once. Rows carry
+``relay_after``: should the process die before its own relay, a sweep in any instance of
+the service claims the row once that time has passed and publishes it. A message may thus
+be published twice (crash between confirm and mark), never zero times; consumers are
+idempotent on ``event_id`` / ``notification_id``.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import eventlet
+from nameko.extensions import DependencyProvider
+from pymongo import ASCENDING, IndexModel
+from pymongo.errors import PyMongoError
+
+from services.common import amqp, events, ids, timeutil
+from services.common.config import from_container
+from services.common.store import database
+
+log = logging.getLogger(__name__)
+
+COLLECTION = "outbox"
+SWEEP_INTERVAL = 1.0
+SWEEP_BATCH = 200
+LEASE = timedelta(seconds=30)
+
+
+def event_message(event: dict) -> dict:
+    return {
+        "_id": event["event_id"],
+        "exchange": events.exchange_name(event["producer"]),
+        "routing_key": event["type"],
+        "body": event,
+    }
+
+
+def contract_message(exchange: str, routing_key: str, body: dict, message_id: str | None = None, **properties) -> dict:
+    """A message of a public contract (receipt, status, notification)."""
+    return {
+        "_id": message_id or ids.new_id(),
+        "exchange": exchange,
+        "routing_key": routing_key,
+        "body": body,
+        "properties": properties,
+    }
+
+
+class Relay:
+    """Publishes outbox rows and marks them sent; shared by the workers and the sweep."""
+
+    def __init__(self, collection, publisher: amqp.Publisher, grace: timedelta):
+        self.collection = collection
+        self.publisher = publisher
+        self.grace = grace
+
+    def stage(self, session, messages: list[dict]) -> list[str]:
+        if not messages:
+            return []
+        relay_after = timeutil.now() + self.grace
+        rows = [dict(message, created_at=timeutil.now(), relay_after=relay_after, sent_at=None) for message in messages]
+        self.collection.insert_many(rows, session=session)
+        return [row["_id"] for row in rows]
+
+    def publish_rows(self, rows) -> int:
+        sent = 0
+        for row in rows:
+            self.publisher.publish(
+                row["exchange"], row["routing_key"], row["body"], message_id=row["_id"], **row.get("properties", {})
+            )
+            self.collection.update_one({"_id": row["_id"]}, {"$set": {"sent_at": timeutil.now()}})
+            sent += 1
+        return sent
+
+    def relay(self, row_ids: list[str]) -> int:
+        """Publish the rows a worker staged (only those whose transaction committed)."""
+        if not row_ids:
+            return 0
+        rows = self.collection.find({"_id": {"$in": row_ids}, "sent_at": None}).sort("created_at", ASCENDING)
+        return self.publish_rows(list(rows))
+
+    def sweep(self) -> int:
+        """Claim and publish rows whose worker did not relay them in time."""
+        now = timeutil.now()
+        due = self.collection.find(
+            {"sent_at": None, "relay_after": {"$lte": now}}, {"_id": 1, "relay_after": 1}
+        ).sort("relay_after", ASCENDING).limit(SWEEP_BATCH)
+        claimed = []
+        for row in due:
+            # The claim is a conditional update: of several instances, exactly one wins it.
+            result = self.collection.update_one(
+                {"_id": row["_id"], "relay_after": row["relay_after"], "sent_at": None},
+                {"$set": {"relay_after": now + LEASE}},
+            )
+            if result.modified_count:
+                claimed.append(row["_id"])
+        if not claimed:
+            return 0
+        return self.publish_rows(self.collection.find({"_id": {"$in": claimed}}).sort("created_at", ASCENDING))
+
+    def pending(self) -> int:
+        return self.collection.count_documents({"sent_at": None})
+
+
+INDEXES = [
+    IndexModel([("sent_at", ASCENDING), ("relay_after", ASCENDING)]),
+    # Sent rows are history; keep a week of them for operators, then let MongoDB drop them.
+    # TTL ignores rows whose sent_at is null, so only relayed rows ever expire.
+    IndexModel([("sent_at", ASCENDING)], name="sent_at_ttl", expireAfterSeconds=7 * 24 * 3600),
+]
+
+
+class _Staging:
+    def __init__(self, relay: Relay, staged: list):
+        self._relay = relay
+        self._staged = staged
+
+    def stage(self, session, *messages: dict) -> None:
+        self._staged.extend(self._relay.stage(session, list(messages)))
+
+
+class Outbox(DependencyProvider):
+    """Stages messages in the worker's transaction; relays them when the worker ends, and
+    sweeps what a dead process left behind."""
+
+    def setup(self):
+        settings = from_container(self.container.config)
+        db = database(settings, self.container.service_name)
+        db[COLLECTION].create_indexes(INDEXES)
+        self.publisher = amqp.Publisher(settings.amqp_uri)
+        self.relay_ = Relay(db[COLLECTION], self.publisher, timedelta(seconds=settings.outbox_grace))
+        self._staged: dict = {}
+        self._running = False
+
+    def start(self):
+        # Subscribers' queues exist before the first event leaves (the broker drops
+        # messages no queue is bound to).
+        with self.publisher.connection.clone() as connection:
+            amqp.declare_topology(connection)
+        self._running = True
+        self.container.spawn_managed_thread(self._sweep_forever, identifier="outbox.sweep")
+
+    def stop(self):
+        self._running = False
+
+    def kill(self):
+        self._running = False
+
+    def _sweep_forever(self):
+        while self._running:
+            try:
+                self.relay_.sweep()
+            except (PyMongoError, OSError) as exc:
+                log.warning("outbox sweep failed, will retry: %s", exc)
+            except Exception:  # keep sweeping whatever one row did
+                log.exception("outbox sweep failed")
+            eventlet.sleep(SWEEP_INTERVAL)
+
+    def get_dependency(self, worker_ctx):
+        staged = self._staged.setdefault(worker_ctx, [])
+        return _Staging(self.relay_, staged)
+
+    def worker_teardown(self, worker_ctx):
+        staged = self._staged.pop(worker_ctx, [])
+        try:
+            self.relay_.relay(staged)
+        except Exception as exc:  # the sweep relays them later; the worker's result stands
+            log.warning("relay after worker failed, the sweep will retry: %s", exc)

@@ -1,0 +1,68 @@
+"""MongoDB access: one client per process, one database per service.
+
+A service declares its indexes next to its domain; they are created when the service
+starts, so every hot query has its index before the first message arrives. Writes use
+write concern ``majority`` so that, on a replica set, an acknowledged write survives a
+failover.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+from nameko.extensions import DependencyProvider
+from pymongo import MongoClient, WriteConcern
+from pymongo.read_concern import ReadConcern
+
+from services.common.config import Settings, from_container
+
+_clients: dict[str, MongoClient] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(uri: str) -> MongoClient:
+    """A shared client per URI: pymongo pools connections and is safe across greenlets."""
+    with _clients_lock:
+        client = _clients.get(uri)
+        if client is None:
+            client = MongoClient(uri, w="majority", tz_aware=True, connect=False)
+            _clients[uri] = client
+        return client
+
+
+def database(settings: Settings, service: str):
+    return client_for(settings.mongo_uri)[f"{settings.db_prefix}_{service}"]
+
+
+@contextmanager
+def transaction(db):
+    """Run the body in one multi-document transaction; yields the session to pass along."""
+    with db.client.start_session() as session, session.start_transaction(
+        read_concern=ReadConcern("snapshot"), write_concern=WriteConcern("majority")
+    ):
+        yield session
+
+
+def ensure_indexes(db, indexes: dict) -> None:
+    """``indexes`` maps a collection name to a list of ``pymongo.IndexModel``."""
+    for collection, models in indexes.items():
+        if models:
+            db[collection].create_indexes(models)
+
+
+class Domain(DependencyProvider):
+    """Builds a service's domain object once per process, over the service's own database
+    (its indexes created first), and hands it to every worker."""
+
+    def __init__(self, factory, indexes: dict | None = None):
+        self.factory = factory
+        self.indexes = indexes or {}
+
+    def setup(self):
+        settings = from_container(self.container.config)
+        db = database(settings, self.container.service_name)
+        ensure_indexes(db, self.indexes)
+        self.domain = self.factory(db)
+
+    def get_dependency(self, worker_ctx):
+        return self.domain

@@ -1,0 +1,31 @@
+"""Time in one place: the platform's clock zone is Asia/Shanghai, every stored time is aware."""
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def now() -> datetime:
+    return datetime.now(SHANGHAI)
+
+
+def local(moment: datetime) -> datetime:
+    """The same instant in Asia/Shanghai; MongoDB returns naive UTC, which is read as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(SHANGHAI)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 with the +08:00 offset, as the contracts write times."""
+    return None if moment is None else local(moment).isoformat()
+
+
+def parse(text: str) -> datetime:
+    """An ISO 8601 time that must carry an offset (the contracts require one)."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("time must carry an offset, e.g. 2026-11-22T09:30:00+08:00")
+    return moment

@@ -1,0 +1,397 @@
+"""Intake's domain: from a submitted message to a stored, numbered, acknowledged complaint.
+
+Driven by ``service.py`` (AMQP and RPC entrypoints) and directly by tests against a real
+MongoDB-protocol server; it never touches the broker itself: every message it sends is
+staged in the outbox within the transaction of the change it announces.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from bson import Binary
+from marshmallow import ValidationError
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+from services.common import events, ids, outbound, timeutil
+from services.common.consumers import Delivery
+from services.common.errors import Invalid, NotFound
+from services.common.outbox import event_message
+from services.common.policy.calendar import load_calendars
+from services.common.policy.engine import load_policies
+from services.common.store import transaction
+from services.intake.lifecycle import Lifecycle
+from services.intake.schemas import SubmitSchema
+
+PRODUCER = "intake"
+ROUTING_PREFIX = "complaint.submit."
+HTTP_APP_ID = "http"
+CONTACTS = Path(__file__).parent / "data" / "contacts.yaml"
+ORGANIZATION_DOC = "units"
+KNOWN_UNITS_TTL = 5.0
+
+INDEXES = {
+    "complaints": [
+        IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)], unique=True, name="one_per_message"),
+        IndexModel([("received_at", DESCENDING), ("_id", DESCENDING)]),
+        IndexModel([("unit", ASCENDING), ("received_at", DESCENDING)]),
+        IndexModel([("status", ASCENDING), ("received_at", DESCENDING)]),
+        IndexModel([("due_by", ASCENDING), ("status", ASCENDING)]),
+    ],
+    "rejections": [IndexModel([("at", DESCENDING)]), IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)])],
+    "serials": [],
+    "organization": [],
+}
+
+
+@dataclass
+class Outcome:
+    """What became of one submission: the receipt's status, the complaint, the errors."""
+
+    status: str
+    complaint: dict | None = None
+    errors: dict | None = None
+
+    def as_rpc(self) -> dict:
+        summary = None
+        if self.complaint is not None:
+            summary = self.complaint["receipt"]
+        return {"outcome": self.status, "complaint": summary, "errors": self.errors or {}}
+
+
+def flatten_errors(errors, prefix: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested errors as a map from field path (``customer.phone``) to messages."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            path = prefix if key == "_schema" and prefix else (f"{prefix}.{key}" if prefix else str(key))
+            for sub_path, messages in flatten_errors(value, path).items():
+                flat.setdefault(sub_path, []).extend(messages)
+    elif isinstance(errors, list) and all(isinstance(item, str) for item in errors):
+        flat[prefix or "_schema"] = list(errors)
+    elif isinstance(errors, list):
+        for item in errors:
+            for sub_path, messages in flatten_errors(item, prefix).items():
+                flat.setdefault(sub_path, []).extend(messages)
+    else:
+        flat[prefix or "_schema"] = [str(errors)]
+    return flat
+
+
+def parse_delivery(delivery: Delivery) -> tuple[dict | None, dict]:
+    """The submission a delivery carries, with the channel from its routing key, or the
+    errors that make it unparseable (keyed ``properties.*``, ``routing_key``, ``body``)."""
+    errors: dict[str, list[str]] = {}
+    for name in ("app_id", "message_id"):
+        if not delivery.properties.get(name):
+            errors[f"properties.{name}"] = ["is required"]
+    content_type = delivery.properties.get("content_type")
+    if content_type != "application/json":
+        errors["properties.content_type"] = [f"must be application/json, not {content_type!r}"]
+    if not delivery.routing_key.startswith(ROUTING_PREFIX) or delivery.routing_key.count(".") != 2:
+        errors["routing_key"] = [f"must be {ROUTING_PREFIX}<channel>, not {delivery.routing_key!r}"]
+    try:
+        body = json.loads(delivery.body.decode("utf-8"))
+    except UnicodeDecodeError:
+        errors["body"] = ["is not UTF-8"]
+        return None, errors
+    except json.JSONDecodeError as exc:
+        errors["body"] = [f"is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]
+        return None, errors
+    if not isinstance(body, dict):
+        errors["body"] = ["must be a JSON object"]
+        return None, errors
+    if errors:
+        return None, errors
+    return dict(body, channel=delivery.routing_key[len(ROUTING_PREFIX):]), {}
+
+
+class Intake:
+    """The system of record's write side for new submissions, and its read side."""
+
+    def __init__(self, db, serial_block: int = 50):
+        self.db = db
+        self.complaints = db["complaints"]
+        self.serials = ids.SerialBlocks(db["serials"], block=serial_block)
+        self.policies = load_policies()
+        self.calendars = load_calendars()
+        self.lifecycle = Lifecycle.load()
+        with open(CONTACTS, encoding="utf-8") as handle:
+            self.contacts = yaml.safe_load(handle)
+        self._known_units: tuple[float, dict | None] = (0.0, None)
+
+    # -- the organization intake validates against -------------------------------------
+
+    def known_units(self) -> dict | None:
+        """institution -> set of unit codes, as routing last announced; None before that."""
+        read_at, units = self._known_units
+        if time.monotonic() - read_at > KNOWN_UNITS_TTL:
+            doc = self.db["organization"].find_one({"_id": ORGANIZATION_DOC})
+            units = None if doc is None else {inst: set(codes) for inst, codes in doc["institutions"].items()}
+            self._known_units = (time.monotonic(), units)
+        return units
+
+    def organization_changed(self, event: dict) -> None:
+        self.db["organization"].replace_one(
+            {"_id": ORGANIZATION_DOC},
+            {"_id": ORGANIZATION_DOC, "institutions": event["body"]["institutions"], "at": timeutil.now()},
+            upsert=True,
+        )
+        self._known_units = (0.0, None)
+
+    # -- submissions ---------------------------------------------------------------------
+
+    def submit_delivery(self, delivery: Delivery, outbox) -> Outcome:
+        """A message from ``complaints.inbound``: one receipt for it, whatever it holds."""
+        app_id = delivery.properties.get("app_id") or None
+        message_id = delivery.properties.get("message_id") or None
+        payload, errors = parse_delivery(delivery)
+        if payload is None:
+            return self._reject(app_id, message_id, None, errors, outbox, delivery=delivery, kind="unparseable")
+        return self.submit(payload, app_id, message_id, outbox, delivery=delivery)
+
+    def submit(self, payload: dict, app_id: str, message_id: str, outbox, delivery: Delivery | None = None) -> Outcome:
+        external_id = payload.get("external_id") if isinstance(payload.get("external_id"), str) else None
+        first = self._first_of(app_id, message_id)
+        if first is not None:
+            return self._duplicate(first, message_id, outbox)
+        try:
+            data = SubmitSchema(known_units=self.known_units()).load(payload)
+        except ValidationError as exc:
+            return self._reject(app_id, message_id, external_id, flatten_errors(exc.messages), outbox,
+                                delivery=delivery, payload=payload, kind="invalid")
+        for _ in range(3):
+            try:
+                return self._accept(data, app_id, message_id, outbox)
+            except (DuplicateKeyError, OperationFailure) as exc:
+                # Another instance stored the same message first (or our transaction met
+                # its write): the stored one is the complaint, this delivery a duplicate.
+                first = self._first_of(app_id, message_id)
+                if first is not None:
+                    return self._duplicate(first, message_id, outbox)
+                if not (isinstance(exc, OperationFailure) and exc.has_error_label("TransientTransactionError")):
+                    raise
+        raise RuntimeError(f"could not store message {app_id}/{message_id} after 3 attempts")
+
+    def _first_of(self, app_id, message_id) -> dict | None:
+        return self.complaints.find_one({"app_id": app_id, "message_id": message_id})
+
+    def _main_clock(self, data: dict):
+        """The policy that applies and its first clock, the one started on receipt."""
+        policy = self.policies.select(data["institution"], data["kind"], data["channel"])
+        return policy, next(iter(policy.clocks.values()))
+
+    def _contact(self, institution: str, branch: str | None) -> dict:
+        return (self.contacts["branches"].get(branch or "")
+                or self.contacts["institutions"].get(institution)
+                or self.contacts["default"])
+
+    def _accept(self, data: dict, app_id: str, message_id: str, outbox) -> Outcome:
+        received_at = timeutil.local(data["received_at"])
+        policy, clock = self._main_clock(data)
+        due_by = clock.due_by(received_at, calendar=self.calendars.for_institution(data["institution"]))
+        complaint_no = ids.format_complaint_no(data["institution"], received_at,
+                                               self.serials.next(data["institution"]))
+        now = timeutil.now()
+        home_unit = data.get("branch") or data["institution"]
+        receipt = {"complaint_no": complaint_no, "status": "received", "due_by": timeutil.iso(due_by)}
+        source = "http" if app_id == HTTP_APP_ID else "amqp"
+        complaint = {
+            "_id": complaint_no,
+            "complaint_no": complaint_no,
+            "app_id": app_id,
+            "message_id": message_id,
+            "source": source,
+            **{key: value for key, value in data.items() if key != "received_at"},
+            "received_at": received_at,
+            "registered_at": now,
+            "status": "received",
+            "unit": home_unit,
+            "first_responder": {"unit": home_unit, "staff": data.get("staff_id")},
+            "assignment": None,
+            "transfers": [],
+            "sla": {"policy": policy.code, "clock": clock.name, "due_by": due_by, "state": "on_track"},
+            "due_by": due_by,
+            "receipt": receipt,
+            "history": [{"at": now, "type": "complaint_received", "actor": f"{source}:{app_id}",
+                         "details": {"channel": data["channel"], "policy": policy.code}}],
+            "version": 1,
+        }
+        event = events.make_event("complaint_received", complaint_no, self._received_body(complaint), PRODUCER)
+        messages = [event_message(event)]
+        if source == "amqp":
+            messages.append(outbound.receipt(app_id, {
+                "message_id": message_id, "external_id": data.get("external_id"), "status": "accepted",
+                "complaint_no": complaint_no, "due_by": receipt["due_by"], "errors": {}}))
+        notice = outbound.notification(complaint_no, data["customer"], "acknowledged", {
+            "complaint_no": complaint_no,
+            "kind": data["kind"],
+            "received_at": timeutil.iso(received_at),
+            "due_by": receipt["due_by"],
+            "time_limit": clock.description or str(clock.limit),
+            "contact": self._contact(data["institution"], data.get("branch")),
+        })
+        if notice is not None:
+            messages.append(notice)
+        with transaction(self.db) as session:
+            self.complaints.insert_one(complaint, session=session)
+            outbox.stage(session, *messages)
+        return Outcome("accepted", complaint)
+
+    @staticmethod
+    def _received_body(complaint: dict) -> dict:
+        """The event carries what other services need, and no personal data."""
+        return {
+            "complaint_no": complaint["complaint_no"],
+            "institution": complaint["institution"],
+            "branch": complaint.get("branch"),
+            "kind": complaint["kind"],
+            "channel": complaint["channel"],
+            "product": complaint["product"],
+            "received_at": timeutil.iso(complaint["received_at"]),
+            "policy": complaint["sla"]["policy"],
+            "due_by": timeutil.iso(complaint["due_by"]),
+            "amount_in_dispute": complaint.get("amount_in_dispute"),
+            "currency": complaint.get("currency"),
+            "direct": complaint.get("direct", False),
+            "regulator_ref": complaint.get("regulator_ref"),
+            "staff_id": complaint.get("staff_id"),
+            "respondent_staff": complaint.get("respondent_staff", []),
+            "group_size": complaint.get("group_size", 1),
+            "cause_event": complaint.get("cause_event"),
+            "app_id": complaint["app_id"],
+            "external_id": complaint.get("external_id"),
+        }
+
+    def _duplicate(self, first: dict, message_id: str, outbox) -> Outcome:
+        if first["source"] == "amqp":
+            with transaction(self.db) as session:
+                outbox.stage(session, outbound.receipt(first["app_id"], {
+                    "message_id": message_id, "external_id": first.get("external_id"), "status": "duplicate",
+                    "complaint_no": first["complaint_no"], "due_by": first["receipt"]["due_by"], "errors": {}}))
+        return Outcome("duplicate", first)
+
+    def _reject(self, app_id, message_id, external_id, errors, outbox, *, kind, delivery=None, payload=None) -> Outcome:
+        """Answer with the errors and keep the message whole for an operator."""
+        kept = {
+            "_id": ids.new_id(),
+            "kind": kind,
+            "app_id": app_id,
+            "message_id": message_id,
+            "errors": errors,
+            "at": timeutil.now(),
+        }
+        if delivery is not None:
+            kept.update(routing_key=delivery.routing_key, body=Binary(delivery.body),
+                        properties={k: str(v) for k, v in delivery.properties.items()},
+                        headers={k: str(v) for k, v in delivery.headers.items()})
+        else:
+            # As JSON text: a payload's keys may be ones MongoDB refuses ("$where", "a.b").
+            kept["payload"] = json.dumps(payload, ensure_ascii=False, default=str)
+        with transaction(self.db) as session:
+            self.db["rejections"].insert_one(kept, session=session)
+            if delivery is not None:
+                outbox.stage(session, outbound.receipt(app_id, {
+                    "message_id": message_id, "external_id": external_id, "status": "rejected",
+                    "complaint_no": None, "due_by": None, "errors": errors}))
+        return Outcome("rejected", errors=errors)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get(self, complaint_no: str, visible_units: list[str] | None) -> dict:
+        query = {"_id": complaint_no}
+        if visible_units is not None:
+            query["unit"] = {"$in": list(visible_units)}
+        complaint = self.complaints.find_one(query)
+        if complaint is None:
+            raise NotFound(f"no complaint {complaint_no}")
+        return view(complaint)
+
+    def list(self, filters: dict, visible_units: list[str] | None, limit: int = 50, cursor: str | None = None) -> dict:
+        query: dict = {}
+        if visible_units is not None:
+            query["unit"] = {"$in": list(visible_units)}
+        if filters.get("unit"):
+            query.setdefault("$and", []).append({"unit": filters["unit"]})
+        if filters.get("status"):
+            query["status"] = filters["status"]
+        received = {}
+        if filters.get("from"):
+            received["$gte"] = timeutil.parse(filters["from"])
+        if filters.get("to"):
+            received["$lt"] = timeutil.parse(filters["to"])
+        if received:
+            query["received_at"] = received
+        if filters.get("overdue") is not None:
+            overdue = {"due_by": {"$lt": timeutil.now()}, "status": {"$in": self.lifecycle.open_statuses()}}
+            query.setdefault("$and", []).append(overdue if filters["overdue"] else {"$nor": [overdue]})
+        if cursor:
+            at, last_no = decode_cursor(cursor)
+            query.setdefault("$and", []).append(
+                {"$or": [{"received_at": {"$lt": at}}, {"received_at": at, "_id": {"$lt": last_no}}]})
+        page = list(self.complaints.find(query).sort([("received_at", DESCENDING), ("_id", DESCENDING)])
+                    .limit(limit + 1))
+        next_cursor = encode_cursor(page[limit - 1]) if len(page) > limit else None
+        return {"items": [summary(c) for c in page[:limit]], "next_cursor": next_cursor}
+
+
+def encode_cursor(complaint: dict) -> str:
+    raw = json.dumps([timeutil.iso(complaint["received_at"]), complaint["_id"]])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_cursor(cursor: str):
+    try:
+        at, last_no = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return timeutil.parse(at), str(last_no)
+    except (ValueError, TypeError):
+        raise Invalid("the cursor is not one this service gave", {"cursor": ["is invalid"]}) from None
+
+
+def summary(complaint: dict) -> dict:
+    return {
+        "complaint_no": complaint["complaint_no"],
+        "status": complaint["status"],
+        "kind": complaint["kind"],
+        "channel": complaint["channel"],
+        "institution": complaint["institution"],
+        "branch": complaint.get("branch"),
+        "unit": complaint["unit"],
+        "product": complaint["product"],
+        "subject": complaint["subject"],
+        "received_at": timeutil.iso(complaint["received_at"]),
+        "due_by": timeutil.iso(complaint.get("due_by")),
+        "sla_state": complaint["sla"]["state"],
+    }
+
+
+def view(complaint: dict) -> dict:
+    """The complaint as it stands (CONTRACTS.md §3), times in ISO 8601 with offset."""
+    sla = complaint["sla"]
+    return {
+        **summary(complaint),
+        "external_id": complaint.get("external_id"),
+        "customer": complaint["customer"],
+        "description": complaint["description"],
+        "demand": complaint.get("demand"),
+        "amount_in_dispute": complaint.get("amount_in_dispute"),
+        "currency": complaint.get("currency"),
+        "direct": complaint.get("direct", False),
+        "regulator_ref": complaint.get("regulator_ref"),
+        "group_size": complaint.get("group_size", 1),
+        "cause_event": complaint.get("cause_event"),
+        "respondent_staff": complaint.get("respondent_staff", []),
+        "assignment": complaint.get("assignment"),
+        "first_responder": complaint["first_responder"],
+        "transfers": complaint.get("transfers", []),
+        "sla": {"policy": sla["policy"], "due_by": timeutil.iso(sla.get("due_by")), "state": sla["state"]},
+        "mediation": complaint.get("mediation"),
+        "history": [
+            {**entry, "at": timeutil.iso(entry["at"])} for entry in complaint.get("history", [])
+        ],
+    }

@@ -1,0 +1,36 @@
+"""Intake's entrypoints: the call centers' queue, RPC for the HTTP edge, events it follows."""
+from __future__ import annotations
+
+from nameko.rpc import rpc
+
+from services.common.consumers import Delivery, inbound, subscribe
+from services.common.outbox import Outbox
+from services.common.store import Domain
+from services.intake.intake import HTTP_APP_ID, INDEXES, Intake
+
+
+class IntakeService:
+    name = "intake"
+
+    desk = Domain(Intake, indexes=INDEXES)
+    outbox = Outbox()
+
+    @inbound()
+    def receive(self, delivery: Delivery):
+        self.desk.submit_delivery(delivery, self.outbox)
+
+    @rpc
+    def submit(self, payload: dict, channel: str, idempotency_key: str, app_id: str = HTTP_APP_ID) -> dict:
+        return self.desk.submit(dict(payload, channel=channel), app_id, idempotency_key, self.outbox).as_rpc()
+
+    @rpc
+    def get(self, complaint_no: str, visible_units: list | None = None) -> dict:
+        return self.desk.get(complaint_no, visible_units)
+
+    @rpc
+    def list(self, filters: dict, visible_units: list | None = None, limit: int = 50, cursor: str | None = None):
+        return self.desk.list(filters, visible_units, limit, cursor)
+
+    @subscribe("organization_changed")
+    def on_organization_changed(self, event: dict):
+        self.desk.organization_changed(event)

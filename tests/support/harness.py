@@ -1,0 +1,174 @@
+"""Running the platform's services against the real broker and store, and talking to
+them the way a call center does: publish to ``complaints.inbound``, read receipts and
+notifications from the outbound exchanges."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+from kombu import Connection, Exchange, Queue
+
+from services.common import amqp
+from services.common.config import Settings
+from tests.support.infra import ROOT
+
+SHANGHAI_OFFSET = "+08:00"
+
+
+def settings_for(amqp_uri: str, mongo_uri: str, prefix: str | None = None, **overrides) -> Settings:
+    values = {"amqp_uri": amqp_uri, "mongo_uri": mongo_uri, "db_prefix": prefix or f"t{uuid.uuid4().hex[:8]}",
+                  "retry_delays": (0.2, 0.5), "outbox_grace": 1.0, "rpc_timeout": 10.0}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def env_for(settings: Settings, **extra) -> dict:
+    env = dict(os.environ)
+    env.update({
+        "AMQP_URI": settings.amqp_uri, "MONGO_URI": settings.mongo_uri, "DB_PREFIX": settings.db_prefix,
+        "RETRY_DELAYS": ",".join(str(d) for d in settings.retry_delays), "OUTBOX_GRACE": str(settings.outbox_grace),
+        "MAX_WORKERS": str(settings.max_workers), "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+class ServiceProcess:
+    """A service in a process of its own, as production runs it (and as kill -9 hits it)."""
+
+    def __init__(self, modules: list[str], settings: Settings, log_path=None):
+        self.modules = modules
+        self.settings = settings
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> ServiceProcess:
+        with open(self.log_path or os.devnull, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "services.common.runner", *self.modules],
+                cwd=ROOT, env=env_for(self.settings), stdout=log, stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Listener:
+    """A queue of our own bound to an exchange, read with basic_get (no consumer thread)."""
+
+    def __init__(self, amqp_uri: str, exchange: str, routing_key: str = "#"):
+        self.connection = Connection(amqp_uri)
+        self.channel = self.connection.channel()
+        self.queue = Queue(f"test-listener-{uuid.uuid4().hex[:8]}", Exchange(exchange, type="topic", durable=True),
+                           routing_key=routing_key, exclusive=True, auto_delete=True)
+        self.queue(self.channel).declare()
+        self.messages: list[dict] = []
+
+    def drain(self) -> list[dict]:
+        while True:
+            message = self.queue(self.channel).get(no_ack=True)
+            if message is None:
+                return self.messages
+            self.messages.append({
+                "routing_key": message.delivery_info["routing_key"],
+                "body": json.loads(message.body),
+                "properties": dict(message.properties),
+            })
+
+    def wait_for(self, predicate, count: int = 1, timeout: float = 30.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            matching = [m for m in self.drain() if predicate(m)]
+            if len(matching) >= count:
+                return matching
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"waited {timeout}s for {count} matching message(s), saw {len(matching)} "
+                    f"(of {len(self.messages)} in all)")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.connection.release()
+
+
+class CallCenter:
+    """Publishes submissions as a call-center system does (persistent, confirmed)."""
+
+    def __init__(self, amqp_uri: str, app_id: str = "cc-shandong"):
+        self.app_id = app_id
+        self.publisher = amqp.Publisher(amqp_uri)
+
+    def send(self, body, channel: str = "phone", message_id: str | None = None, app_id: str | None = "",
+             content_type: str = "application/json", routing_key: str | None = None) -> str:
+        message_id = message_id or uuid.uuid4().hex
+        raw = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode("utf-8")
+        properties = {"content_type": content_type, "message_id": message_id}
+        app = self.app_id if app_id == "" else app_id
+        if app is not None:
+            properties["app_id"] = app
+        self.publisher.publish(amqp.INBOUND_EXCHANGE, routing_key or f"complaint.submit.{channel}", raw, **properties)
+        return message_id
+
+    def close(self) -> None:
+        self.publisher.close()
+
+
+def submission(**overrides) -> dict:
+    """A realistic complaint as a call center sends it."""
+    received = (datetime.now().astimezone() - timedelta(hours=2)).replace(microsecond=0)
+    body = {
+        "schema": "complaint.submit/1",
+        "external_id": f"CC-{uuid.uuid4().hex[:8]}",
+        "received_at": received.isoformat(),
+        "institution": "BANKA",
+        "kind": "complaint",
+        "customer": {"name": "张伟", "phone": "13800138000", "id_type": "resident_id",
+                     "id_number": "370102198001011234"},
+        "product": "credit_card",
+        "subject": "信用卡年费未经同意扣收",
+        "description": "客户称其信用卡在未激活的情况下被扣收年费300元，要求退还。",
+        "demand": "退还年费",
+        "amount_in_dispute": "300.00",
+        "currency": "CNY",
+    }
+    body.update(overrides)
+    return body
+
+
+def wait_until(predicate, what: str, timeout: float = 30.0, interval: float = 0.1):
+    """Poll until ``predicate()`` is truthy and return its value; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
+        time.sleep(interval)
+
+
+@contextmanager
+def listening(amqp_uri: str, exchange: str, routing_key: str = "#"):
+    listener = Listener(amqp_uri, exchange, routing_key)
+    try:
+        yield listener
+    finally:
+        listener.close()
