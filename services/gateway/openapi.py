@@ -1,0 +1,112 @@
+"""The OpenAPI 3 document, generated from ``routes.ROUTES`` and the marshmallow schemas.
+
+Nothing here is written per endpoint: each ``Route`` gives its method, path, parameters
+(query and path schemas, headers), request body, responses and roles, and the error
+responses follow from what the route does (token → 401/403, body → 400/422, ...), all
+with the contract's error schema.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from http import HTTPStatus
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+
+from . import schemas
+from .routes import ROUTES, Route
+
+TITLE = "Consumer complaints HTTP API"
+VERSION = "1.0.0"
+OPENAPI_VERSION = "3.0.3"
+SECURITY_SCHEME = "bearerAuth"
+
+
+def _schema_name_resolver(schema) -> str:
+    cls = schema if isinstance(schema, type) else type(schema)
+    name = cls.__name__
+    return name[: -len("Schema")] if name.endswith("Schema") and name != "Schema" else name
+
+
+def build_spec(routes=ROUTES, server_url: str | None = None) -> APISpec:
+    plugin = MarshmallowPlugin(schema_name_resolver=_schema_name_resolver)
+    spec = APISpec(
+        title=TITLE,
+        version=VERSION,
+        openapi_version=OPENAPI_VERSION,
+        plugins=[plugin],
+        info={"description": (
+            "The HTTP edge of the complaint platform (CONTRACTS.md §3). Errors are "
+            '{"error": {"code", "message", "details"}}.'
+        )},
+        servers=[{"url": server_url}] if server_url else [],
+    )
+    plugin.map_to_openapi_type(schemas.IsoDateOrDateTime, "string", None)
+    spec.components.security_scheme(
+        SECURITY_SCHEME,
+        {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+         "description": "HS256 JWT with claims sub, name, unit, roles, exp."},
+    )
+    spec.components.schema("Error", schema=schemas.ErrorSchema)
+    for route in routes:
+        spec.path(path=route.path, operations={route.method.lower(): _operation(route)})
+    return spec
+
+
+def _operation(route: Route) -> dict:
+    operation = {
+        "operationId": route.name,
+        "summary": route.summary,
+        "tags": list(route.tags),
+        "responses": {},
+    }
+    if route.description:
+        operation["description"] = route.description
+    parameters = []
+    if route.path_params is not None:
+        parameters.append({"in": "path", "schema": route.path_params})
+    if route.query is not None:
+        parameters.append({"in": "query", "schema": route.query})
+    for header in route.headers:
+        schema = {"type": "string", "minLength": 1}
+        if header.max_length:
+            schema["maxLength"] = header.max_length
+        parameters.append({"in": "header", "name": header.name, "required": header.required,
+                           "description": header.description, "schema": schema})
+    if parameters:
+        operation["parameters"] = parameters
+    if route.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": route.body}},
+        }
+    if route.roles is None:
+        operation["security"] = []
+    else:
+        operation["security"] = [{SECURITY_SCHEME: []}]
+        operation["x-roles"] = sorted(route.roles)
+    for response in route.responses:
+        body = {"description": response.description}
+        if response.schema is not None:
+            schema = response.schema
+            if response.many:
+                schema = {"type": "array", "items": schema}
+            body["content"] = {"application/json": {"schema": schema}}
+        else:
+            body["content"] = {"application/json": {"schema": {"type": "object"}}}
+        if response.headers:
+            body["headers"] = {name: {"description": text, "schema": {"type": "string"}}
+                               for name, text in response.headers}
+        operation["responses"][str(response.status)] = body
+    for status in route.error_statuses:
+        operation["responses"][str(status)] = {
+            "description": HTTPStatus(status).phrase,
+            "content": {"application/json": {"schema": "Error"}},
+        }
+    return operation
+
+
+@lru_cache(maxsize=1)
+def document() -> dict:
+    """The document as served (built once per process)."""
+    return build_spec().to_dict()

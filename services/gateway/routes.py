@@ -1,0 +1,135 @@
+"""The table of endpoints: one entry per endpoint, read by the router and by the OpenAPI
+document alike. Adding an endpoint is one ``Route`` here plus one method in ``service.py``
+named like the route.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from marshmallow import Schema
+
+from . import schemas
+from .auth import ROLES
+
+# Who may do what (DESIGN.md, "Access"); visibility by unit is applied on top.
+READERS = ROLES
+SUBMITTERS = frozenset({"handler", "supervisor", "consumer_protection", "admin"})
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    description: str
+    schema: type[Schema] | None = None
+    many: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Header:
+    name: str
+    description: str
+    required: bool = True
+    max_length: int | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str  # the service method and the operationId
+    method: str
+    path: str  # OpenAPI template, /api/v1/complaints/{complaint_no}
+    summary: str
+    responses: tuple[Response, ...]
+    roles: frozenset | None = None  # None: public, no token
+    query: type[Schema] | None = None
+    body: type[Schema] | None = None
+    path_params: type[Schema] | None = None
+    headers: tuple[Header, ...] = ()
+    tags: tuple[str, ...] = ()
+    calls_peers: bool = True
+    description: str = ""
+    extra_errors: tuple[int, ...] = field(default=())
+
+    @property
+    def rule(self) -> str:
+        """The Werkzeug URL rule for ``path``."""
+        return re.sub(r"\{(\w+)\}", r"<\1>", self.path)
+
+    @property
+    def error_statuses(self) -> tuple[int, ...]:
+        statuses = set(self.extra_errors)
+        if self.body is not None or self.headers:
+            statuses.add(400)
+        if self.roles is not None:
+            statuses.update((401, 403))
+        if self.path_params is not None:
+            statuses.add(404)
+        if self.body is not None or self.query is not None:
+            statuses.add(422)
+        if self.calls_peers:
+            statuses.add(503)
+        statuses.add(500)
+        return tuple(sorted(statuses))
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        name="health", method="GET", path="/health", tags=("operations",),
+        summary="Liveness, and whether the RPC peers answer.",
+        query=schemas.HealthQuerySchema,
+        responses=(Response(200, "The gateway is up.", schemas.HealthSchema),),
+        calls_peers=False,
+    ),
+    Route(
+        name="openapi", method="GET", path="/api/v1/openapi.json", tags=("operations",),
+        summary="This document.",
+        responses=(Response(200, "The OpenAPI 3 document."),),
+        calls_peers=False,
+    ),
+    Route(
+        name="submit_complaint", method="POST", path="/api/v1/complaints", tags=("complaints",),
+        summary="Register a complaint, suggestion or consultation.",
+        description=(
+            "The body is complaint.submit/1 plus channel. The same Idempotency-Key from the "
+            "same user answers 200 with the first receipt instead of creating a second "
+            "complaint. Invalid bodies answer 422 with details mapping field paths to messages."
+        ),
+        roles=SUBMITTERS,
+        body=schemas.SubmitComplaintSchema,
+        headers=(Header("Idempotency-Key", "Unique per submission; repeats are answered "
+                        "with the first receipt.", max_length=200),),
+        responses=(
+            Response(201, "Accepted.", schemas.ComplaintReceiptSchema,
+                     headers=(("Location", "The complaint's URL."),)),
+            Response(200, "Already accepted under this Idempotency-Key.",
+                     schemas.ComplaintReceiptSchema),
+        ),
+        extra_errors=(409, 413),
+    ),
+    Route(
+        name="list_complaints", method="GET", path="/api/v1/complaints", tags=("complaints",),
+        summary="A page of the complaints the caller may see, filtered.",
+        roles=READERS,
+        query=schemas.ComplaintListQuerySchema,
+        responses=(Response(200, "A page, and the cursor of the next.",
+                            schemas.ComplaintPageSchema),),
+    ),
+    Route(
+        name="get_complaint", method="GET", path="/api/v1/complaints/{complaint_no}",
+        tags=("complaints",),
+        summary="A complaint as it stands; 404 outside the caller's units.",
+        roles=READERS,
+        path_params=schemas.ComplaintPathSchema,
+        responses=(Response(200, "The complaint.", schemas.ComplaintSchema),),
+    ),
+    Route(
+        name="org_units", method="GET", path="/api/v1/org/units", tags=("organization",),
+        summary="The organization as the caller may see it: one tree per institution.",
+        roles=READERS,
+        responses=(Response(200, "One tree per institution.", schemas.OrgUnitSchema,
+                            many=True),),
+    ),
+)
+
+BY_NAME = {route.name: route for route in ROUTES}

@@ -1,0 +1,214 @@
+"""What crosses the HTTP edge, as marshmallow schemas.
+
+The OpenAPI document is generated from these (see ``openapi.py``). The edge validates only
+what it owns: the query string, the ``channel`` and the headers. The complaint itself is
+validated by intake, the system of record, so that the AMQP and HTTP channels answer the
+same body with the same errors; ``SubmitComplaintSchema`` documents that body as
+``complaint.submit/1`` defines it (CONTRACTS §1).
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from marshmallow import EXCLUDE, INCLUDE, Schema, fields, validate
+
+# CONTRACTS §1.
+CHANNELS = ("phone", "letter", "visit", "web", "app", "wechat", "email", "regulator")
+KINDS = ("complaint", "suggestion", "consultation")
+LEVELS = ("head_office", "tier1", "city", "county")
+OFFICES = ("front", "middle", "back")
+SLA_STATES = ("on_track", "warning", "breached", "met", "paused")
+CODE = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}$", error="Must be a code (letters, digits, _.:-).")
+
+
+class IsoDateOrDateTime(fields.Field):
+    """An ISO 8601 date (``2026-11-22``) or a datetime with an offset; loads to its ISO text."""
+
+    default_error_messages = {
+        "invalid": "Must be an ISO 8601 date or a datetime with an offset.",
+        "naive": "A datetime needs an offset, for example +08:00.",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        text = value.strip()
+        try:
+            if len(text) == 10:
+                return date.fromisoformat(text).isoformat()
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise self.make_error("invalid") from None
+        if moment.tzinfo is None:
+            raise self.make_error("naive")
+        return moment.isoformat()
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else str(value)
+
+
+class Reply(Schema):
+    """A response body: the peers may add fields (contracts grow, never break)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+
+# -- errors and health -------------------------------------------------------------------
+
+class ErrorDetailSchema(Schema):
+    code = fields.Str(required=True, metadata={"example": "validation_failed"})
+    message = fields.Str(required=True)
+    details = fields.Dict(
+        keys=fields.Str(), values=fields.Raw(), required=True,
+        metadata={"description": "For 422: field path -> list of messages. Else usually empty."},
+    )
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorDetailSchema, required=True)
+
+
+class HealthSchema(Reply):
+    status = fields.Str(required=True, metadata={"example": "ok"})
+    peers = fields.Dict(
+        keys=fields.Str(), values=fields.Str(validate=validate.OneOf(("up", "down", "error"))),
+        metadata={"description": "Whether each RPC peer answers: up, down (no answer) or error."},
+    )
+
+
+class HealthQuerySchema(Schema):
+    peers = fields.Bool(load_default=True, metadata={
+        "description": "Ask the RPC peers too (false for a quick liveness probe)."})
+
+
+# -- complaints -----------------------------------------------------------------------------
+
+class CustomerSchema(Schema):
+    name = fields.Str(required=True)
+    phone = fields.Str()
+    email = fields.Str()
+    id_type = fields.Str()
+    id_number = fields.Str()
+    address = fields.Str()
+
+
+class SubmitComplaintSchema(Schema):
+    """``complaint.submit/1`` plus ``channel``; header ``Idempotency-Key`` is its message_id."""
+
+    channel = fields.Str(required=True, validate=validate.OneOf(CHANNELS))
+    schema = fields.Str(required=True, validate=validate.Equal("complaint.submit/1"))
+    external_id = fields.Str()
+    received_at = fields.AwareDateTime(required=True)
+    institution = fields.Str(required=True)
+    branch = fields.Str()
+    kind = fields.Str(required=True, validate=validate.OneOf(KINDS))
+    customer = fields.Nested(
+        CustomerSchema, required=True,
+        metadata={"description": "At least one of phone, email or address."},
+    )
+    product = fields.Str(required=True, metadata={"description": "Business category code."})
+    subject = fields.Str(required=True, validate=validate.Length(max=200))
+    description = fields.Str(required=True, validate=validate.Length(max=20000))
+    demand = fields.Str()
+    amount_in_dispute = fields.Decimal(as_string=True, places=2)
+    currency = fields.Str(load_default="CNY")
+    direct = fields.Bool()
+    regulator_ref = fields.Str(metadata={"description": "Required with channel regulator."})
+    staff_id = fields.Str()
+    respondent_staff = fields.List(fields.Str())
+    group_size = fields.Int(validate=validate.Range(min=1))
+    cause_event = fields.Str(
+        validate=validate.OneOf(("natural_disaster", "safety_accident", "public_health")))
+
+
+class ChannelSchema(Schema):
+    """The part of the submit body the edge checks itself (the rest is intake's)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    channel = fields.Str(required=True, validate=validate.OneOf(CHANNELS))
+
+
+class ComplaintReceiptSchema(Reply):
+    complaint_no = fields.Str(required=True)
+    status = fields.Str(required=True)
+    due_by = fields.AwareDateTime(required=True, allow_none=True)
+
+
+class AssignmentSchema(Reply):
+    unit = fields.Str(allow_none=True)
+    department = fields.Str(allow_none=True)
+    office = fields.Str(allow_none=True, validate=validate.OneOf(OFFICES))
+    handler = fields.Str(allow_none=True)
+
+
+class SlaSchema(Reply):
+    policy = fields.Str(allow_none=True)
+    due_by = fields.AwareDateTime(allow_none=True)
+    state = fields.Str(validate=validate.OneOf(SLA_STATES))
+
+
+class HistoryEventSchema(Reply):
+    at = fields.AwareDateTime(required=True)
+    type = fields.Str(required=True)
+    actor = fields.Str(allow_none=True)
+
+
+class ComplaintSchema(Reply):
+    """A complaint as it stands (CONTRACTS §3); intake may add further fields."""
+
+    complaint_no = fields.Str(required=True)
+    status = fields.Str(required=True)
+    kind = fields.Str(validate=validate.OneOf(KINDS))
+    channel = fields.Str(validate=validate.OneOf(CHANNELS))
+    institution = fields.Str()
+    branch = fields.Str(allow_none=True)
+    assignment = fields.Nested(AssignmentSchema, allow_none=True)
+    first_responder = fields.Str(allow_none=True)
+    sla = fields.Nested(SlaSchema, allow_none=True)
+    history = fields.List(fields.Nested(HistoryEventSchema),
+                          metadata={"description": "Every event, oldest first."})
+    mediation = fields.Dict(allow_none=True, metadata={"description": "Where referred."})
+
+
+class ComplaintPageSchema(Reply):
+    items = fields.List(fields.Nested(ComplaintSchema), required=True)
+    next_cursor = fields.Str(required=True, allow_none=True,
+                             metadata={"description": "Pass as cursor for the next page."})
+
+
+class ComplaintListQuerySchema(Schema):
+    status = fields.Str(validate=validate.Regexp(r"^[a-z_]{1,40}$", error="Must be a status."))
+    unit = fields.Str(validate=CODE, metadata={"description": "A unit and the units below it."})
+    overdue = fields.Bool()
+    from_ = IsoDateOrDateTime(data_key="from", metadata={
+        "description": "Received at or after: a date (2026-11-22) or a datetime with offset."})
+    to = IsoDateOrDateTime(metadata={
+        "description": "Received at or before: a date or a datetime with offset."})
+    limit = fields.Int(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.Str(validate=validate.Length(min=1, max=1000))
+
+
+class ComplaintPathSchema(Schema):
+    complaint_no = fields.Str(required=True)
+
+
+# -- organization -----------------------------------------------------------------------------
+
+class DepartmentSchema(Reply):
+    code = fields.Str(required=True)
+    name = fields.Str(required=True)
+    office = fields.Str(required=True, validate=validate.OneOf(OFFICES))
+
+
+class OrgUnitSchema(Reply):
+    code = fields.Str(required=True)
+    institution = fields.Str(required=True)
+    name = fields.Str(required=True)
+    level = fields.Str(required=True, validate=validate.OneOf(LEVELS))
+    parent = fields.Str(required=True, allow_none=True)
+    region = fields.Str(allow_none=True)
+    departments = fields.List(fields.Nested(DepartmentSchema), required=True)
+    children = fields.List(fields.Nested(lambda: OrgUnitSchema()), required=True)

@@ -1,0 +1,42 @@
+"""The HTTP edge: nameko ``http`` entrypoints that translate HTTP to RPC (CONTRACTS §3).
+
+Run: ``nameko run services.gateway.service --config services/gateway/config.yaml``
+(listens on ``GATEWAY_ADDRESS``, default 127.0.0.1:8000). Each method is one route of
+``routes.ROUTES``; the work is in ``views``.
+"""
+from __future__ import annotations
+
+from . import views
+from .entrypoint import endpoint
+from .rpc import TimedRpcProxy
+
+
+class GatewayService:
+    name = "gateway"
+
+    intake = TimedRpcProxy("intake")
+    routing = TimedRpcProxy("routing")
+
+    @endpoint("health")
+    def health(self, request, identity):
+        return views.health(self, request)
+
+    @endpoint("openapi")
+    def openapi(self, request, identity):
+        return views.openapi()
+
+    @endpoint("submit_complaint")
+    def submit_complaint(self, request, identity):
+        return views.submit_complaint(self, request, identity)
+
+    @endpoint("list_complaints")
+    def list_complaints(self, request, identity):
+        return views.list_complaints(self, request, identity)
+
+    @endpoint("get_complaint")
+    def get_complaint(self, request, identity, complaint_no):
+        return views.get_complaint(self, identity, complaint_no)
+
+    @endpoint("org_units")
+    def org_units(self, request, identity):
+        return views.org_units(self, identity)

@@ -1,0 +1,159 @@
+"""What each endpoint does: read the request, call the peers, shape the answer.
+
+No business rules: intake validates complaints and owns their numbering, state and
+visibility checks; routing owns the organization. These functions only translate, so
+unit tests drive them with fake peers and no broker. ``peers`` is anything with ``intake``
+and ``routing`` attributes that behave like nameko RPC proxies (the service instance).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from marshmallow import Schema, ValidationError
+from nameko.exceptions import MethodNotFound
+
+from services.common.errors import NotFound
+
+from .auth import Identity
+from .errors import UNAVAILABLE, BadRequest, Forbidden, MalformedJson, ValidationFailed
+from .openapi import document
+from .schemas import ChannelSchema, ComplaintListQuerySchema, HealthQuerySchema
+
+_log = logging.getLogger(__name__)
+
+# ``Idempotency-Key`` is scoped per user and submitted under this publisher code.
+HTTP_APP_ID = "http"
+MAX_IDEMPOTENCY_KEY = 200
+PEERS = ("intake", "routing")
+HEALTH_TIMEOUT = 1.0
+LIST_FILTERS = ("status", "unit", "overdue", "from", "to")
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def read_json(request):
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise MalformedJson("The request needs a JSON body.")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedJson(f"The body is not valid JSON: {exc}.") from None
+
+
+def load(schema: Schema, data) -> dict:
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise ValidationFailed("The request is invalid.", _messages(exc.messages)) from None
+
+
+def _messages(messages) -> dict:
+    """marshmallow's nested error dict flattened to ``{"a.b": [...]}``."""
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            flat[prefix or "_schema"] = value if isinstance(value, list) else [value]
+
+    walk("", messages)
+    return flat
+
+
+def visible_units(peers, identity: Identity):
+    """``None`` for an admin (everything), else the caller's unit and the units below it."""
+    if identity.is_admin:
+        return None
+    try:
+        return list(peers.routing.visible_units(identity.unit))
+    except NotFound:
+        raise Forbidden(f"Your unit {identity.unit!r} is not in the organization.") from None
+
+
+# -- endpoints ----------------------------------------------------------------------------------
+
+def health(peers, request) -> dict:
+    query = load(HealthQuerySchema(), request.args.to_dict(flat=True))
+    body = {"status": "ok"}
+    if query["peers"]:
+        body["peers"] = peer_health(peers)
+    return body
+
+
+def peer_health(peers, timeout: float = HEALTH_TIMEOUT) -> dict:
+    """``up`` when a peer answers anything (even "no such method"), else down or error."""
+    states, replies = {}, {}
+    for name in PEERS:
+        try:
+            replies[name] = getattr(peers, name).health.call_async()
+        except UNAVAILABLE:
+            states[name] = "down"
+    deadline = time.monotonic() + timeout
+    for name, reply in replies.items():
+        try:
+            reply.result(timeout=max(deadline - time.monotonic(), 0.0))
+            states[name] = "up"
+        except MethodNotFound:
+            states[name] = "up"
+        except UNAVAILABLE:
+            states[name] = "down"
+        except Exception:  # noqa: BLE001 - it answered, with an error
+            _log.warning("peer %s answered health with an error", name, exc_info=True)
+            states[name] = "error"
+    return {name: states[name] for name in PEERS}
+
+
+def openapi() -> dict:
+    return document()
+
+
+def submit_complaint(peers, request, identity: Identity):
+    key = (request.headers.get("Idempotency-Key") or "").strip()
+    if not key:
+        raise BadRequest("The Idempotency-Key header is required.",
+                         {"Idempotency-Key": ["Missing header."]})
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        raise BadRequest("The Idempotency-Key header is too long.",
+                         {"Idempotency-Key": [f"At most {MAX_IDEMPOTENCY_KEY} characters."]})
+    body = read_json(request)
+    if not isinstance(body, dict):
+        raise ValidationFailed("The body must be a JSON object.",
+                               {"_schema": ["Expected a JSON object."]})
+    channel = load(ChannelSchema(), body)["channel"]
+    payload = {field: value for field, value in body.items() if field != "channel"}
+    result = peers.intake.submit(payload, channel, f"{identity.sub}:{key}", HTTP_APP_ID)
+    outcome = result.get("outcome")
+    if outcome == "accepted":
+        complaint = result["complaint"]
+        location = f"/api/v1/complaints/{complaint['complaint_no']}"
+        return 201, {"Location": location}, complaint
+    if outcome == "duplicate":
+        return 200, result["complaint"]
+    if outcome == "rejected":
+        raise ValidationFailed("The complaint is invalid (complaint.submit/1).",
+                               result.get("errors") or {})
+    raise RuntimeError(f"intake.submit answered an unknown outcome {outcome!r}")
+
+
+def get_complaint(peers, identity: Identity, complaint_no: str) -> dict:
+    return peers.intake.get(complaint_no, visible_units(peers, identity))
+
+
+def list_complaints(peers, request, identity: Identity) -> dict:
+    query = load(ComplaintListQuerySchema(), request.args.to_dict(flat=True))
+    if "from_" in query:
+        query["from"] = query.pop("from_")
+    filters = {key: query[key] for key in LIST_FILTERS if key in query}
+    page = peers.intake.list(filters, visible_units(peers, identity), query["limit"],
+                             query.get("cursor"))
+    return {"items": page["items"], "next_cursor": page.get("next_cursor")}
+
+
+def org_units(peers, identity: Identity) -> list:
+    return peers.routing.org_units(None if identity.is_admin else identity.unit)
+

@@ -1,0 +1,323 @@
+"""The HTTP edge against a real broker: the gateway and fake intake/routing services run
+as nameko containers on a vhost of their own; ``requests`` drives the gateway over TCP."""
+from __future__ import annotations
+
+import eventlet
+import pytest
+import requests
+from nameko.containers import ServiceContainer
+from nameko.rpc import rpc
+
+from services.common.errors import NotFound
+from services.gateway.auth import issue_token
+from services.gateway.service import GatewayService
+from tests.support.infra import free_port, rabbit_vhost, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+SECRET = "gateway-integration-test-secret-0123456789"
+RPC_TIMEOUT = 1.0
+calls: list = []
+
+# Bank A, trimmed: head office, one tier-1 branch, two city branches, a county sub-branch.
+TREE = {"BANKA": ["BANKA-SD"], "BANKA-SD": ["BANKA-SD-YT", "BANKA-SD-WF"], "BANKA-SD-YT": ["BANKA-SD-YT-ZF"],
+        "BANKA-SD-YT-ZF": [], "BANKA-SD-WF": []}
+LEVELS = {"BANKA": "head_office", "BANKA-SD": "tier1", "BANKA-SD-YT": "city", "BANKA-SD-WF": "city",
+          "BANKA-SD-YT-ZF": "county"}
+PARENTS = {"BANKA": None, "BANKA-SD": "BANKA", "BANKA-SD-YT": "BANKA-SD", "BANKA-SD-WF": "BANKA-SD",
+           "BANKA-SD-YT-ZF": "BANKA-SD-YT"}
+
+
+def below(unit):
+    return [unit] + [code for child in TREE[unit] for code in below(child)]
+
+
+def tree(unit):
+    return {"code": unit, "institution": "BANKA", "name": unit, "level": LEVELS[unit],
+            "parent": PARENTS[unit], "region": "370000",
+            "departments": [{"code": "CPD", "name": "消费者权益保护部", "office": "back"}],
+            "children": [tree(child) for child in TREE[unit]]}
+
+
+class FakeRouting:
+    name = "routing"
+
+    @rpc
+    def visible_units(self, unit):
+        calls.append(("routing.visible_units", unit))
+        if unit not in TREE:
+            raise NotFound(f"unit {unit} not found")
+        return below(unit)
+
+    @rpc
+    def org_units(self, visible_root):
+        calls.append(("routing.org_units", visible_root))
+        return [tree(visible_root or "BANKA")]
+
+
+class FakeIntake:
+    name = "intake"
+    by_key: dict = {}
+    complaints: dict = {}
+
+    @rpc
+    def submit(self, payload, channel, idempotency_key, app_id):
+        calls.append(("intake.submit", payload, channel, idempotency_key, app_id))
+        if payload.get("subject") == "BOOM":
+            return {"outcome": "surprise"}
+        if "customer" not in payload:
+            return {"outcome": "rejected", "complaint": None,
+                    "errors": {"customer": ["Missing data for required field."]}}
+        if idempotency_key in self.by_key:
+            return {"outcome": "duplicate", "complaint": self.by_key[idempotency_key], "errors": {}}
+        number = f"BANKA-20261122-{len(self.by_key) + 1:06d}"
+        receipt = {"complaint_no": number, "status": "received", "due_by": "2026-12-07T23:59:59+08:00"}
+        self.by_key[idempotency_key] = receipt
+        self.complaints[number] = {**receipt, "branch": payload.get("branch"), "channel": channel}
+        return {"outcome": "accepted", "complaint": receipt, "errors": {}}
+
+    @rpc
+    def get(self, complaint_no, visible_units):
+        calls.append(("intake.get", complaint_no, visible_units))
+        if complaint_no == "SLOW":
+            eventlet.sleep(RPC_TIMEOUT + 0.5)
+        complaint = self.complaints.get(complaint_no)
+        if complaint is None or (visible_units is not None and complaint["branch"] not in visible_units):
+            raise NotFound(f"complaint {complaint_no} not found")
+        return complaint
+
+    @rpc
+    def list(self, filters, visible_units, limit, cursor):
+        calls.append(("intake.list", filters, visible_units, limit, cursor))
+        items = [c for c in self.complaints.values() if visible_units is None or c["branch"] in visible_units]
+        return {"items": items[:limit], "next_cursor": "next" if len(items) > limit else None}
+
+
+def token(unit="BANKA-SD-YT", roles=("handler",), sub="u1", secret=SECRET, ttl=600):
+    return issue_token({"sub": sub, "name": "测试用户", "unit": unit, "roles": list(roles)}, secret, ttl=ttl)
+
+
+def auth(**kwargs):
+    return {"Authorization": f"Bearer {token(**kwargs)}"}
+
+
+def run_gateway(amqp_uri, *peers):
+    port = free_port()
+    config = {"AMQP_URI": amqp_uri, "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}", "JWT_SECRET": SECRET,
+              "RPC_TIMEOUT": RPC_TIMEOUT, "serializer": "json", "max_workers": 10}
+    containers = [ServiceContainer(cls, config) for cls in (GatewayService, *peers)]
+    for container in containers:
+        container.start()
+    wait_for_port(port, timeout=10)
+    return f"http://127.0.0.1:{port}", containers
+
+
+def stop(containers):
+    for container in reversed(containers):
+        container.stop()
+
+
+@pytest.fixture(scope="module")
+def base():
+    with rabbit_vhost("complaints-test-gateway") as amqp_uri:
+        url, containers = run_gateway(amqp_uri, FakeIntake, FakeRouting)
+        try:
+            yield url
+        finally:
+            stop(containers)
+
+
+@pytest.fixture(scope="module")
+def base_without_intake():
+    with rabbit_vhost("complaints-test-gateway") as amqp_uri:
+        url, containers = run_gateway(amqp_uri, FakeRouting)
+        try:
+            yield url
+        finally:
+            stop(containers)
+
+
+@pytest.fixture(autouse=True)
+def _clear_calls():
+    calls.clear()
+
+
+def submission(**overrides):
+    body = {"schema": "complaint.submit/1", "channel": "web", "received_at": "2026-11-22T09:30:00+08:00",
+            "institution": "BANKA", "branch": "BANKA-SD-YT-ZF", "kind": "complaint",
+            "customer": {"name": "王芳", "phone": "13800000000"}, "product": "credit_card",
+            "subject": "年费未经同意扣收", "description": "..."}
+    body.update(overrides)
+    return body
+
+
+def assert_error(response, status, code=None):
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "details"}
+    if code:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+def test_health_needs_no_token_and_reports_peers(base):
+    response = requests.get(f"{base}/health", timeout=5)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "peers": {"intake": "up", "routing": "up"}}
+    assert requests.get(f"{base}/health?peers=false", timeout=5).json() == {"status": "ok"}
+
+
+def test_openapi_needs_no_token(base):
+    response = requests.get(f"{base}/api/v1/openapi.json", timeout=5)
+    assert response.status_code == 200
+    assert "/api/v1/complaints/{complaint_no}" in response.json()["paths"]
+
+
+def test_submit_then_same_key_gives_same_receipt(base):
+    headers = {**auth(), "Idempotency-Key": "k-1"}
+    first = requests.post(f"{base}/api/v1/complaints", json=submission(), headers=headers, timeout=5)
+    assert first.status_code == 201, first.text
+    receipt = first.json()
+    assert set(receipt) == {"complaint_no", "status", "due_by"}
+    assert first.headers["Location"] == f"/api/v1/complaints/{receipt['complaint_no']}"
+    again = requests.post(f"{base}/api/v1/complaints", json=submission(), headers=headers, timeout=5)
+    assert again.status_code == 200
+    assert again.json() == receipt
+    _, payload, channel, key, app_id = calls[0]
+    assert "channel" not in payload and channel == "web"
+    assert (key, app_id) == ("u1:k-1", "http")
+    # The key is the user's own: another user with the same key makes another complaint.
+    other = requests.post(f"{base}/api/v1/complaints", json=submission(),
+                          headers={**auth(sub="u2"), "Idempotency-Key": "k-1"}, timeout=5)
+    assert other.status_code == 201
+    assert other.json()["complaint_no"] != receipt["complaint_no"]
+
+
+def test_submit_rejected_is_422_with_details(base):
+    body = submission()
+    del body["customer"]
+    response = requests.post(f"{base}/api/v1/complaints", json=body,
+                             headers={**auth(), "Idempotency-Key": "k-bad"}, timeout=5)
+    error = assert_error(response, 422, "validation_failed")
+    assert error["details"] == {"customer": ["Missing data for required field."]}
+
+
+def test_submit_channel_is_checked_at_the_edge(base):
+    response = requests.post(f"{base}/api/v1/complaints", json=submission(channel="pigeon"),
+                             headers={**auth(), "Idempotency-Key": "k-ch"}, timeout=5)
+    error = assert_error(response, 422, "validation_failed")
+    assert list(error["details"]) == ["channel"]
+    assert calls == []
+
+
+def test_submit_needs_idempotency_key(base):
+    response = requests.post(f"{base}/api/v1/complaints", json=submission(), headers=auth(), timeout=5)
+    assert_error(response, 400, "bad_request")
+
+
+def test_malformed_json_is_400(base):
+    response = requests.post(f"{base}/api/v1/complaints", data=b'{"schema": ',
+                             headers={**auth(), "Idempotency-Key": "k-2", "Content-Type": "application/json"},
+                             timeout=5)
+    assert_error(response, 400, "malformed_json")
+
+
+def test_no_token_bad_token_expired_token_are_401(base):
+    url = f"{base}/api/v1/complaints"
+    assert_error(requests.get(url, timeout=5), 401, "unauthorized")
+    assert_error(requests.get(url, headers=auth(secret="another-secret-of-at-least-32-bytes!"), timeout=5), 401)
+    assert_error(requests.get(url, headers=auth(ttl=-3600), timeout=5), 401)
+    assert_error(requests.get(url, headers={"Authorization": "Basic abc"}, timeout=5), 401)
+
+
+def test_wrong_role_is_403(base):
+    response = requests.post(f"{base}/api/v1/complaints", json=submission(),
+                             headers={**auth(roles=("auditor",), unit="BANKA"), "Idempotency-Key": "k-3"}, timeout=5)
+    assert_error(response, 403, "forbidden")
+    assert calls == []
+
+
+def test_get_complaint_inside_and_outside_the_subtree(base):
+    created = requests.post(f"{base}/api/v1/complaints", json=submission(),
+                            headers={**auth(), "Idempotency-Key": "k-get"}, timeout=5).json()
+    url = f"{base}/api/v1/complaints/{created['complaint_no']}"
+    response = requests.get(url, headers=auth(unit="BANKA-SD-YT"), timeout=5)
+    assert response.status_code == 200
+    assert response.json()["complaint_no"] == created["complaint_no"]
+    assert ("intake.get", created["complaint_no"], below("BANKA-SD-YT")) in calls
+    # An auditor at head office sees the whole institution; an admin sees everything (None).
+    assert requests.get(url, headers=auth(unit="BANKA", roles=("auditor",)), timeout=5).status_code == 200
+    calls.clear()
+    assert requests.get(url, headers=auth(roles=("admin",)), timeout=5).status_code == 200
+    assert calls == [("intake.get", created["complaint_no"], None)]
+    # The sub-branch itself sees it; a branch beside it gets 404, as if it did not exist.
+    assert requests.get(url, headers=auth(unit="BANKA-SD-YT-ZF"), timeout=5).status_code == 200
+    assert_error(requests.get(url, headers=auth(unit="BANKA-SD-WF"), timeout=5), 404, "not_found")
+    assert_error(requests.get(f"{base}/api/v1/complaints/NOPE", headers=auth(), timeout=5), 404, "not_found")
+
+
+def test_unknown_unit_in_token_is_403(base):
+    assert_error(requests.get(f"{base}/api/v1/complaints", headers=auth(unit="BANKB"), timeout=5), 403)
+
+
+def test_unknown_route_and_wrong_method_have_the_error_shape(base):
+    assert_error(requests.get(f"{base}/api/v1/nothing-here", timeout=5), 404, "not_found")
+    response = requests.delete(f"{base}/api/v1/complaints", headers=auth(), timeout=5)
+    assert_error(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["Allow"]
+
+
+def test_list_passes_filters_and_visibility(base):
+    requests.post(f"{base}/api/v1/complaints", json=submission(),
+                  headers={**auth(), "Idempotency-Key": "k-list"}, timeout=5)
+    calls.clear()
+    params = {"status": "received", "overdue": "true", "from": "2026-11-01", "to": "2026-11-30T23:59:59+08:00",
+              "limit": "1", "unit": "BANKA-SD-YT-ZF"}
+    response = requests.get(f"{base}/api/v1/complaints", params=params, headers=auth(), timeout=5)
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert set(page) == {"items", "next_cursor"} and len(page["items"]) == 1
+    assert calls[-1] == ("intake.list", {"status": "received", "unit": "BANKA-SD-YT-ZF", "overdue": True,
+                                         "from": "2026-11-01", "to": "2026-11-30T23:59:59+08:00"},
+                         below("BANKA-SD-YT"), 1, None)
+
+
+def test_list_query_errors_are_422_with_details(base):
+    params = {"limit": "500", "overdue": "maybe", "from": "yesterday", "to": "2026-11-30T10:00:00", "colour": "red"}
+    response = requests.get(f"{base}/api/v1/complaints", params=params, headers=auth(), timeout=5)
+    error = assert_error(response, 422, "validation_failed")
+    assert set(error["details"]) == {"limit", "overdue", "from", "to", "colour"}
+    assert all(isinstance(messages, list) for messages in error["details"].values())
+
+
+def test_org_units_for_a_branch_and_for_an_admin(base):
+    response = requests.get(f"{base}/api/v1/org/units", headers=auth(unit="BANKA-SD-YT"), timeout=5)
+    assert response.status_code == 200
+    trees = response.json()
+    assert [t["code"] for t in trees] == ["BANKA-SD-YT"]
+    assert trees[0]["children"][0]["code"] == "BANKA-SD-YT-ZF"
+    calls.clear()
+    requests.get(f"{base}/api/v1/org/units", headers=auth(roles=("admin",)), timeout=5)
+    assert calls == [("routing.org_units", None)]
+
+
+def test_unexpected_answer_is_500_without_a_traceback(base):
+    response = requests.post(f"{base}/api/v1/complaints", json=submission(subject="BOOM"),
+                             headers={**auth(), "Idempotency-Key": "k-boom"}, timeout=5)
+    assert_error(response, 500, "internal_error")
+    assert "Traceback" not in response.text and "surprise" not in response.text
+
+
+def test_a_peer_that_does_not_answer_in_time_is_503(base):
+    response = requests.get(f"{base}/api/v1/complaints/SLOW", headers=auth(roles=("admin",)), timeout=10)
+    assert_error(response, 503, "service_unavailable")
+
+
+def test_intake_not_running_is_503(base_without_intake):
+    response = requests.post(f"{base_without_intake}/api/v1/complaints", json=submission(),
+                             headers={**auth(), "Idempotency-Key": "k-4"}, timeout=10)
+    assert_error(response, 503, "service_unavailable")
+    health = requests.get(f"{base_without_intake}/health", timeout=5).json()
+    assert health["peers"] == {"intake": "down", "routing": "up"}

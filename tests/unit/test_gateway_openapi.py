@@ -1,0 +1,177 @@
+"""The OpenAPI document and the error shape, without a broker."""
+import json
+
+import pytest
+from nameko.exceptions import RpcTimeout, UnknownService
+from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import NotFound as WerkzeugNotFound
+
+from services.common import errors as domain
+from services.gateway import schemas
+from services.gateway.errors import (
+    MalformedJson,
+    Unauthorized,
+    ValidationFailed,
+    error_body,
+    response_for_exception,
+)
+from services.gateway.openapi import build_spec, document
+from services.gateway.routes import ROUTES
+
+REF = "#/components/schemas/"
+
+
+def refs(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from refs(item)
+
+
+def test_every_route_is_documented():
+    doc = document()
+    assert doc["openapi"].startswith("3.")
+    documented = {(method.upper(), path) for path, item in doc["paths"].items() for method in item}
+    assert documented == {(route.method, route.path) for route in ROUTES}
+    assert {"/health", "/api/v1/openapi.json", "/api/v1/complaints", "/api/v1/complaints/{complaint_no}",
+            "/api/v1/org/units"} <= set(doc["paths"])
+
+
+def test_every_reference_resolves():
+    doc = document()
+    names = set(doc["components"]["schemas"])
+    found = set(refs(doc))
+    assert found, "the document references no schema"
+    for ref in found:
+        assert ref.startswith(REF) and ref[len(REF):] in names, ref
+
+
+def test_document_is_json():
+    json.dumps(document())
+
+
+def test_bearer_scheme_and_security_per_operation():
+    doc = document()
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": "HS256 JWT with claims sub, name, unit, roles, exp."}
+    for route in ROUTES:
+        operation = doc["paths"][route.path][route.method.lower()]
+        if route.roles is None:
+            assert operation["security"] == []
+            assert "401" not in operation["responses"]
+        else:
+            assert operation["security"] == [{"bearerAuth": []}]
+            assert {"401", "403"} <= set(operation["responses"])
+
+
+def test_every_error_response_uses_the_error_schema():
+    doc = document()
+    assert doc["components"]["schemas"]["Error"]["properties"]["error"] == {"$ref": REF + "ErrorDetail"}
+    for item in doc["paths"].values():
+        for operation in item.values():
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    assert response["content"]["application/json"]["schema"] == {"$ref": REF + "Error"}
+
+
+def test_submit_operation():
+    operation = document()["paths"]["/api/v1/complaints"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {"$ref": REF + "SubmitComplaint"}
+    assert {"200", "201", "400", "401", "403", "422", "503"} <= set(operation["responses"])
+    assert operation["responses"]["201"]["content"]["application/json"]["schema"] == {
+        "$ref": REF + "ComplaintReceipt"}
+    header = [p for p in operation["parameters"] if p["in"] == "header"]
+    assert header[0]["name"] == "Idempotency-Key" and header[0]["required"] is True
+    body = document()["components"]["schemas"]["SubmitComplaint"]
+    assert set(body["required"]) >= {"channel", "schema", "received_at", "institution", "kind", "customer",
+                                      "product", "subject", "description"}
+    assert body["properties"]["channel"]["enum"] == list(schemas.CHANNELS)
+
+
+def test_list_operation_parameters():
+    operation = document()["paths"]["/api/v1/complaints"]["get"]
+    params = {p["name"]: p for p in operation["parameters"]}
+    assert set(params) == {"status", "unit", "overdue", "from", "to", "limit", "cursor"}
+    assert all(p["in"] == "query" for p in params.values())
+    assert params["limit"]["schema"] == {"type": "integer", "default": 50, "minimum": 1, "maximum": 200}
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": REF + "ComplaintPage"}
+
+
+def test_path_parameter_and_recursive_org_tree():
+    doc = document()
+    get = doc["paths"]["/api/v1/complaints/{complaint_no}"]["get"]
+    assert get["parameters"] == [{"in": "path", "name": "complaint_no", "schema": {"type": "string"},
+                                  "required": True}]
+    assert {"404"} <= set(get["responses"])
+    units = doc["paths"]["/api/v1/org/units"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert units == {"type": "array", "items": {"$ref": REF + "OrgUnit"}}
+    org_unit = doc["components"]["schemas"]["OrgUnit"]
+    assert org_unit["properties"]["children"]["items"] == {"$ref": REF + "OrgUnit"}
+    assert org_unit["properties"]["level"]["enum"] == ["head_office", "tier1", "city", "county"]
+
+
+def test_response_schemas_allow_fields_the_peers_add():
+    doc = document()
+    assert doc["components"]["schemas"]["Complaint"]["additionalProperties"] is True
+
+
+def test_one_table_entry_is_one_endpoint():
+    from services.gateway.routes import Response, Route
+    extra = Route(name="ping", method="GET", path="/api/v1/ping/{x}", summary="Ping.", roles=frozenset({"admin"}),
+                  path_params=schemas.ComplaintPathSchema,
+                  responses=(Response(200, "Pong.", schemas.HealthSchema),))
+    assert extra.rule == "/api/v1/ping/<x>"
+    doc = build_spec(ROUTES + (extra,)).to_dict()
+    assert doc["paths"]["/api/v1/ping/{x}"]["get"]["operationId"] == "ping"
+
+
+# -- the error shape ------------------------------------------------------------------------------
+
+def shape(response):
+    body = json.loads(response.get_data())
+    assert response.mimetype == "application/json"
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    return response.status_code, body["error"]
+
+
+def test_error_body():
+    assert error_body("x", "y") == {"error": {"code": "x", "message": "y", "details": {}}}
+    assert error_body("x", "y", {"a": ["b"]})["error"]["details"] == {"a": ["b"]}
+
+
+@pytest.mark.parametrize("exc,status,code", [
+    (MalformedJson("bad"), 400, "malformed_json"),
+    (Unauthorized("no"), 401, "unauthorized"),
+    (ValidationFailed("bad", {"limit": ["too big"]}), 422, "validation_failed"),
+    (domain.NotFound("gone"), 404, "not_found"),
+    (domain.Conflict("state"), 409, "conflict"),
+    (domain.Invalid("bad", {"a.b": ["c"]}), 422, "validation_failed"),
+    (domain.Forbidden("no"), 403, "forbidden"),
+    (RpcTimeout("intake.get"), 503, "service_unavailable"),
+    (UnknownService("intake"), 503, "service_unavailable"),
+    (ConnectionRefusedError(), 503, "service_unavailable"),
+    (WerkzeugNotFound(), 404, "not_found"),
+    (MethodNotAllowed(valid_methods=["GET"]), 405, "method_not_allowed"),
+    (KeyError("secret internals"), 500, "internal_error"),
+])
+def test_every_exception_gets_the_shape(exc, status, code):
+    got_status, error = shape(response_for_exception(exc))
+    assert (got_status, error["code"]) == (status, code)
+    if status == 500:
+        assert "secret internals" not in error["message"]
+
+
+def test_details_survive():
+    _, error = shape(response_for_exception(domain.Invalid("bad", {"customer.phone": ["Not a number."]})))
+    assert error["details"] == {"customer.phone": ["Not a number."]}
+
+
+def test_405_names_the_allowed_methods():
+    response = response_for_exception(MethodNotAllowed(valid_methods=["GET", "POST"]))
+    assert response.headers["Allow"] == "GET, POST"
