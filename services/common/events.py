@@ -65,6 +65,135 @@ class OrganizationChanged(_Body):
     institutions = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True)
 
 
+class _ComplaintFact(_Body):
+    """Facts about one complaint: who did it and when, besides what each type adds."""
+
+    complaint_no = fields.String(required=True)
+    at = fields.AwareDateTime(required=True)
+    actor = fields.String(required=True, allow_none=True)
+
+
+# -- intake's lifecycle ------------------------------------------------------------------
+
+class ComplaintDecided(_ComplaintFact):
+    outcome = fields.String(required=True, validate=validate.OneOf(["upheld", "partially_upheld", "rejected"]))
+    unit = fields.String(required=True)
+    remedy = fields.String(allow_none=True)
+    amount = fields.String(allow_none=True)
+
+
+class ComplaintClosed(_ComplaintFact):
+    satisfaction = fields.String(required=True, validate=validate.OneOf(["satisfied", "unsatisfied", "no_response"]))
+    root_cause = fields.String(required=True)
+
+
+class ComplaintReopened(_ComplaintFact):
+    """The customer asked for a review (核查) of the decision."""
+
+    reason = fields.String(required=True)
+    decided_at = fields.AwareDateTime(required=True)
+    decided_by_unit = fields.String(required=True)
+
+
+class ComplaintWithdrawn(_ComplaintFact):
+    reason = fields.String(allow_none=True)
+
+
+class ComplaintRepeated(_ComplaintFact):
+    """A repeat of an open complaint was merged into it; new facts restart its clock."""
+
+    repeat_of = fields.String(required=True)
+    new_facts = fields.Boolean(required=True)
+
+
+# -- routing -----------------------------------------------------------------------------
+
+class ComplaintAssigned(_ComplaintFact):
+    unit = fields.String(required=True)
+    department = fields.String(required=True, allow_none=True)
+    office = fields.String(required=True, allow_none=True, validate=validate.OneOf(["front", "middle", "back"]))
+    handler = fields.String(allow_none=True)
+    reason = fields.String(required=True)  # routed, transfer_accepted, transfer_rejected, escalated, review
+    first_responder = fields.Dict(allow_none=True)
+    priority = fields.String(allow_none=True)
+    flags = fields.List(fields.String())
+
+
+class ComplaintAccepted(_ComplaintFact):
+    unit = fields.String(required=True)
+
+
+class ComplaintTransferRequested(_ComplaintFact):
+    from_unit = fields.String(required=True)
+    to_unit = fields.String(required=True)
+    reason = fields.String(required=True)
+
+
+class ComplaintTransferred(_ComplaintFact):
+    from_unit = fields.String(required=True)
+    to_unit = fields.String(required=True)
+    transfers = fields.Integer(required=True)
+
+
+class ComplaintTransferRejected(_ComplaintFact):
+    from_unit = fields.String(required=True)
+    to_unit = fields.String(required=True)
+    reason = fields.String(required=True)
+    escalated_to = fields.String(required=True)
+
+
+class ComplaintEscalated(_ComplaintFact):
+    from_unit = fields.String(required=True)
+    to_unit = fields.String(required=True)
+    reason = fields.String(required=True)
+    cause = fields.String(required=True)  # handler, sla_breach, mass_complaint, authority, major, transfer_rejected
+
+
+class MisconductReferred(_ComplaintFact):
+    unit = fields.String(required=True)
+    department = fields.String(required=True)
+    clue = fields.String(required=True)
+
+
+# -- the SLA clocks ----------------------------------------------------------------------
+
+class _ClockFact(_ComplaintFact):
+    policy = fields.String(required=True)
+    clock = fields.String(required=True)
+    due_by = fields.AwareDateTime(required=True, allow_none=True)
+
+
+class SlaStarted(_ClockFact):
+    pass
+
+
+class SlaWarning(_ClockFact):
+    label = fields.String(required=True)
+
+
+class SlaBreached(_ClockFact):
+    unit = fields.String(allow_none=True)
+
+
+class SlaMet(_ClockFact):
+    state = fields.String(required=True, validate=validate.OneOf(["met", "breached"]))
+
+
+class SlaExtended(_ClockFact):
+    previous_due_by = fields.AwareDateTime(required=True, allow_none=True)
+    total = fields.Integer(required=True)
+    reason = fields.String(required=True)
+    approved_by = fields.List(fields.String())
+
+
+class SlaPaused(_ClockFact):
+    reason = fields.String(required=True)
+
+
+class SlaResumed(_ClockFact):
+    reason = fields.String(required=True)
+
+
 @dataclass(frozen=True)
 class EventType:
     name: str
@@ -80,8 +209,30 @@ def register(event_type: EventType) -> None:
     CATALOGUE[event_type.name] = event_type
 
 
-register(EventType("complaint_received", "intake", ComplaintReceived, subscribers=()))
-register(EventType("organization_changed", "routing", OrganizationChanged, subscribers=("intake",)))
+for _event in (
+    EventType("complaint_received", "intake", ComplaintReceived, ("routing", "sla")),
+    EventType("complaint_decided", "intake", ComplaintDecided, ("sla",)),
+    EventType("complaint_closed", "intake", ComplaintClosed, ("sla",)),
+    EventType("complaint_reopened", "intake", ComplaintReopened, ("routing", "sla")),
+    EventType("complaint_withdrawn", "intake", ComplaintWithdrawn, ("sla",)),
+    EventType("complaint_repeated", "intake", ComplaintRepeated, ("sla",)),
+    EventType("organization_changed", "routing", OrganizationChanged, ("intake",)),
+    EventType("complaint_assigned", "routing", ComplaintAssigned, ("intake",)),
+    EventType("complaint_accepted", "routing", ComplaintAccepted, ("intake",)),
+    EventType("complaint_transfer_requested", "routing", ComplaintTransferRequested, ("intake",)),
+    EventType("complaint_transferred", "routing", ComplaintTransferred, ("intake",)),
+    EventType("complaint_transfer_rejected", "routing", ComplaintTransferRejected, ("intake",)),
+    EventType("complaint_escalated", "routing", ComplaintEscalated, ("intake",)),
+    EventType("misconduct_referred", "routing", MisconductReferred, ("intake",)),
+    EventType("sla_started", "sla", SlaStarted, ("intake",)),
+    EventType("sla_warning", "sla", SlaWarning, ("intake",)),
+    EventType("sla_breached", "sla", SlaBreached, ("intake", "routing")),
+    EventType("sla_met", "sla", SlaMet, ("intake",)),
+    EventType("sla_extended", "sla", SlaExtended, ("intake",)),
+    EventType("sla_paused", "sla", SlaPaused, ("intake",)),
+    EventType("sla_resumed", "sla", SlaResumed, ("intake",)),
+):
+    register(_event)
 
 
 class UnknownEvent(ValueError):

@@ -16,15 +16,14 @@ import yaml
 from bson import Binary
 from marshmallow import ValidationError
 from pymongo import ASCENDING, DESCENDING, IndexModel
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import DuplicateKeyError
 
 from services.common import events, ids, outbound, timeutil
 from services.common.consumers import Delivery
 from services.common.errors import Invalid, NotFound
 from services.common.outbox import event_message
-from services.common.policy.calendar import load_calendars
-from services.common.policy.engine import load_policies
-from services.common.store import transaction
+from services.common.policy import load_calendars, load_policies
+from services.common.store import in_transaction
 from services.intake.lifecycle import Lifecycle
 from services.intake.schemas import SubmitSchema
 
@@ -165,26 +164,19 @@ class Intake:
         except ValidationError as exc:
             return self._reject(app_id, message_id, external_id, flatten_errors(exc.messages), outbox,
                                 delivery=delivery, payload=payload, kind="invalid")
-        for _ in range(3):
-            try:
-                return self._accept(data, app_id, message_id, outbox)
-            except (DuplicateKeyError, OperationFailure) as exc:
-                # Another instance stored the same message first (or our transaction met
-                # its write): the stored one is the complaint, this delivery a duplicate.
-                first = self._first_of(app_id, message_id)
-                if first is not None:
-                    return self._duplicate(first, message_id, outbox)
-                if not (isinstance(exc, OperationFailure) and exc.has_error_label("TransientTransactionError")):
-                    raise
-        raise RuntimeError(f"could not store message {app_id}/{message_id} after 3 attempts")
+        try:
+            return self._accept(data, app_id, message_id, outbox)
+        except DuplicateKeyError:
+            # Another instance stored the same message first: that one is the complaint.
+            return self._duplicate(self._first_of(app_id, message_id), message_id, outbox)
 
     def _first_of(self, app_id, message_id) -> dict | None:
         return self.complaints.find_one({"app_id": app_id, "message_id": message_id})
 
     def _main_clock(self, data: dict):
-        """The policy that applies and its first clock, the one started on receipt."""
+        """The policy that applies and the clock it starts on receipt."""
         policy = self.policies.select(data["institution"], data["kind"], data["channel"])
-        return policy, next(iter(policy.clocks.values()))
+        return policy, policy.primary_clock
 
     def _contact(self, institution: str, branch: str | None) -> dict:
         return (self.contacts["branches"].get(branch or "")
@@ -238,9 +230,11 @@ class Intake:
         })
         if notice is not None:
             messages.append(notice)
-        with transaction(self.db) as session:
+        def store(session):
             self.complaints.insert_one(complaint, session=session)
             outbox.stage(session, *messages)
+
+        in_transaction(self.db, store)
         return Outcome("accepted", complaint)
 
     @staticmethod
@@ -270,10 +264,10 @@ class Intake:
 
     def _duplicate(self, first: dict, message_id: str, outbox) -> Outcome:
         if first["source"] == "amqp":
-            with transaction(self.db) as session:
-                outbox.stage(session, outbound.receipt(first["app_id"], {
-                    "message_id": message_id, "external_id": first.get("external_id"), "status": "duplicate",
-                    "complaint_no": first["complaint_no"], "due_by": first["receipt"]["due_by"], "errors": {}}))
+            answer = outbound.receipt(first["app_id"], {
+                "message_id": message_id, "external_id": first.get("external_id"), "status": "duplicate",
+                "complaint_no": first["complaint_no"], "due_by": first["receipt"]["due_by"], "errors": {}})
+            outbox.stage(None, answer)
         return Outcome("duplicate", first)
 
     def _reject(self, app_id, message_id, external_id, errors, outbox, *, kind, delivery=None, payload=None) -> Outcome:
@@ -293,12 +287,15 @@ class Intake:
         else:
             # As JSON text: a payload's keys may be ones MongoDB refuses ("$where", "a.b").
             kept["payload"] = json.dumps(payload, ensure_ascii=False, default=str)
-        with transaction(self.db) as session:
+        answers = [] if delivery is None else [outbound.receipt(app_id, {
+            "message_id": message_id, "external_id": external_id, "status": "rejected",
+            "complaint_no": None, "due_by": None, "errors": errors})]
+
+        def keep(session):
             self.db["rejections"].insert_one(kept, session=session)
-            if delivery is not None:
-                outbox.stage(session, outbound.receipt(app_id, {
-                    "message_id": message_id, "external_id": external_id, "status": "rejected",
-                    "complaint_no": None, "due_by": None, "errors": errors}))
+            outbox.stage(session, *answers)
+
+        in_transaction(self.db, keep)
         return Outcome("rejected", errors=errors)
 
     # -- reading -------------------------------------------------------------------------
