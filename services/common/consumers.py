@@ -181,3 +181,14 @@ class EventSubscriber(ReliableConsumer):
 
 inbound = InboundConsumer.decorator
 subscribe = EventSubscriber.decorator
+
+
+def subscribe_each(*event_names: str):
+    """One handler for several event types, each on its own queue."""
+
+    def decorate(method):
+        for name in event_names:
+            method = subscribe(name)(method)
+        return method
+
+    return decorate

@@ -8,7 +8,6 @@ failover.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 
 from nameko.extensions import DependencyProvider
 from pymongo import MongoClient, WriteConcern
@@ -34,13 +33,17 @@ def database(settings: Settings, service: str):
     return client_for(settings.mongo_uri)[f"{settings.db_prefix}_{service}"]
 
 
-@contextmanager
-def transaction(db):
-    """Run the body in one multi-document transaction; yields the session to pass along."""
-    with db.client.start_session() as session, session.start_transaction(
-        read_concern=ReadConcern("snapshot"), write_concern=WriteConcern("majority")
-    ):
-        yield session
+def in_transaction(db, work):
+    """Run ``work(session)`` in one multi-document transaction and return its result.
+
+    Concurrent transactions meet write conflicts now and then (on MongoDB as on
+    SecantusDB); pymongo's ``with_transaction`` retries those transient errors, and the
+    commit, for up to two minutes, so ``work`` must be safe to run again.
+    """
+    with db.client.start_session() as session:
+        return session.with_transaction(
+            work, read_concern=ReadConcern("snapshot"), write_concern=WriteConcern("majority")
+        )
 
 
 def ensure_indexes(db, indexes: dict) -> None:

@@ -25,6 +25,7 @@ from services.common.outbox import event_message
 from services.common.policy import load_calendars, load_policies
 from services.common.store import in_transaction
 from services.intake.lifecycle import Lifecycle
+from services.intake.records import Records
 from services.intake.schemas import SubmitSchema
 
 PRODUCER = "intake"
@@ -123,6 +124,7 @@ class Intake:
         with open(CONTACTS, encoding="utf-8") as handle:
             self.contacts = yaml.safe_load(handle)
         self._known_units: tuple[float, dict | None] = (0.0, None)
+        self.records = Records(self)
 
     # -- the organization intake validates against -------------------------------------
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from nameko.rpc import rpc
 
-from services.common.consumers import Delivery, inbound, subscribe
+from services.common.consumers import Delivery, inbound, subscribe, subscribe_each
 from services.common.outbox import Outbox
 from services.common.store import Domain
 from services.intake.intake import HTTP_APP_ID, INDEXES, Intake
+from services.intake.records import FOLLOWED_FACTS
 
 
 class IntakeService:
@@ -31,6 +32,16 @@ class IntakeService:
     def list(self, filters: dict, visible_units: list | None = None, limit: int = 50, cursor: str | None = None):
         return self.desk.list(filters, visible_units, limit, cursor)
 
+    @rpc
+    def act(self, complaint_no: str, action: str, data: dict, actor: dict, visible_units: list | None = None):
+        """decision, close, reopen, withdraw: the lifecycle actions intake owns."""
+        return self.desk.records.act(complaint_no, action, data, actor, visible_units, self.outbox)
+
     @subscribe("organization_changed")
     def on_organization_changed(self, event: dict):
         self.desk.organization_changed(event)
+
+    # Facts other services publish, followed into the record (services/intake/data/facts.yaml).
+    @subscribe_each(*FOLLOWED_FACTS)
+    def follow(self, event: dict):
+        self.desk.records.follow(event, self.outbox)

@@ -1,0 +1,234 @@
+"""Intake's record follows the complaint after receipt: the handlers' decisions, closure and
+review requests (actions intake owns), and the facts routing and SLA publish (assignment,
+transfers, escalation, clocks). Each change is one transaction: the record, its history,
+the event or status message for the call center, and the customer's notification.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from marshmallow import ValidationError
+
+from services.common import events, inbox, outbound, reference, timeutil
+from services.common.errors import Conflict, Forbidden, Invalid, NotFound
+from services.common.outbox import event_message
+from services.common.policy import ReviewWindowClosed
+from services.common.store import in_transaction
+from services.intake.schemas import MoneyString
+
+PRODUCER = "intake"
+FACTS = Path(__file__).parent / "data" / "facts.yaml"
+with open(FACTS, encoding="utf-8") as _handle:
+    FACT_RULES: dict = yaml.safe_load(_handle)
+FOLLOWED_FACTS = tuple(FACT_RULES)
+REMEDIES = ("review", "mediation", "arbitration", "litigation")
+
+# Who may take each action intake owns (DESIGN.md, Access).
+ACTION_ROLES = {
+    "decision": {"handler", "supervisor", "consumer_protection"},
+    "close": {"handler", "supervisor", "consumer_protection"},
+    "reopen": {"handler", "supervisor", "consumer_protection"},
+    "withdraw": {"handler", "supervisor", "consumer_protection"},
+}
+OUTCOMES = ("upheld", "partially_upheld", "rejected")
+SATISFACTION = ("satisfied", "unsatisfied", "no_response")
+
+
+def _required(data: dict, *names: str) -> None:
+    missing = {name: ["is required"] for name in names if not str(data.get(name) or "").strip()}
+    if missing:
+        raise Invalid("required fields are missing", missing)
+
+
+def _one_of(data: dict, name: str, allowed) -> None:
+    if data.get(name) not in allowed:
+        raise Invalid(f"{name} is not one of the allowed values", {name: [f"must be one of {', '.join(allowed)}"]})
+
+
+class Records:
+    """The complaint record after receipt; driven by intake's RPC and event entrypoints."""
+
+    def __init__(self, intake):
+        self.intake = intake
+        self.db = intake.db
+        self.complaints = intake.complaints
+        self.lifecycle = intake.lifecycle
+        self.facts = FACT_RULES
+
+    # -- actions the handlers take through the HTTP edge --------------------------------
+
+    def act(self, complaint_no: str, action: str, data: dict, actor: dict, visible_units, outbox) -> dict:
+        if action not in ACTION_ROLES:
+            raise NotFound(f"no action {action!r} on a complaint here")
+        query = {"_id": complaint_no}
+        if visible_units is not None:
+            query["unit"] = {"$in": list(visible_units)}
+        complaint = self.complaints.find_one(query)
+        if complaint is None:
+            raise NotFound(f"no complaint {complaint_no}")
+        roles = set(actor.get("roles") or ())
+        if not roles & ACTION_ROLES[action] and "admin" not in roles:
+            raise Forbidden(f"{action} needs one of the roles {sorted(ACTION_ROLES[action])}")
+        if actor.get("sub") in complaint.get("respondent_staff", []):
+            raise Forbidden("a staff member the complaint names may not act on it (recusal)")
+        status = self.lifecycle.next_status(action, complaint["status"])
+        now = timeutil.now()
+        change = getattr(self, f"_{action}")(complaint, data, actor, now)
+        self._commit(complaint, action, status, actor, now, outbox, **change)
+        return self.intake.get(complaint_no, None)
+
+    def _decision(self, complaint, data, actor, now) -> dict:
+        _required(data, "outcome", "message")
+        _one_of(data, "outcome", OUTCOMES)
+        if data.get("amount") is not None:
+            try:
+                data = dict(data, amount=MoneyString().deserialize(data["amount"]))
+            except ValidationError as exc:
+                raise Invalid("the amount is not a decimal string", {"amount": exc.messages}) from None
+        policy = self.intake.policies.get(complaint["sla"]["policy"])
+        review_until = policy.review_window_ends(now) if policy.review_window else None
+        body = {"outcome": data["outcome"], "unit": complaint["unit"], "remedy": data.get("remedy"),
+                "amount": data.get("amount")}
+        return {
+            "record": {"decision": {**body, "message": data["message"], "at": now, "by": actor.get("sub"),
+                                 "review_until": review_until}},
+            "event": ("complaint_decided", body),
+            "tell": ("decided", {"outcome": data["outcome"]}),
+            "notify": ("decided", {
+                "outcome": data["outcome"], "message": data["message"], "remedy": data.get("remedy"),
+                "amount": data.get("amount"), "review_until": timeutil.iso(review_until),
+                "review_unit": "the superior unit of " + complaint["unit"], "remedies": list(REMEDIES)}),
+        }
+
+    def _close(self, complaint, data, actor, now) -> dict:
+        _required(data, "satisfaction", "root_cause")
+        _one_of(data, "satisfaction", SATISFACTION)
+        _one_of(data, "root_cause", reference.causes())
+        body = {"satisfaction": data["satisfaction"], "root_cause": data["root_cause"]}
+        return {"record": {"closure": {**body, "at": now, "by": actor.get("sub")}},
+                "event": ("complaint_closed", body), "tell": ("closed", body), "notify": ("closed", {})}
+
+    def _reopen(self, complaint, data, actor, now) -> dict:
+        _required(data, "reason")
+        decision = complaint.get("decision")
+        if decision is None:
+            raise Conflict("only a decided complaint can be reviewed", {"status": complaint["status"]})
+        policy = self.intake.policies.get(complaint["sla"]["policy"])
+        try:
+            policy.review_due_by(decision["at"], now)
+        except ReviewWindowClosed as exc:
+            raise Conflict("the window to ask for a review has passed", {"reason": [str(exc)]}) from None
+        body = {"reason": data["reason"], "decided_at": timeutil.iso(decision["at"]),
+                "decided_by_unit": decision["unit"]}
+        return {"record": {"review": {"reason": data["reason"], "requested_at": now}},
+                "event": ("complaint_reopened", body), "tell": ("reopened", {"reason": data["reason"]})}
+
+    def _withdraw(self, complaint, data, actor, now) -> dict:
+        return {"record": {"withdrawal": {"reason": data.get("reason"), "at": now}},
+                "event": ("complaint_withdrawn", {"reason": data.get("reason")})}
+
+    def _commit(self, complaint, action, status, actor, now, outbox, *, record, event, tell=None, notify=None):
+        complaint_no = complaint["_id"]
+        actor_id = actor.get("sub")
+        name, body = event
+        published = events.make_event(name, complaint_no,
+                                      {"complaint_no": complaint_no, "at": timeutil.iso(now), "actor": actor_id,
+                                       **body}, PRODUCER)
+        messages = [event_message(published), *self._outward(complaint, now, tell, notify)]
+        entry = {"at": now, "type": name, "actor": actor_id, "details": body}
+
+        def write(session):
+            # The status we read is a condition: a concurrent change makes this one a conflict.
+            result = self.complaints.update_one(
+                {"_id": complaint_no, "status": complaint["status"]},
+                {"$set": {**record, "status": status}, "$push": {"history": entry}, "$inc": {"version": 1}},
+                session=session)
+            if result.matched_count != 1:
+                raise Conflict("the complaint changed meanwhile; read it again", {"action": action})
+            outbox.stage(session, *messages)
+
+        in_transaction(self.db, write)
+
+    def _outward(self, complaint, now, tell, notify) -> list[dict]:
+        messages = []
+        if tell and complaint.get("source") == "amqp":
+            change, details = tell
+            messages.append(outbound.status(complaint["app_id"], complaint["_id"], complaint.get("external_id"),
+                                            change, at=now, **details))
+        if notify:
+            template, params = notify
+            notice = outbound.notification(complaint["_id"], complaint["customer"], template,
+                                           {"complaint_no": complaint["_id"], **params})
+            if notice is not None:
+                messages.append(notice)
+        return messages
+
+    # -- facts from routing and SLA -----------------------------------------------------
+
+    def follow(self, event: dict, outbox) -> None:
+        """Apply one published fact to the record, once, whatever order facts arrive in."""
+        rule = self.facts[event["type"]]
+        body = event["body"]
+        complaint = self.complaints.find_one({"_id": event["complaint_no"]})
+        if complaint is None:
+            raise NotFound(f"a {event['type']} event names an unknown complaint {event['complaint_no']}")
+        at = timeutil.parse(body["at"])
+        owner = rule["owner"]
+        last = complaint.get("applied", {}).get(owner)
+        current = last is None or timeutil.local(last) <= at
+        updates: dict = {f"applied.{owner}": at} if current else {}
+        tell = notify = None
+        if current:
+            if rule.get("action") and self.lifecycle.allows(rule["action"], complaint["status"]):
+                updates["status"] = self.lifecycle.next_status(rule["action"], complaint["status"])
+            if rule.get("unit"):
+                updates["unit"] = body[rule["unit"]]
+            if event["type"] == "complaint_assigned":
+                updates["assignment"] = {key: body.get(key) for key in ("unit", "department", "office", "handler")}
+                updates["priority"] = body.get("priority")
+                updates["flags"] = body.get("flags", [])
+            if event["type"] == "complaint_transferred":
+                updates["transfers_count"] = body["transfers"]
+            if rule.get("sla_state"):
+                state = body["state"] if rule["sla_state"] == "from_body" else rule["sla_state"]
+                updates["sla.state"] = state
+                updates["sla.clock"] = body["clock"]
+                if body.get("due_by"):
+                    updates["sla.due_by"] = timeutil.parse(body["due_by"])
+                    updates["due_by"] = updates["sla.due_by"]
+            details = {k: v for k, v in body.items() if k not in ("complaint_no", "at", "actor")}
+            tell = (rule["tell"], _told(event["type"], body)) if rule.get("tell") else None
+            notify = (rule["notify"], details) if rule.get("notify") else None
+        transfer = None
+        if event["type"] in ("complaint_transfer_requested", "complaint_transferred", "complaint_transfer_rejected"):
+            transfer = {"type": event["type"], "at": at, **{k: body.get(k) for k in ("from_unit", "to_unit", "reason")}}
+        entry = {"at": at, "type": event["type"], "actor": body.get("actor"),
+                 "details": {k: v for k, v in body.items() if k not in ("complaint_no", "at", "actor")}}
+        messages = self._outward(complaint, at, tell, notify)
+
+        def write(session):
+            if not inbox.first_time(self.db, session, event):
+                return
+            push = {"history": entry}
+            if transfer:
+                push["transfers"] = transfer
+            change = {"$push": push, "$inc": {"version": 1}}
+            if updates:
+                change["$set"] = updates
+            self.complaints.update_one({"_id": complaint["_id"]}, change, session=session)
+            outbox.stage(session, *messages)
+
+        in_transaction(self.db, write)
+
+
+def _told(event_type: str, body: dict) -> dict:
+    """What the call center hears of a change, beyond complaint_no, status and at."""
+    keys = {
+        "complaint_assigned": ("unit", "department"),
+        "complaint_transferred": ("from_unit", "to_unit"),
+        "complaint_transfer_rejected": ("from_unit", "escalated_to", "reason"),
+        "complaint_escalated": ("from_unit", "to_unit", "reason"),
+        "sla_extended": ("due_by", "reason"),
+    }[event_type]
+    return {key: body.get(key) for key in keys}
