@@ -120,7 +120,8 @@ def test_decision_close_and_review(settings, run_services, center):
         closed = rpc.intake.act(complaint_no, "close", {"satisfaction": "unsatisfied",
                                                         "root_cause": "fees_and_pricing"}, HANDLER, None)
         assert closed["status"] == "closed"
-        reopened = rpc.intake.act(complaint_no, "reopen", {"reason": "客户对处理结果不满意，书面申请核查"}, HANDLER, None)
+        review_request = {"reason": "客户对处理结果不满意，书面申请核查"}
+        reopened = rpc.intake.act(complaint_no, "reopen", review_request, HANDLER, None)
         assert reopened["status"] == "reopened"
         [review] = facts.wait_for(lambda m: m["routing_key"] == "complaint_reopened")
         assert review["body"]["body"]["decided_by_unit"] == "BANKA-SD"
