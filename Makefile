@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit integration bench-intake tokens clean
+.PHONY: run test lint unit integration bench-intake clean
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
