@@ -1,0 +1,407 @@
+"""Who is accountable for one complaint, and how that changes: transfers and escalation.
+
+Pure: every operation takes an `Assignment` and returns an `Outcome` (the new state and the
+domain events to emit, as plain dicts `{"type": ..., **body}`; the service adds the event
+envelope). Nothing here reads or writes the SLA clock: a transfer, a rejection, an
+escalation or a misconduct referral never restarts nor pauses the time limit (seed 000 §6,
+seed 002 part 4(1)); the clock belongs to the sla service and runs from `received_at`.
+
+The rules it enforces (seed 002 parts 3 and 4, DESIGN.md "Domain rules"):
+
+- First-inquiry responsibility: the accountable unit stays accountable while a transfer is
+  pending; accountability moves only when the receiving unit accepts.
+- A transfer needs a reason, and the never-valid grounds ("designed by a higher
+  department", "sold by an agent", "the court has ruled", ...) are refused.
+- Never back and forth: a unit that passed the complaint on (by an accepted transfer, by an
+  escalation, or by a transfer the receiver rejected) or that refused it can never be the
+  target of a transfer again. It may get the complaint back only from below, by an upward
+  move (escalation or rejection), which is how 提级处理 works.
+- A rejected transfer goes up, never back to the sender: to the lowest unit strictly above
+  both sender and receiver (their lowest common ancestor when that is neither of them, else
+  that ancestor's parent), its consumer-protection department. The head office has nobody
+  above: when the upward target would be above the head office, the head office keeps it
+  and the event says so (`at_top`).
+- Escalation (by hand, on an SLA breach, for a mass complaint) goes to the parent unit's
+  consumer-protection department; at the head office it stays there, recorded.
+- Recusal (Order 3/2020 Art. 17): nobody named in `respondent_staff` is assigned the
+  complaint nor may act on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+from services.routing.organization import Organization, UnknownUnit
+from services.routing.rules import Decision, ReasonPolicy
+
+ACTING_ROLES = frozenset({"handler", "supervisor", "consumer_protection"})
+MISCONDUCT_ROLES = ACTING_ROLES | {"inspector"}
+
+
+# -- domain errors (the edge maps `status` to HTTP) ------------------------------------
+
+
+class DomainError(Exception):
+    status = 400
+
+
+class TransitionRefused(DomainError):
+    """The assignment's state does not allow it (HTTP 409)."""
+
+    status = 409
+
+
+class InvalidRequest(DomainError):
+    """A field of the request is invalid (HTTP 422)."""
+
+    status = 422
+
+
+class InvalidReason(InvalidRequest):
+    """Missing or never-valid reason (HTTP 422)."""
+
+
+class NotAllowed(DomainError):
+    """Recusal, role or reach forbids this actor (HTTP 403)."""
+
+    status = 403
+
+
+# -- values ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Actor:
+    staff_id: str
+    unit: str
+    roles: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, actor: Actor | Mapping) -> Actor:
+        """An Actor from itself or from token claims (`sub`, `unit`, `roles`)."""
+        if isinstance(actor, Actor):
+            return actor
+        return cls(str(actor.get("staff_id") or actor.get("sub")), str(actor.get("unit")),
+                   frozenset(actor.get("roles") or ()))
+
+
+@dataclass(frozen=True)
+class Transfer:
+    from_unit: str
+    to_unit: str
+    reason: str
+    requested_by: str | None
+
+
+@dataclass(frozen=True)
+class Escalation:
+    from_unit: str
+    to_unit: str
+    trigger: str  # on_arrival | manual | sla_breach | mass_complaint | transfer_rejected
+    reason: str
+    by: str | None
+    at_top: bool = False
+
+
+@dataclass(frozen=True)
+class Referral:
+    unit: str
+    department: str
+    clue: str
+    note: str
+    by: str | None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    institution: str
+    accountable_unit: str
+    department: str
+    office: str
+    handler: str | None
+    first_responder: Mapping[str, str | None]
+    status: str = "assigned"  # assigned | accepted
+    pending_transfer: Transfer | None = None
+    passed_on: frozenset[str] = frozenset()
+    refused_by: frozenset[str] = frozenset()
+    transfer_count: int = 0
+    escalations: tuple[Escalation, ...] = ()
+    referrals: tuple[Referral, ...] = ()
+    respondent_staff: frozenset[str] = frozenset()
+    priority: str = "normal"
+    flags: frozenset[str] = frozenset()
+    complaint_no: str | None = None
+
+    @property
+    def barred(self) -> frozenset[str]:
+        """Units that may never be the target of a transfer of this complaint again."""
+        return self.passed_on | self.refused_by
+
+
+class Outcome(NamedTuple):
+    state: Assignment
+    events: list[dict]
+
+
+def _reason_text(reason) -> tuple[str | None, str]:
+    if isinstance(reason, Mapping):
+        return reason.get("code"), str(reason.get("text") or reason.get("code") or "")
+    return None, "" if reason is None else str(reason)
+
+
+class AssignmentPolicy:
+    """The transitions of an assignment, against one organization and reason policy."""
+
+    def __init__(self, organization: Organization, reasons: ReasonPolicy):
+        self.org = organization
+        self.reasons = reasons
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _event(self, state: Assignment, type_: str, **body) -> dict:
+        return {"type": type_, "complaint_no": state.complaint_no, **body}
+
+    def _reason(self, reason, *, refusal: bool) -> str:
+        code, text = _reason_text(reason)
+        if not text.strip() and not code:
+            raise InvalidReason("a reason is required")
+        if refusal:
+            bad = self.reasons.never_valid_match(code, text)
+            if bad is not None:
+                raise InvalidReason(f"never a valid ground to refuse or pass on a complaint: "
+                                    f"{bad.label}")
+        return text.strip() or str(code)
+
+    def _check_actor(self, state: Assignment, actor, roles=ACTING_ROLES) -> Actor:
+        a = Actor.of(actor)
+        if a.staff_id in state.respondent_staff:
+            raise NotAllowed(f"{a.staff_id} is named in the complaint and must recuse")
+        if not a.roles & roles:
+            raise NotAllowed(f"{a.staff_id} needs one of the roles {', '.join(sorted(roles))}")
+        return a
+
+    def _within_reach(self, state: Assignment, a: Actor) -> None:
+        # A user acts on complaints of their unit and the units below it (DESIGN "Access").
+        if not self.org.has_unit(a.unit) or not self.org.is_within(state.accountable_unit,
+                                                                   a.unit):
+            raise NotAllowed(f"{a.staff_id} of {a.unit} may not act on a complaint of "
+                             f"{state.accountable_unit}")
+
+    def _land(self, state: Assignment, unit: str) -> dict:
+        """Accountability fields for the consumer-protection department of `unit` (or the
+        nearest above), with a handler who is not recused."""
+        dept = self.org.consumer_protection(unit)
+        return {
+            "accountable_unit": dept.unit,
+            "department": dept.code,
+            "office": dept.office,
+            "handler": self.org.handler_for(dept, exclude=state.respondent_staff),
+        }
+
+    def _up(self, state: Assignment, trigger: str, reason: str, by: str | None,
+            from_unit: str, to_unit: str | None, **state_changes) -> Outcome:
+        """Move accountability upward to `to_unit` (None: above the head office)."""
+        at_top = to_unit is None
+        target = to_unit or self.org.head_office(state.institution).code
+        landing = self._land(state, target)
+        # The unit it leaves passed it on, upward: it never gets it back by a transfer.
+        moved = landing["accountable_unit"] != state.accountable_unit
+        new = replace(
+            state,
+            **landing,
+            status="assigned",
+            pending_transfer=None,
+            passed_on=state.passed_on | ({state.accountable_unit} if moved else set()),
+            escalations=state.escalations + (
+                Escalation(from_unit, landing["accountable_unit"], trigger, reason, by,
+                           at_top),),
+            **state_changes,
+        )
+        event = self._event(new, "complaint_escalated", trigger=trigger, reason=reason,
+                            by=by, from_unit=from_unit, to_unit=new.accountable_unit,
+                            department=new.department, office=new.office,
+                            handler=new.handler, at_top=at_top)
+        return Outcome(new, [event])
+
+    # -- transitions ------------------------------------------------------------------
+
+    def assign(self, decision: Decision, complaint_no: str | None = None) -> Outcome:
+        """The initial assignment from a routing decision."""
+        if decision.handler is not None and decision.handler in decision.respondent_staff:
+            raise NotAllowed(f"{decision.handler} is named in the complaint and must recuse")
+        unit = self.org.unit(decision.unit)
+        first = decision.first_responder or {"unit": unit.code, "staff": None}
+        escalations = tuple(
+            Escalation(first["unit"], unit.code, "on_arrival", r, None)
+            for r in decision.escalated_on_arrival
+        )
+        state = Assignment(
+            institution=unit.institution,
+            accountable_unit=unit.code,
+            department=decision.department,
+            office=decision.office,
+            handler=decision.handler,
+            first_responder=dict(first),
+            respondent_staff=frozenset(decision.respondent_staff),
+            priority=decision.priority,
+            flags=frozenset(decision.flags),
+            escalations=escalations,
+            complaint_no=complaint_no,
+        )
+        event = self._event(state, "complaint_assigned", unit=unit.code,
+                            department=state.department, office=state.office,
+                            handler=state.handler, priority=state.priority,
+                            flags=sorted(state.flags), rule=decision.rule,
+                            first_responder=dict(first),
+                            escalated_on_arrival=list(decision.escalated_on_arrival))
+        return Outcome(state, [event])
+
+    def accept(self, state: Assignment, actor) -> Outcome:
+        """The accountable unit's handler takes the complaint on."""
+        a = self._check_actor(state, actor)
+        if state.pending_transfer is not None:
+            raise TransitionRefused("a transfer is pending: the receiver accepts or rejects it")
+        if state.status == "accepted":
+            raise TransitionRefused("already accepted")
+        if a.unit != state.accountable_unit:
+            raise NotAllowed(f"only {state.accountable_unit} may accept it")
+        new = replace(state, status="accepted", handler=a.staff_id)
+        return Outcome(new, [self._event(new, "complaint_accepted", unit=new.accountable_unit,
+                                         department=new.department, handler=a.staff_id)])
+
+    def request_transfer(self, state: Assignment, actor, to_unit: str, reason) -> Outcome:
+        """Ask another unit to take it; the sender stays accountable until it accepts."""
+        a = self._check_actor(state, actor)
+        self._within_reach(state, a)
+        text = self._reason(reason, refusal=True)
+        if state.pending_transfer is not None:
+            raise TransitionRefused(f"a transfer to {state.pending_transfer.to_unit} is "
+                                    "already pending")
+        try:
+            target = self.org.unit(to_unit)
+        except UnknownUnit as e:
+            raise InvalidRequest(str(e)) from None
+        if target.institution != state.institution:
+            raise InvalidRequest(f"{to_unit} belongs to another institution")
+        if to_unit == state.accountable_unit:
+            raise TransitionRefused(f"it is already with {to_unit}")
+        if to_unit in state.passed_on:
+            raise TransitionRefused(f"{to_unit} already passed it on: never back and forth")
+        if to_unit in state.refused_by:
+            raise TransitionRefused(f"{to_unit} already refused it: it goes up, not back")
+        transfer = Transfer(state.accountable_unit, to_unit, text, a.staff_id)
+        new = replace(state, pending_transfer=transfer)
+        return Outcome(new, [self._event(new, "transfer_requested", from_unit=transfer.from_unit,
+                                         to_unit=to_unit, reason=text,
+                                         requested_by=a.staff_id)])
+
+    def accept_transfer(self, state: Assignment, actor) -> Outcome:
+        """The receiving unit accepts: accountability moves, and the transfer counts."""
+        a = self._check_actor(state, actor)
+        t = state.pending_transfer
+        if t is None:
+            raise TransitionRefused("no transfer is pending")
+        if a.unit != t.to_unit:
+            raise NotAllowed(f"only {t.to_unit} may accept the transfer")
+        dept = self.org.consumer_protection(t.to_unit)
+        if dept.unit != t.to_unit:
+            # The receiver has no lead department of its own: it handles it at its front.
+            dept = self.org.department(t.to_unit, office="front") or dept
+        new = replace(
+            state,
+            accountable_unit=t.to_unit,
+            department=dept.code,
+            office=dept.office,
+            handler=a.staff_id,
+            status="accepted",
+            pending_transfer=None,
+            passed_on=state.passed_on | {t.from_unit},
+            transfer_count=state.transfer_count + 1,
+        )
+        return Outcome(new, [self._event(new, "complaint_transferred", from_unit=t.from_unit,
+                                         to_unit=t.to_unit, reason=t.reason,
+                                         requested_by=t.requested_by, accepted_by=a.staff_id,
+                                         department=new.department, office=new.office,
+                                         transfer_count=new.transfer_count)])
+
+    def rejection_target(self, sender: str, receiver: str) -> str | None:
+        """The lowest unit strictly above both sender and receiver; None above the top."""
+        lca = self.org.lowest_common_ancestor(sender, receiver)
+        if lca is None:  # different institutions cannot happen: transfers stay inside one
+            raise InvalidRequest(f"{sender} and {receiver} share no unit")
+        if lca.code not in (sender, receiver):
+            return lca.code
+        parent = self.org.parent(lca.code)
+        return parent.code if parent else None
+
+    def reject_transfer(self, state: Assignment, actor, reason) -> Outcome:
+        """The receiver refuses: the complaint goes up above both, never back."""
+        a = self._check_actor(state, actor)
+        t = state.pending_transfer
+        if t is None:
+            raise TransitionRefused("no transfer is pending")
+        if a.unit != t.to_unit:
+            raise NotAllowed(f"only {t.to_unit} may reject the transfer")
+        text = self._reason(reason, refusal=True)
+        target = self.rejection_target(t.from_unit, t.to_unit)
+        rejected = self._event(state, "transfer_rejected", from_unit=t.from_unit,
+                               to_unit=t.to_unit, reason=text, rejected_by=a.staff_id,
+                               goes_to=target or state.institution)
+        out = self._up(state, "transfer_rejected", text, a.staff_id, t.from_unit, target,
+                       refused_by=state.refused_by | {t.to_unit})
+        return Outcome(out.state, [rejected, *out.events])
+
+    def _escalate(self, state: Assignment, trigger: str, reason: str, by: str | None,
+                  **state_changes) -> Outcome:
+        events = []
+        if state.pending_transfer is not None:
+            # Going up overtakes a pending sideways transfer.
+            t = state.pending_transfer
+            events.append(self._event(state, "transfer_cancelled", from_unit=t.from_unit,
+                                      to_unit=t.to_unit, reason=f"escalated: {reason}"))
+        parent = self.org.parent(state.accountable_unit)
+        out = self._up(state, trigger, reason, by, state.accountable_unit,
+                       parent.code if parent else None, **state_changes)
+        return Outcome(out.state, events + out.events)
+
+    def escalate(self, state: Assignment, actor, reason) -> Outcome:
+        """Report it up (提级处理) to the parent unit's consumer-protection department."""
+        a = self._check_actor(state, actor)
+        self._within_reach(state, a)
+        text = self._reason(reason, refusal=False)
+        if state.pending_transfer is not None:
+            raise TransitionRefused("a transfer is pending: the receiver accepts or rejects it")
+        return self._escalate(state, "manual", text, a.staff_id)
+
+    def escalate_for_breach(self, state: Assignment, sla_event: Mapping) -> Outcome:
+        """An SLA breach takes it one level up; the clock itself is left alone."""
+        what = sla_event.get("clock") or sla_event.get("policy") or "time limit"
+        due = sla_event.get("due_by")
+        reason = f"SLA breached: {what}" + (f" due {due}" if due else "")
+        return self._escalate(state, "sla_breach", reason, None)
+
+    def escalate_for_mass_complaint(self, state: Assignment, note: str = "") -> Outcome:
+        """A mass complaint goes up and is reported to the regulator (2012 notice §15)."""
+        reason = "mass complaint" + (f": {note}" if note else "")
+        return self._escalate(state, "mass_complaint", reason, None,
+                              flags=state.flags | {"regulator_report"})
+
+    def flag_misconduct(self, state: Assignment, actor, clue: str, note: str) -> Outcome:
+        """Refer clues of collusion, threats or obstruction to discipline inspection, in
+        parallel: accountability does not change."""
+        a = self._check_actor(state, actor, MISCONDUCT_ROLES)
+        self._within_reach(state, a)
+        if clue not in self.reasons.misconduct_clues:
+            raise InvalidRequest(f"unknown misconduct clue {clue!r} (one of "
+                                 f"{', '.join(sorted(self.reasons.misconduct_clues))})")
+        if not (note or "").strip():
+            raise InvalidRequest("a note describing the clue is required")
+        dept = self.org.discipline_inspection(state.accountable_unit)
+        referral = Referral(dept.unit, dept.code, clue, note.strip(), a.staff_id)
+        new = replace(state, referrals=state.referrals + (referral,))
+        return Outcome(new, [self._event(new, "misconduct_referred", unit=dept.unit,
+                                         department=dept.code, clue=clue, note=referral.note,
+                                         by=a.staff_id,
+                                         accountable_unit=state.accountable_unit)])
