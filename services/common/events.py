@@ -142,6 +142,14 @@ class ComplaintTransferRejected(_ComplaintFact):
     escalated_to = fields.String(required=True)
 
 
+class ComplaintTransferCancelled(_ComplaintFact):
+    """A pending transfer overtaken by an escalation (SLA breach, mass complaint)."""
+
+    from_unit = fields.String(required=True)
+    to_unit = fields.String(required=True)
+    reason = fields.String(required=True)
+
+
 class ComplaintEscalated(_ComplaintFact):
     from_unit = fields.String(required=True)
     to_unit = fields.String(required=True)
@@ -222,6 +230,7 @@ for _event in (
     EventType("complaint_transfer_requested", "routing", ComplaintTransferRequested, ("intake",)),
     EventType("complaint_transferred", "routing", ComplaintTransferred, ("intake",)),
     EventType("complaint_transfer_rejected", "routing", ComplaintTransferRejected, ("intake",)),
+    EventType("complaint_transfer_cancelled", "routing", ComplaintTransferCancelled, ("intake",)),
     EventType("complaint_escalated", "routing", ComplaintEscalated, ("intake",)),
     EventType("misconduct_referred", "routing", MisconductReferred, ("intake",)),
     EventType("sla_started", "sla", SlaStarted, ("intake",)),
