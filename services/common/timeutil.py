@@ -1,7 +1,7 @@
 """Time in one place: the platform's clock zone is Asia/Shanghai, every stored time is aware."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -29,3 +29,12 @@ def parse(text: str) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("time must carry an offset, e.g. 2026-11-22T09:30:00+08:00")
     return moment
+
+
+def parse_bound(text: str, upper: bool = False) -> datetime:
+    """A range bound given as a time with offset, or as a date (a whole day in Shanghai):
+    as a lower bound the day's start, as an upper bound the next day's start."""
+    if len(text) == 10:
+        day = date.fromisoformat(text) + timedelta(days=1 if upper else 0)
+        return datetime.combine(day, time(0), SHANGHAI)
+    return parse(text)

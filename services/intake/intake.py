@@ -320,10 +320,13 @@ class Intake:
         if filters.get("status"):
             query["status"] = filters["status"]
         received = {}
-        if filters.get("from"):
-            received["$gte"] = timeutil.parse(filters["from"])
-        if filters.get("to"):
-            received["$lt"] = timeutil.parse(filters["to"])
+        try:
+            if filters.get("from"):
+                received["$gte"] = timeutil.parse_bound(filters["from"])
+            if filters.get("to"):
+                received["$lt"] = timeutil.parse_bound(filters["to"], upper=True)
+        except ValueError as exc:
+            raise Invalid("from and to are dates or times with an offset", {"from/to": [str(exc)]}) from None
         if received:
             query["received_at"] = received
         if filters.get("overdue") is not None:
