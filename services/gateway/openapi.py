@@ -76,8 +76,9 @@ def _operation(route: Route) -> dict:
     if parameters:
         operation["parameters"] = parameters
     if route.body is not None:
+        # A body whose fields are all optional may be left out (an action such as accept).
         operation["requestBody"] = {
-            "required": True,
+            "required": any(f.required for f in route.body().fields.values()),
             "content": {"application/json": {"schema": route.body}},
         }
     if route.roles is None:

@@ -1,6 +1,7 @@
 """The table of endpoints: one entry per endpoint, read by the router and by the OpenAPI
 document alike. Adding an endpoint is one ``Route`` here plus one method in ``service.py``
-named like the route.
+named like the route; a handler action is one ``Action`` of ``ACTIONS`` (its route and its
+service method follow from it, and ``views.act`` serves every one of them).
 """
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from .auth import ROLES
 # Who may do what (DESIGN.md, "Access"); visibility by unit is applied on top.
 READERS = ROLES
 SUBMITTERS = frozenset({"handler", "supervisor", "consumer_protection", "admin"})
+HANDLERS = SUBMITTERS
+# Clues of misconduct may also come from discipline inspection.
+INSPECTION = HANDLERS | {"inspector"}
+# In ``Action.args``: the caller's identity rather than a body field.
+ACTOR = "actor"
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,24 @@ class Header:
 
 
 @dataclass(frozen=True)
+class Action:
+    """A handler action: ``POST /api/v1/complaints/{complaint_no}/<suffix>``, done by ``peer``.
+
+    intake and routing take ``act(complaint_no, name, data, actor, visible_units)``; sla has
+    one method per action, ``<name>(complaint_no, *args)`` with ``args`` naming body fields
+    in order (``ACTOR`` is the caller's identity).
+    """
+
+    name: str
+    suffix: str
+    peer: str  # intake | routing | sla
+    body: type[Schema]
+    summary: str
+    roles: frozenset = HANDLERS
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Route:
     name: str  # the service method and the operationId
     method: str
@@ -50,6 +74,7 @@ class Route:
     calls_peers: bool = True
     description: str = ""
     extra_errors: tuple[int, ...] = field(default=())
+    action: Action | None = None
 
     @property
     def rule(self) -> str:
@@ -72,6 +97,62 @@ class Route:
         statuses.add(500)
         return tuple(sorted(statuses))
 
+
+COMPLAINT = "/api/v1/complaints/{complaint_no}"
+
+ACTIONS: tuple[Action, ...] = (
+    # Assignment: routing.
+    Action("accept", "accept", "routing", schemas.ActionSchema,
+           "Accept the complaint assigned to the caller's unit."),
+    Action("transfer", "transfer", "routing", schemas.TransferSchema,
+           "Ask another unit to take the complaint, with a reason; the clock runs on."),
+    Action("transfer_accept", "transfer/accept", "routing", schemas.ActionSchema,
+           "Take a complaint another unit transferred to the caller's unit."),
+    Action("transfer_reject", "transfer/reject", "routing", schemas.ReasonSchema,
+           "Refuse a transfer to the caller's unit, with a reason."),
+    Action("escalate", "escalate", "routing", schemas.ReasonSchema,
+           "Hand the complaint to the superior unit, with a reason."),
+    Action("misconduct", "misconduct", "routing", schemas.MisconductSchema,
+           "Refer a clue of staff misconduct to discipline inspection (an extension).",
+           roles=INSPECTION),
+    # Clocks: sla.
+    Action("extend", "extend", "sla", schemas.ExtendSchema,
+           "Extend the time limit by some days, with a reason and the approvals the policy asks.",
+           args=("days", "reason", ACTOR, "approvals")),
+    Action("pause", "pause", "sla", schemas.ReasonSchema,
+           "Stop the clock for an outside appraisal or test (an extension).",
+           args=("reason", ACTOR)),
+    Action("resume", "resume", "sla", schemas.ReasonSchema,
+           "Start the clock again where it stopped (an extension).",
+           args=("reason", ACTOR)),
+    # Lifecycle: intake.
+    Action("decision", "decision", "intake", schemas.DecisionSchema,
+           "Decide the complaint and tell the customer."),
+    Action("close", "close", "intake", schemas.CloseSchema,
+           "Close the complaint with the customer's satisfaction and the root cause."),
+    Action("reopen", "reopen", "intake", schemas.ReasonSchema,
+           "Reopen a decided complaint: the customer asks for a review."),
+    Action("withdraw", "withdraw", "intake", schemas.WithdrawSchema,
+           "The customer withdrew the complaint (an extension)."),
+)
+
+
+def action_route(action: Action) -> Route:
+    return Route(
+        name=f"complaint_{action.name}", method="POST", path=f"{COMPLAINT}/{action.suffix}",
+        tags=("actions",), summary=action.summary,
+        description=(
+            f"Done by the {action.peer} service as the caller named by the token. Answers the "
+            "complaint as it stands. 409 when the complaint's state does not allow it; 422 "
+            "with field paths for an invalid body."
+        ),
+        roles=action.roles, body=action.body, path_params=schemas.ComplaintPathSchema,
+        responses=(Response(200, "The complaint as it stands.", schemas.ComplaintSchema),),
+        extra_errors=(409,), action=action,
+    )
+
+
+ACTION_ROUTES: tuple[Route, ...] = tuple(action_route(action) for action in ACTIONS)
 
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -130,6 +211,13 @@ ROUTES: tuple[Route, ...] = (
         responses=(Response(200, "One tree per institution.", schemas.OrgUnitSchema,
                             many=True),),
     ),
-)
+    Route(
+        name="complaint_clocks", method="GET", path=f"{COMPLAINT}/clocks", tags=("complaints",),
+        summary="Every SLA clock of a complaint on its own (an extension).",
+        roles=READERS,
+        path_params=schemas.ComplaintPathSchema,
+        responses=(Response(200, "The clocks.", schemas.ClockSchema, many=True),),
+    ),
+) + ACTION_ROUTES
 
 BY_NAME = {route.name: route for route in ROUTES}

@@ -4,13 +4,18 @@ The OpenAPI document is generated from these (see ``openapi.py``). The edge vali
 what it owns: the query string, the ``channel`` and the headers. The complaint itself is
 validated by intake, the system of record, so that the AMQP and HTTP channels answer the
 same body with the same errors; ``SubmitComplaintSchema`` documents that body as
-``complaint.submit/1`` defines it (CONTRACTS §1).
+``complaint.submit/1`` defines it (CONTRACTS §1). The bodies of the handler actions are the
+edge's own and are checked here (422 with field paths before any peer is asked); the peers
+still apply the rules of state and role.
 """
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 
-from marshmallow import EXCLUDE, INCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, validate
+
+from services.common import reference
 
 # CONTRACTS §1.
 CHANNELS = ("phone", "letter", "visit", "web", "app", "wechat", "email", "regulator")
@@ -19,6 +24,10 @@ LEVELS = ("head_office", "tier1", "city", "county")
 OFFICES = ("front", "middle", "back")
 SLA_STATES = ("on_track", "warning", "breached", "met", "paused")
 CODE = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}$", error="Must be a code (letters, digits, _.:-).")
+OUTCOMES = ("upheld", "partially_upheld", "rejected")
+SATISFACTION = ("satisfied", "unsatisfied", "no_response")
+MISCONDUCT_CLUES = ("collusion", "threats", "obstruction", "violation")
+MAX_TEXT = 20000
 
 
 class IsoDateOrDateTime(fields.Field):
@@ -47,6 +56,45 @@ class IsoDateOrDateTime(fields.Field):
         return None if value is None else str(value)
 
 
+class MoneyString(fields.Str):
+    """A non-negative amount written as a decimal string ("1200.00"): exact, never a float."""
+
+    default_error_messages = {
+        "invalid": 'Must be a decimal string such as "1200.00".',
+        "negative": "Must not be negative.",
+        "places": "At most two decimal places.",
+        "large": "Too large.",
+    }
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        try:
+            amount = Decimal(value.strip())
+        except InvalidOperation:
+            raise self.make_error("invalid") from None
+        if not amount.is_finite():
+            raise self.make_error("invalid")
+        if amount < 0:
+            raise self.make_error("negative")
+        if amount.as_tuple().exponent < -2:
+            raise self.make_error("places")
+        if amount >= Decimal("1e15"):
+            raise self.make_error("large")
+        return f"{amount:.2f}"
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("Must not be blank.")
+
+
+def text(required: bool = False, description: str = "", **kwargs) -> fields.Str:
+    """Free text of a person: not blank, at most ``MAX_TEXT`` characters."""
+    return fields.Str(required=required, validate=[validate.Length(max=MAX_TEXT), _not_blank],
+                      metadata={"description": description} if description else {}, **kwargs)
+
+
 class Reply(Schema):
     """A response body: the peers may add fields (contracts grow, never break)."""
 
@@ -73,7 +121,8 @@ class HealthSchema(Reply):
     status = fields.Str(required=True, metadata={"example": "ok"})
     peers = fields.Dict(
         keys=fields.Str(), values=fields.Str(validate=validate.OneOf(("up", "down", "error"))),
-        metadata={"description": "Whether each RPC peer answers: up, down (no answer) or error."},
+        metadata={"description": "Whether each RPC peer (intake, routing, sla) answers: up, down "
+                                 "(no answer) or error."},
     )
 
 
@@ -212,3 +261,59 @@ class OrgUnitSchema(Reply):
     region = fields.Str(allow_none=True)
     departments = fields.List(fields.Nested(DepartmentSchema), required=True)
     children = fields.List(fields.Nested(lambda: OrgUnitSchema()), required=True)
+
+
+class ClockSchema(Reply):
+    """One SLA clock of a complaint (the sla service may add fields)."""
+
+    clock = fields.Str(required=True, metadata={"example": "decision"})
+    policy = fields.Str()
+    state = fields.Str(metadata={"description": "The clock's own state: running, paused, stopped..."})
+    started_at = fields.AwareDateTime(allow_none=True)
+    due_by = fields.AwareDateTime(allow_none=True, metadata={"description": "None while paused."})
+    paused = fields.Bool()
+    extensions = fields.Int(metadata={"description": "Extensions granted so far."})
+
+
+# -- handler actions (CONTRACTS §3) -----------------------------------------------------------
+
+class ActionSchema(Schema):
+    """Every action body: the token says who acts; ``actor`` is only kept as a note."""
+
+    actor = fields.Str(validate=validate.Length(min=1, max=200), metadata={
+        "description": "Free text or a staff id, kept as a note; the bearer token names who acts."})
+
+
+class ReasonSchema(ActionSchema):
+    reason = text(required=True)
+
+
+class TransferSchema(ReasonSchema):
+    to_unit = fields.Str(required=True, validate=CODE, metadata={"description": "The unit asked to take it."})
+
+
+class DecisionSchema(ActionSchema):
+    outcome = fields.Str(required=True, validate=validate.OneOf(OUTCOMES))
+    remedy = text()
+    amount = MoneyString(allow_none=True, metadata={"example": "1200.00"})
+    message = text(required=True, description="What the customer is told.")
+
+
+class CloseSchema(ActionSchema):
+    satisfaction = fields.Str(required=True, validate=validate.OneOf(SATISFACTION))
+    root_cause = fields.Str(required=True, validate=validate.OneOf(reference.causes()))
+
+
+class WithdrawSchema(ActionSchema):
+    reason = text(description="Why the customer withdrew, if given.")
+
+
+class ExtendSchema(ReasonSchema):
+    days = fields.Int(required=True, strict=True, validate=validate.Range(min=1))
+    approvals = fields.List(fields.Str(validate=CODE), load_default=list, metadata={
+        "description": "Role codes that approved, e.g. superior_unit, head_office_senior_manager."})
+
+
+class MisconductSchema(ActionSchema):
+    clue = fields.Str(required=True, validate=validate.OneOf(MISCONDUCT_CLUES))
+    note = text()

@@ -1,9 +1,14 @@
 """What each endpoint does: read the request, call the peers, shape the answer.
 
 No business rules: intake validates complaints and owns their numbering, state and
-visibility checks; routing owns the organization. These functions only translate, so
-unit tests drive them with fake peers and no broker. ``peers`` is anything with ``intake``
-and ``routing`` attributes that behave like nameko RPC proxies (the service instance).
+visibility checks; routing owns the organization and assignments; sla owns the clocks.
+These functions only translate, so unit tests drive them with fake peers and no broker.
+``peers`` is anything with ``intake``, ``routing`` and ``sla`` attributes that behave like
+nameko RPC proxies (the service instance).
+
+Every handler action goes through :func:`act`: it checks the body against the action's
+schema, then the one function of the action's peer does the call and answers the complaint
+as it stands.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from services.common.errors import NotFound
 from .auth import Identity
 from .errors import UNAVAILABLE, BadRequest, Forbidden, MalformedJson, ValidationFailed
 from .openapi import document
+from .routes import ACTOR, Action, Route
 from .schemas import ChannelSchema, ComplaintListQuerySchema, HealthQuerySchema
 
 _log = logging.getLogger(__name__)
@@ -26,7 +32,7 @@ _log = logging.getLogger(__name__)
 # ``Idempotency-Key`` is scoped per user and submitted under this publisher code.
 HTTP_APP_ID = "http"
 MAX_IDEMPOTENCY_KEY = 200
-PEERS = ("intake", "routing")
+PEERS = ("intake", "routing", "sla")
 HEALTH_TIMEOUT = 1.0
 LIST_FILTERS = ("status", "unit", "overdue", "from", "to")
 
@@ -41,6 +47,17 @@ def read_json(request):
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedJson(f"The body is not valid JSON: {exc}.") from None
+
+
+def read_object(request) -> dict:
+    """The JSON object of an action's body; no body at all is an empty one."""
+    if not request.get_data(cache=True).strip():
+        return {}
+    body = read_json(request)
+    if not isinstance(body, dict):
+        raise ValidationFailed("The body must be a JSON object.",
+                               {"_schema": ["Expected a JSON object."]})
+    return body
 
 
 def load(schema: Schema, data) -> dict:
@@ -73,6 +90,15 @@ def visible_units(peers, identity: Identity):
         return list(peers.routing.visible_units(identity.unit))
     except NotFound:
         raise Forbidden(f"Your unit {identity.unit!r} is not in the organization.") from None
+
+
+def actor_of(identity: Identity, note: str | None = None) -> dict:
+    """Who acts, for the peers: the token's identity; the body's ``actor`` only as a note."""
+    actor = {"sub": identity.sub, "name": identity.name, "unit": identity.unit,
+             "roles": list(identity.roles)}
+    if note is not None:
+        actor["note"] = note
+    return actor
 
 
 # -- endpoints ----------------------------------------------------------------------------------
@@ -157,3 +183,38 @@ def list_complaints(peers, request, identity: Identity) -> dict:
 def org_units(peers, identity: Identity) -> list:
     return peers.routing.org_units(None if identity.is_admin else identity.unit)
 
+
+def complaint_clocks(peers, identity: Identity, complaint_no: str) -> list:
+    peers.intake.get(complaint_no, visible_units(peers, identity))  # 404 outside the units
+    return peers.sla.clocks(complaint_no)
+
+
+# -- handler actions -------------------------------------------------------------------------
+
+def act(peers, route: Route, request, identity: Identity, complaint_no: str) -> dict:
+    """Any handler action of ``routes.ACTIONS``: the complaint as it stands afterwards."""
+    action = route.action
+    data = load(action.body(), read_object(request))
+    actor = actor_of(identity, data.pop("actor", None))
+    units = visible_units(peers, identity)
+    return BY_PEER[action.peer](peers, action, complaint_no, data, actor, units)
+
+
+def intake_action(peers, action: Action, complaint_no: str, data: dict, actor: dict, units) -> dict:
+    return peers.intake.act(complaint_no, action.name, data, actor, units)
+
+
+def routing_action(peers, action: Action, complaint_no: str, data: dict, actor: dict, units) -> dict:
+    peers.routing.act(complaint_no, action.name, data, actor, units)
+    return peers.intake.get(complaint_no, units)
+
+
+def sla_action(peers, action: Action, complaint_no: str, data: dict, actor: dict, units) -> dict:
+    # sla knows clocks, not units: intake says whether the caller may see the complaint.
+    peers.intake.get(complaint_no, units)
+    args = [actor if name == ACTOR else data.get(name) for name in action.args]
+    getattr(peers.sla, action.name)(complaint_no, *args)
+    return peers.intake.get(complaint_no, units)
+
+
+BY_PEER = {"intake": intake_action, "routing": routing_action, "sla": sla_action}

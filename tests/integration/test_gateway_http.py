@@ -1,4 +1,4 @@
-"""The HTTP edge against a real broker: the gateway and fake intake/routing services run
+"""The HTTP edge against a real broker: the gateway and fake intake/routing/sla services run
 as nameko containers on a vhost of their own; ``requests`` drives the gateway over TCP."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import requests
 from nameko.containers import ServiceContainer
 from nameko.rpc import rpc
 
-from services.common.errors import NotFound
+from services.common.errors import Conflict, NotFound
 from services.gateway.auth import issue_token
 from services.gateway.service import GatewayService
 from tests.support.infra import free_port, rabbit_vhost, wait_for_port
@@ -16,6 +16,7 @@ from tests.support.infra import free_port, rabbit_vhost, wait_for_port
 pytestmark = pytest.mark.integration
 
 SECRET = "gateway-integration-test-secret-0123456789"
+CLOSED = "BANKA-20261101-000009"
 RPC_TIMEOUT = 1.0
 calls: list = []
 
@@ -54,11 +55,30 @@ class FakeRouting:
         calls.append(("routing.org_units", visible_root))
         return [tree(visible_root or "BANKA")]
 
+    @rpc
+    def act(self, complaint_no, action, data, actor, visible_units):
+        calls.append(("routing.act", complaint_no, action, data, actor, visible_units))
+        complaint = FakeIntake.visible(complaint_no, visible_units)
+        if complaint["status"] == "closed":
+            raise Conflict(f"{action} is not allowed on a closed complaint")
+        if "to_unit" in data:
+            complaint["assignment"] = {"unit": data["to_unit"], "handler": actor["sub"]}
+        return {"complaint_no": complaint_no, "action": action}
+
 
 class FakeIntake:
     name = "intake"
     by_key: dict = {}
-    complaints: dict = {}
+    # A complaint of the county sub-branch, closed: actions on it are refused with 409.
+    complaints: dict = {CLOSED: {"complaint_no": CLOSED, "status": "closed", "branch": "BANKA-SD-YT-ZF",
+                                 "channel": "web"}}
+
+    @staticmethod
+    def visible(complaint_no, visible_units):
+        complaint = FakeIntake.complaints.get(complaint_no)
+        if complaint is None or (visible_units is not None and complaint["branch"] not in visible_units):
+            raise NotFound(f"complaint {complaint_no} not found")
+        return complaint
 
     @rpc
     def submit(self, payload, channel, idempotency_key, app_id):
@@ -81,9 +101,16 @@ class FakeIntake:
         calls.append(("intake.get", complaint_no, visible_units))
         if complaint_no == "SLOW":
             eventlet.sleep(RPC_TIMEOUT + 0.5)
-        complaint = self.complaints.get(complaint_no)
-        if complaint is None or (visible_units is not None and complaint["branch"] not in visible_units):
-            raise NotFound(f"complaint {complaint_no} not found")
+        return self.visible(complaint_no, visible_units)
+
+    @rpc
+    def act(self, complaint_no, action, data, actor, visible_units):
+        calls.append(("intake.act", complaint_no, action, data, actor, visible_units))
+        complaint = self.visible(complaint_no, visible_units)
+        if complaint["status"] == "closed":
+            raise Conflict(f"{action} is not allowed on a closed complaint", {"status": "closed"})
+        complaint["status"] = {"decision": "decided", "close": "closed", "reopen": "reopened",
+                               "withdraw": "withdrawn"}[action]
         return complaint
 
     @rpc
@@ -91,6 +118,32 @@ class FakeIntake:
         calls.append(("intake.list", filters, visible_units, limit, cursor))
         items = [c for c in self.complaints.values() if visible_units is None or c["branch"] in visible_units]
         return {"items": items[:limit], "next_cursor": "next" if len(items) > limit else None}
+
+
+class FakeSla:
+    name = "sla"
+
+    @rpc
+    def extend(self, complaint_no, days, reason, actor, approvals):
+        calls.append(("sla.extend", complaint_no, days, reason, actor, approvals))
+        if days > 60:
+            raise Conflict("the policy allows 60 days in all", {"days": ["At most 60 days in all."]})
+        FakeIntake.complaints[complaint_no]["sla"] = {"state": "on_track", "extended_by": days}
+
+    @rpc
+    def pause(self, complaint_no, reason, actor):
+        calls.append(("sla.pause", complaint_no, reason, actor))
+
+    @rpc
+    def resume(self, complaint_no, reason, actor):
+        calls.append(("sla.resume", complaint_no, reason, actor))
+
+    @rpc
+    def clocks(self, complaint_no):
+        calls.append(("sla.clocks", complaint_no))
+        return [{"clock": "decision", "policy": "nfra_2020", "state": "running", "paused": False,
+                 "due_by": "2026-12-07T23:59:59+08:00", "extensions": 1},
+                {"clock": "review", "policy": "nfra_2020", "state": "paused", "paused": True, "due_by": None}]
 
 
 def token(unit="BANKA-SD-YT", roles=("handler",), sub="u1", secret=SECRET, ttl=600):
@@ -120,7 +173,7 @@ def stop(containers):
 @pytest.fixture(scope="module")
 def base():
     with rabbit_vhost("complaints-test-gateway") as amqp_uri:
-        url, containers = run_gateway(amqp_uri, FakeIntake, FakeRouting)
+        url, containers = run_gateway(amqp_uri, FakeIntake, FakeRouting, FakeSla)
         try:
             yield url
         finally:
@@ -165,7 +218,7 @@ def assert_error(response, status, code=None):
 def test_health_needs_no_token_and_reports_peers(base):
     response = requests.get(f"{base}/health", timeout=5)
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "peers": {"intake": "up", "routing": "up"}}
+    assert response.json() == {"status": "ok", "peers": {"intake": "up", "routing": "up", "sla": "up"}}
     assert requests.get(f"{base}/health?peers=false", timeout=5).json() == {"status": "ok"}
 
 
@@ -320,4 +373,160 @@ def test_intake_not_running_is_503(base_without_intake):
                              headers={**auth(), "Idempotency-Key": "k-4"}, timeout=10)
     assert_error(response, 503, "service_unavailable")
     health = requests.get(f"{base_without_intake}/health", timeout=5).json()
-    assert health["peers"] == {"intake": "down", "routing": "up"}
+    assert health["peers"] == {"intake": "down", "routing": "up", "sla": "down"}
+
+
+# -- handler actions ------------------------------------------------------------------------------
+
+def new_complaint(base, key):
+    """A complaint of the county sub-branch BANKA-SD-YT-ZF; its number."""
+    response = requests.post(f"{base}/api/v1/complaints", json=submission(),
+                             headers={**auth(), "Idempotency-Key": key}, timeout=5)
+    assert response.status_code == 201, response.text
+    calls.clear()
+    return response.json()["complaint_no"]
+
+
+def identity(unit="BANKA-SD-YT", roles=("handler",), sub="u1"):
+    """What the gateway passes as ``actor``: the token's claims."""
+    return {"sub": sub, "name": "测试用户", "unit": unit, "roles": list(roles)}
+
+
+def post(base, number, action, body=None, **token_claims):
+    return requests.post(f"{base}/api/v1/complaints/{number}/{action}", json=body,
+                         headers=auth(**token_claims), timeout=5)
+
+
+# (path suffix, body, the peer's call without complaint_no, actor and visible units)
+INTAKE_ACTIONS = [
+    ("decision", {"outcome": "partially_upheld", "remedy": "退还年费", "amount": "300", "message": "已退还"},
+     ("decision", {"outcome": "partially_upheld", "remedy": "退还年费", "amount": "300.00", "message": "已退还"})),
+    ("reopen", {"reason": "客户申请核查"}, ("reopen", {"reason": "客户申请核查"})),
+    ("withdraw", {}, ("withdraw", {})),
+    ("close", {"satisfaction": "satisfied", "root_cause": "fees_and_pricing"},
+     ("close", {"satisfaction": "satisfied", "root_cause": "fees_and_pricing"})),
+]
+ROUTING_ACTIONS = [
+    ("accept", None, ("accept", {})),
+    ("transfer", {"to_unit": "BANKA-SD-YT", "reason": "属地管理"},
+     ("transfer", {"to_unit": "BANKA-SD-YT", "reason": "属地管理"})),
+    ("transfer/accept", {}, ("transfer_accept", {})),
+    ("transfer/reject", {"reason": "非本机构业务"}, ("transfer_reject", {"reason": "非本机构业务"})),
+    ("escalate", {"reason": "重大投诉"}, ("escalate", {"reason": "重大投诉"})),
+    ("misconduct", {"clue": "collusion", "note": "与中介串通"},
+     ("misconduct", {"clue": "collusion", "note": "与中介串通"})),
+]
+
+
+def test_intake_actions_reach_intake_with_the_token_identity(base):
+    number = new_complaint(base, "k-act-intake")
+    units = below("BANKA-SD-YT")
+    for suffix, body, (action, data) in INTAKE_ACTIONS:
+        calls.clear()
+        response = post(base, number, suffix, body)
+        assert response.status_code == 200, (suffix, response.text)
+        assert response.json()["complaint_no"] == number
+        assert calls == [("routing.visible_units", "BANKA-SD-YT"),
+                         ("intake.act", number, action, data, identity(), units)], suffix
+    assert response.json()["status"] == "closed"
+
+
+def test_routing_actions_reach_routing_and_answer_the_complaint(base):
+    number = new_complaint(base, "k-act-routing")
+    units = below("BANKA-SD-YT")
+    for suffix, body, (action, data) in ROUTING_ACTIONS:
+        calls.clear()
+        response = post(base, number, suffix, body)
+        assert response.status_code == 200, (suffix, response.text)
+        assert response.json()["complaint_no"] == number
+        assert calls[1:] == [("routing.act", number, action, data, identity(), units),
+                             ("intake.get", number, units)], suffix
+    assert response.json()["assignment"] == {"unit": "BANKA-SD-YT", "handler": "u1"}
+
+
+def test_the_body_actor_is_only_a_note(base):
+    number = new_complaint(base, "k-act-note")
+    response = post(base, number, "escalate", {"reason": "重大投诉", "actor": "admin"}, sub="u9")
+    assert response.status_code == 200, response.text
+    assert calls[1][4] == {**identity(sub="u9"), "note": "admin"}
+
+
+def test_extend_with_approvals_checks_visibility_first(base):
+    number = new_complaint(base, "k-act-extend")
+    units = below("BANKA-SD")
+    body = {"days": 30, "reason": "需司法鉴定", "approvals": ["superior_unit", "head_office_senior_manager"]}
+    response = post(base, number, "extend", body, unit="BANKA-SD", roles=("supervisor",))
+    assert response.status_code == 200, response.text
+    assert response.json()["sla"] == {"state": "on_track", "extended_by": 30}
+    actor = identity(unit="BANKA-SD", roles=("supervisor",))
+    assert calls == [("routing.visible_units", "BANKA-SD"), ("intake.get", number, units),
+                     ("sla.extend", number, 30, "需司法鉴定", actor, ["superior_unit", "head_office_senior_manager"]),
+                     ("intake.get", number, units)]
+    calls.clear()
+    assert post(base, number, "extend", {"days": 5, "reason": "补充材料"}).status_code == 200
+    assert calls[2] == ("sla.extend", number, 5, "补充材料", identity(), [])
+    # Outside the caller's units: 404, and sla is never asked.
+    calls.clear()
+    assert_error(post(base, number, "extend", {"days": 5, "reason": "x"}, unit="BANKA-SD-WF"), 404, "not_found")
+    assert not [call for call in calls if call[0].startswith("sla.")]
+
+
+def test_pause_resume_and_clocks(base):
+    number = new_complaint(base, "k-act-pause")
+    for action in ("pause", "resume"):
+        calls.clear()
+        assert post(base, number, action, {"reason": "外部鉴定"}).status_code == 200
+        assert calls[2] == (f"sla.{action}", number, "外部鉴定", identity())
+    calls.clear()
+    response = requests.get(f"{base}/api/v1/complaints/{number}/clocks", headers=auth(unit="BANKA", roles=("auditor",)),
+                            timeout=5)
+    assert response.status_code == 200, response.text
+    assert [clock["clock"] for clock in response.json()] == ["decision", "review"]
+    assert calls[1:] == [("intake.get", number, below("BANKA")), ("sla.clocks", number)]
+    response = requests.get(f"{base}/api/v1/complaints/{number}/clocks", headers=auth(unit="BANKA-SD-WF"), timeout=5)
+    assert_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("suffix,body,fields_", [
+    ("decision", {"outcome": "won", "amount": "12.345"}, {"outcome", "amount", "message"}),
+    ("close", {"root_cause": "weather"}, {"satisfaction", "root_cause"}),
+    ("transfer", {}, {"to_unit", "reason"}),
+    ("transfer/reject", {"reason": "   "}, {"reason"}),
+    ("extend", {"reason": "x", "approvals": [""]}, {"days", "approvals.0"}),
+    ("misconduct", {"note": "x"}, {"clue"}),
+    ("pause", None, {"reason"}),
+])
+def test_missing_or_invalid_fields_are_422_with_field_paths(base, suffix, body, fields_):
+    response = post(base, CLOSED, suffix, body)
+    error = assert_error(response, 422, "validation_failed")
+    assert set(error["details"]) == fields_
+    assert calls == []
+
+
+def test_an_auditor_may_not_act_but_an_inspector_may_refer_misconduct(base):
+    for suffix, body, _ in INTAKE_ACTIONS + ROUTING_ACTIONS[:-1]:
+        assert_error(post(base, CLOSED, suffix, body, unit="BANKA", roles=("auditor",)), 403, "forbidden")
+    assert_error(post(base, CLOSED, "extend", {"days": 1, "reason": "x"}, roles=("auditor",)), 403)
+    assert_error(post(base, CLOSED, "misconduct", {"clue": "threats"}, roles=("auditor",)), 403)
+    assert_error(post(base, CLOSED, "decision", INTAKE_ACTIONS[0][1], roles=("inspector",)), 403)
+    assert calls == []
+    number = new_complaint(base, "k-act-inspector")
+    response = post(base, number, "misconduct", {"clue": "threats"}, roles=("inspector",))
+    assert response.status_code == 200, response.text
+
+
+def test_unknown_complaint_is_404_and_a_refused_transition_409(base):
+    assert_error(post(base, "NOPE", "decision", INTAKE_ACTIONS[0][1]), 404, "not_found")
+    assert_error(post(base, "NOPE", "accept"), 404, "not_found")
+    assert_error(post(base, "NOPE", "pause", {"reason": "x"}), 404, "not_found")
+    error = assert_error(post(base, CLOSED, "reopen", {"reason": "x"}), 409, "conflict")
+    assert error["details"] == {"status": "closed"}
+    assert_error(post(base, CLOSED, "escalate", {"reason": "x"}), 409, "conflict")
+    error = assert_error(post(base, CLOSED, "extend", {"days": 90, "reason": "x"}), 409, "conflict")
+    assert error["details"] == {"days": ["At most 60 days in all."]}
+
+
+def test_actions_take_post_only_and_mediation_is_not_there(base):
+    response = requests.get(f"{base}/api/v1/complaints/{CLOSED}/accept", headers=auth(), timeout=5)
+    assert_error(response, 405, "method_not_allowed")
+    assert_error(post(base, CLOSED, "mediation", {"reason": "x"}), 404, "not_found")

@@ -16,7 +16,7 @@ from services.gateway.errors import (
     response_for_exception,
 )
 from services.gateway.openapi import build_spec, document
-from services.gateway.routes import ROUTES
+from services.gateway.routes import ACTIONS, ROUTES
 
 REF = "#/components/schemas/"
 
@@ -114,6 +114,42 @@ def test_path_parameter_and_recursive_org_tree():
     org_unit = doc["components"]["schemas"]["OrgUnit"]
     assert org_unit["properties"]["children"]["items"] == {"$ref": REF + "OrgUnit"}
     assert org_unit["properties"]["level"]["enum"] == ["head_office", "tier1", "city", "county"]
+
+
+def test_every_action_is_documented_with_body_and_responses():
+    doc = document()
+    paths = {f"/api/v1/complaints/{{complaint_no}}/{suffix}" for suffix in (
+        "accept", "transfer", "transfer/accept", "transfer/reject", "escalate", "misconduct", "extend", "pause",
+        "resume", "decision", "close", "reopen", "withdraw", "clocks")}
+    assert paths <= set(doc["paths"])
+    assert "/api/v1/complaints/{complaint_no}/mediation" not in doc["paths"]
+    for action in ACTIONS:
+        operation = doc["paths"][f"/api/v1/complaints/{{complaint_no}}/{action.suffix}"]["post"]
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert body["$ref"].startswith(REF)
+        assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": REF + "Complaint"}
+        assert {"400", "401", "403", "404", "409", "422", "503"} <= set(operation["responses"])
+        assert operation["parameters"][0]["name"] == "complaint_no"
+        assert set(operation["x-roles"]) == set(action.roles)
+    accept = doc["paths"]["/api/v1/complaints/{complaint_no}/accept"]["post"]
+    assert accept["requestBody"]["required"] is False
+    assert "inspector" in doc["paths"]["/api/v1/complaints/{complaint_no}/misconduct"]["post"]["x-roles"]
+    assert "inspector" not in doc["paths"]["/api/v1/complaints/{complaint_no}/decision"]["post"]["x-roles"]
+
+
+def test_action_bodies_in_the_document():
+    components = document()["components"]["schemas"]
+    assert set(components["Extend"]["required"]) == {"days", "reason"}
+    assert components["Extend"]["properties"]["days"]["minimum"] == 1
+    assert components["Extend"]["properties"]["approvals"]["type"] == "array"
+    assert set(components["Decision"]["required"]) == {"outcome", "message"}
+    assert components["Decision"]["properties"]["outcome"]["enum"] == ["upheld", "partially_upheld", "rejected"]
+    assert components["Close"]["properties"]["satisfaction"]["enum"] == ["satisfied", "unsatisfied", "no_response"]
+    assert set(components["Transfer"]["required"]) == {"to_unit", "reason"}
+    assert components["Misconduct"]["required"] == ["clue"]
+    clocks = document()["paths"]["/api/v1/complaints/{complaint_no}/clocks"]["get"]
+    assert clocks["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "type": "array", "items": {"$ref": REF + "Clock"}}
 
 
 def test_response_schemas_allow_fields_the_peers_add():

@@ -1,12 +1,18 @@
 """The endpoints' translation with fake peers: no broker."""
+import json
+
 import pytest
 from marshmallow import Schema, fields
 from nameko.exceptions import MethodNotFound, RpcTimeout, UnknownService
+from werkzeug.test import EnvironBuilder
 
 from services.common.errors import NotFound
 from services.gateway import views
 from services.gateway.auth import Identity
-from services.gateway.errors import Forbidden, ValidationFailed
+from services.gateway.entrypoint import Endpoint
+from services.gateway.errors import Forbidden, MalformedJson, ValidationFailed
+from services.gateway.routes import ACTION_ROUTES, ACTIONS, BY_NAME, ROUTES
+from services.gateway.service import GatewayService
 
 
 class Reply:
@@ -38,18 +44,19 @@ class Peer:
 
 
 class Peers:
-    def __init__(self, intake, routing):
-        self.intake, self.routing = intake, routing
+    def __init__(self, intake, routing, sla=None):
+        self.intake, self.routing, self.sla = intake, routing, sla or Peer()
 
 
-@pytest.mark.parametrize("intake,routing,expected", [
-    (Method({"ok": True}), Method(MethodNotFound("health")), {"intake": "up", "routing": "up"}),
+@pytest.mark.parametrize("intake,routing,sla,expected", [
+    (Method({"ok": True}), Method(MethodNotFound("health")), Method({}),
+     {"intake": "up", "routing": "up", "sla": "up"}),
     (Method(None, at_call=UnknownService("intake")), Method(RpcTimeout("routing.health")),
-     {"intake": "down", "routing": "down"}),
-    (Method(RuntimeError("db down")), Method({}), {"intake": "error", "routing": "up"}),
+     Method(None, at_call=UnknownService("sla")), {"intake": "down", "routing": "down", "sla": "down"}),
+    (Method(RuntimeError("db down")), Method({}), Method({}), {"intake": "error", "routing": "up", "sla": "up"}),
 ])
-def test_peer_health(intake, routing, expected):
-    assert views.peer_health(Peers(Peer(health=intake), Peer(health=routing))) == expected
+def test_peer_health(intake, routing, sla, expected):
+    assert views.peer_health(Peers(Peer(health=intake), Peer(health=routing), Peer(health=sla))) == expected
 
 
 def test_visible_units_admin_sees_everything_without_asking():
@@ -75,3 +82,112 @@ def test_nested_validation_messages_are_flattened_to_paths():
         views.load(Outer(), {"customer": {}, "limit": "x"})
     assert caught.value.details == {"customer.phone": ["Missing data for required field."],
                                     "limit": ["Not a valid integer."]}
+
+
+# -- handler actions ------------------------------------------------------------------------------
+
+HANDLER = Identity("u7", "李娜", "BANKA-SD-YT", ("handler",), 0)
+ACTOR = {"sub": "u7", "name": "李娜", "unit": "BANKA-SD-YT", "roles": ["handler"]}
+UNITS = ["BANKA-SD-YT", "BANKA-SD-YT-ZF"]
+
+
+class Recorder:
+    """A fake peer whose every method records its call and answers ``answer``."""
+
+    def __init__(self, name, log, answer=None):
+        self._name, self._log, self._answer = name, log, answer
+
+    def __getattr__(self, method):
+        def call(*args):
+            self._log.append((f"{self._name}.{method}", *args))
+            return self._answer
+        return call
+
+
+def recording_peers():
+    log = []
+    return log, Peers(Recorder("intake", log, {"complaint_no": "C1", "status": "x"}),
+                      Recorder("routing", log, UNITS), Recorder("sla", log, [{"clock": "decision"}]))
+
+
+def request(body=None, raw=None):
+    data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+    return EnvironBuilder(method="POST", data=data, content_type="application/json").get_request()
+
+
+def test_every_route_has_its_service_method():
+    for route in ROUTES:
+        method = getattr(GatewayService, route.name)
+        [entrypoint] = method.nameko_entrypoints
+        assert isinstance(entrypoint, Endpoint) and entrypoint.route is route
+
+
+def test_one_action_one_post_route():
+    assert [route.action for route in ACTION_ROUTES] == list(ACTIONS)
+    assert all(route.method == "POST" and route.path.endswith("/" + route.action.suffix) for route in ACTION_ROUTES)
+    assert len({(route.method, route.path) for route in ROUTES}) == len(ROUTES)
+
+
+def test_intake_action_passes_the_data_and_the_token_identity():
+    log, peers = recording_peers()
+    body = {"outcome": "upheld", "amount": "1200.5", "message": "退还年费", "actor": "工号 0042"}
+    answer = views.act(peers, BY_NAME["complaint_decision"], request(body), HANDLER, "C1")
+    assert answer == {"complaint_no": "C1", "status": "x"}
+    assert log == [("routing.visible_units", "BANKA-SD-YT"),
+                   ("intake.act", "C1", "decision", {"outcome": "upheld", "amount": "1200.50", "message": "退还年费"},
+                    {**ACTOR, "note": "工号 0042"}, UNITS)]
+
+
+def test_routing_action_then_the_complaint():
+    log, peers = recording_peers()
+    views.act(peers, BY_NAME["complaint_transfer"], request({"to_unit": "BANKA-SD-WF", "reason": "属地"}),
+              HANDLER, "C1")
+    assert log[1:] == [("routing.act", "C1", "transfer", {"to_unit": "BANKA-SD-WF", "reason": "属地"}, ACTOR, UNITS),
+                       ("intake.get", "C1", UNITS)]
+
+
+def test_accept_needs_no_body():
+    log, peers = recording_peers()
+    views.act(peers, BY_NAME["complaint_transfer_accept"], request(), HANDLER, "C1")
+    assert log[1] == ("routing.act", "C1", "transfer_accept", {}, ACTOR, UNITS)
+
+
+def test_sla_action_checks_visibility_and_passes_arguments_in_order():
+    log, peers = recording_peers()
+    views.act(peers, BY_NAME["complaint_extend"], request({"days": 15, "reason": "需鉴定"}), HANDLER, "C1")
+    assert log[1:] == [("intake.get", "C1", UNITS), ("sla.extend", "C1", 15, "需鉴定", ACTOR, []),
+                       ("intake.get", "C1", UNITS)]
+    log.clear()
+    views.act(peers, BY_NAME["complaint_pause"], request({"reason": "司法鉴定"}), HANDLER, "C1")
+    assert ("sla.pause", "C1", "司法鉴定", ACTOR) in log
+
+
+@pytest.mark.parametrize("name,body,fields_", [
+    ("complaint_decision", {"outcome": "maybe", "amount": 12.5}, {"outcome", "amount", "message"}),
+    ("complaint_close", {"satisfaction": "happy"}, {"satisfaction", "root_cause"}),
+    ("complaint_extend", {"days": 0, "reason": " ", "approvals": "superior_unit"}, {"days", "reason", "approvals"}),
+    ("complaint_extend", {"days": "3", "reason": "x"}, {"days"}),
+    ("complaint_transfer", {"reason": "x", "colour": "red"}, {"to_unit", "colour"}),
+    ("complaint_misconduct", {"clue": "gossip"}, {"clue"}),
+    ("complaint_reopen", {}, {"reason"}),
+])
+def test_invalid_bodies_are_422_before_any_call(name, body, fields_):
+    log, peers = recording_peers()
+    with pytest.raises(ValidationFailed) as caught:
+        views.act(peers, BY_NAME[name], request(body), HANDLER, "C1")
+    assert set(caught.value.details) == fields_
+    assert log == []
+
+
+def test_an_action_body_must_be_a_json_object():
+    _, peers = recording_peers()
+    with pytest.raises(ValidationFailed):
+        views.act(peers, BY_NAME["complaint_escalate"], request(["x"]), HANDLER, "C1")
+    with pytest.raises(MalformedJson):
+        views.act(peers, BY_NAME["complaint_escalate"], request(raw=b"{"), HANDLER, "C1")
+
+
+def test_clocks_after_the_visibility_check():
+    log, peers = recording_peers()
+    assert views.complaint_clocks(peers, HANDLER, "C1") == [{"clock": "decision"}]
+    assert log[1:] == [("intake.get", "C1", UNITS), ("sla.clocks", "C1")]
