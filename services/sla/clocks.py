@@ -1,0 +1,609 @@
+"""The SLA service's domain: durable clocks over the shared policy engine.
+
+One document per (complaint, clock) in the ``clocks`` collection. Due dates, warning points
+and extensions come from ``services.common.policy`` only; this module stores what the
+engine computes and fires it. Driven by ``service.py`` (events, RPC, the timer) and directly
+by tests with an injected ``now``; it never touches the broker: every event is staged in the
+outbox within the transaction of the change it announces.
+
+A clock document::
+
+    _id            "<complaint_no>/<clock>"
+    complaint_no, clock, policy, institution, unit
+    state          running | paused | met | breached (decided late) |
+                   breached_open (limit passed, still open) | stopped (withdrawn)
+    started_at     when the clock counts from (receipt, review request, new material)
+    pauses         [{start, end|None, reason, actor}]
+    total          the limit in force, in the clock's unit (base limit + extensions)
+    extensions     [{days, total, reason, approved_by, actor, at, previous_due_by}]
+    due_by         None while paused (or when the calendar does not know the year)
+    points         [{label, at, fired_at}], earliest first; the breach is label "breach"
+    next_fire_at   the earliest unfired point of a running clock, else None (indexed)
+    generation     bumped when the limit is set anew (extension, restart): warnings re-arm
+    version        bumped by every change; every update is conditional on it
+
+Firing (``sweep``): one indexed range query on ``next_fire_at`` finds what is due (its cost
+grows with what is due, not with the open clocks); each point fires in ONE transaction that
+re-reads the clock, advances it under the condition ``{version, next_fire_at}`` and stages
+the event. Of two instances racing on a point exactly one commits; the loser either meets
+a write conflict (retried, then finds the version moved) or reads the advanced clock. The
+event id of a point is derived from (clock, generation, label), so even a second staging of
+the same point would collide on the outbox's ``_id``.
+
+Event ``at`` is when the SLA service recorded the fact (intake orders the facts of one
+owner by it); the body also carries ``point_at`` (the scheduled moment of a warning or
+breach) or ``decided_at`` (for ``sla_met``).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
+
+from services.common import events, inbox, timeutil
+from services.common.errors import Conflict, Invalid, NotFound
+from services.common.outbox import event_message
+from services.common.policy import (
+    CalendarYearUnknown,
+    ClockRule,
+    ExtensionRefused,
+    ReviewWindowClosed,
+    load_calendars,
+    load_policies,
+)
+from services.common.store import in_transaction
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "sla"
+COLLECTION = "clocks"
+BREACH = "breach"
+OPEN_STATES = ("running", "paused", "breached_open")
+CALENDAR_UNITS = ("working_days", "end_of_business_day")
+# A lower bound makes the due-range query an index range scan on every MongoDB-protocol
+# server (SecantusDB scans the whole index for a bare ``$lte``: 400 ms at 60,000 clocks).
+BREACH_AFTER = timedelta(milliseconds=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+POINT_NAMESPACE = uuid.UUID("6f1c1a52-4f0e-4d53-9d0b-5a1c0c5e2b11")
+
+INDEXES = {
+    COLLECTION: [
+        IndexModel([("next_fire_at", ASCENDING)], name="due"),
+        IndexModel([("complaint_no", ASCENDING)], name="by_complaint"),
+        IndexModel([("institution", ASCENDING), ("calendar_bound", ASCENDING), ("state", ASCENDING)],
+                   name="calendar_bound"),
+    ],
+    inbox.COLLECTION: list(inbox.INDEXES[inbox.COLLECTION]),
+}
+
+
+def clock_id(complaint_no: str, clock: str) -> str:
+    return f"{complaint_no}/{clock}"
+
+
+def point_event_id(doc: dict, label: str) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{doc['_id']}/{doc.get('generation', 0)}/{label}"))
+
+
+def _local(moment):
+    return None if moment is None else timeutil.local(moment)
+
+
+def _calendar_bound(rule: ClockRule) -> bool:
+    """Whether a calendar change can move this clock's due date or its warnings."""
+    return rule.limit.unit in CALENDAR_UNITS or any(w.unit == "working_days" for w in rule.warnings)
+
+
+class Clocks:
+    """Durable clocks: start, stop, pause, extend, restart, and fire what is due."""
+
+    def __init__(self, db, now: Callable[[], datetime] = timeutil.now,
+                 load_policy_book=load_policies, load_calendar_book=load_calendars):
+        self.db = db
+        self.clocks = db[COLLECTION]
+        self.now = now
+        self._load_policy_book = load_policy_book
+        self._load_calendar_book = load_calendar_book
+        self.policies = load_policy_book()
+        self.calendars = load_calendar_book()
+
+    # -- computing a clock's schedule ---------------------------------------------------
+
+    def _rule(self, doc: dict) -> ClockRule:
+        return self.policies.get(doc["policy"]).clock(doc["clock"])
+
+    def _calendar(self, doc: dict):
+        return self.calendars.for_institution(doc.get("institution"))
+
+    def _pauses(self, doc: dict) -> list[tuple]:
+        return [(_local(p["start"]), _local(p.get("end"))) for p in doc.get("pauses", [])]
+
+    def _schedule(self, doc: dict, now: datetime, *, rearm: bool = False) -> dict:
+        """The fields a clock's due date determines: due_by, points, next_fire_at.
+
+        A point already fired keeps its fired mark unless ``rearm`` (the limit was set anew)
+        and its new moment lies in the future. A running clock fires its earliest unfired
+        point; a paused or ended one fires nothing."""
+        rule = self._rule(doc)
+        calendar = self._calendar(doc)
+        started = _local(doc["started_at"])
+        fired = {p["label"]: p.get("fired_at") for p in doc.get("points", []) if p.get("fired_at")}
+        error = None
+        try:
+            due = rule.due_by(started, calendar=calendar, paused=self._pauses(doc), extended_to=doc["total"])
+        except CalendarYearUnknown as exc:
+            due, error = None, str(exc)
+        points = []
+        if due is None:
+            # Paused (or the year unknown): nothing fires; the points keep their fired marks
+            # for when the due date is known again.
+            points = [dict(p) for p in doc.get("points", [])]
+        else:
+            try:
+                warnings = rule.warning_points(due, calendar, not_before=started)
+            except CalendarYearUnknown as exc:
+                # The breach still fires on time; only the working-day warnings wait for the
+                # year to be declared (recompute_calendar then places them).
+                warnings, error = [], str(exc)
+            # In time means at or before due_by: the breach is the first instant after it (BSON
+            # dates keep milliseconds).
+            for label, at in [*warnings, (BREACH, due + BREACH_AFTER)]:
+                was = fired.get(label)
+                if was is not None and rearm and at > now and label != BREACH:
+                    was = None
+                points.append({"label": label, "at": at, "fired_at": was})
+        if error:
+            log.warning("clock %s: %s", doc["_id"], error)
+        state = doc.get("state", "running")
+        pending = [p for p in points if p["fired_at"] is None]
+        upcoming = pending[0] if pending and state == "running" and due is not None else None
+        return {
+            "due_by": due,
+            "points": points,
+            "next_fire_at": upcoming["at"] if upcoming else None,
+            "next_label": upcoming["label"] if upcoming else None,
+            "calendar_error": error,
+        }
+
+    def _new_clock(self, complaint_no: str, rule: ClockRule, started_at: datetime, *, institution: str,
+                   unit: str | None, now: datetime) -> dict:
+        doc = {
+            "_id": clock_id(complaint_no, rule.name),
+            "complaint_no": complaint_no,
+            "clock": rule.name,
+            "policy": rule.policy,
+            "institution": institution,
+            "unit": unit,
+            "limit_unit": rule.limit.unit,
+            "calendar_bound": _calendar_bound(rule),
+            "state": "running",
+            "started_at": started_at,
+            "pauses": [],
+            "total": rule.limit.value,
+            "extensions": [],
+            "warned": [],
+            "breached": False,
+            "generation": 0,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+            "ended_at": None,
+        }
+        doc.update(self._schedule(doc, now))
+        return doc
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _event(self, name: str, doc: dict, now: datetime, actor: str | None = None, **extra) -> dict:
+        body = {
+            "complaint_no": doc["complaint_no"],
+            "at": timeutil.iso(now),
+            "actor": actor,
+            "policy": doc["policy"],
+            "clock": doc["clock"],
+            "due_by": timeutil.iso(_local(doc.get("due_by"))),
+            **extra,
+        }
+        return events.make_event(name, doc["complaint_no"], body, PRODUCER)
+
+    def _transaction(self, event: dict | None, work):
+        """Run ``work(session)`` once per event (inbox marker in the same transaction)."""
+
+        def run(session):
+            if event is not None and not inbox.first_time(self.db, session, event):
+                return None
+            return work(session)
+
+        return in_transaction(self.db, run)
+
+    def _open(self, complaint_no: str, states=OPEN_STATES, session=None) -> list[dict]:
+        return list(self.clocks.find({"complaint_no": complaint_no, "state": {"$in": list(states)}},
+                                     session=session).sort("started_at", ASCENDING))
+
+    def _replace(self, session, doc: dict, changes: dict) -> None:
+        """Write ``changes`` to the clock, on the condition that nobody changed it since we read."""
+        result = self.clocks.update_one(
+            {"_id": doc["_id"], "version": doc["version"]},
+            {"$set": {**changes, "updated_at": self.now()}, "$inc": {"version": 1}},
+            session=session,
+        )
+        if result.matched_count != 1:
+            raise Conflict("the clock changed meanwhile; try again", {"clock": [doc["clock"]]})
+        doc.update(changes)
+        doc["version"] += 1
+
+    # -- facts from intake --------------------------------------------------------------
+
+    def on_received(self, event: dict, outbox) -> None:
+        """``complaint_received``: start the policy's primary clock from ``received_at``."""
+        body = event["body"]
+        policy = self.policies.get(body["policy"])
+        rule = policy.primary_clock
+        now = self.now()
+        doc = self._new_clock(body["complaint_no"], rule, timeutil.parse(body["received_at"]),
+                              institution=body["institution"], unit=body.get("branch") or body["institution"],
+                              now=now)
+        doc["kind"] = body.get("kind")
+        started = self._event("sla_started", doc, now, None, started_at=timeutil.iso(_local(doc["started_at"])))
+
+        def work(session):
+            if self.clocks.find_one({"_id": doc["_id"]}, {"_id": 1}, session=session):
+                return  # the same complaint announced twice: its clock runs already
+            self.clocks.insert_one(doc, session=session)
+            outbox.stage(session, event_message(started))
+
+        self._transaction(event, work)
+
+    def on_decided(self, event: dict, outbox) -> None:
+        """``complaint_decided``: every open clock stops; ``sla_met`` says met or breached."""
+        self._stop_open(event, outbox)
+
+    def on_closed(self, event: dict, outbox) -> None:
+        """``complaint_closed``: a clock still open (e.g. closed after mediation) stops too."""
+        self._stop_open(event, outbox)
+
+    def _stop_open(self, event: dict, outbox) -> None:
+        body = event["body"]
+        at = timeutil.parse(body["at"])
+
+        def work(session):
+            now = self.now()
+            docs = self._open(body["complaint_no"], session=session)
+            if not docs and not self.clocks.find_one({"complaint_no": body["complaint_no"]}, {"_id": 1},
+                                                     session=session):
+                # Facts of one complaint travel on different queues: the receipt may still be
+                # on its way. Fail, so the message is retried (and parked if it never comes).
+                raise NotFound(f"no clock for {body['complaint_no']} yet")
+            for doc in docs:
+                pauses = doc.get("pauses", [])
+                if pauses and pauses[-1].get("end") is None:
+                    pauses = [*pauses[:-1], dict(pauses[-1], end=max(at, _local(pauses[-1]["start"])))]
+                    doc["pauses"] = pauses
+                    doc.update(self._schedule(doc, now))
+                due = _local(doc.get("due_by"))
+                late = doc["state"] == "breached_open" or (due is not None and at > due)
+                state = "breached" if late else "met"
+                self._replace(session, doc, {"state": state, "pauses": pauses, "due_by": doc.get("due_by"),
+                                             "next_fire_at": None, "next_label": None, "ended_at": at,
+                                             "end_reason": event["type"]})
+                outbox.stage(session, event_message(self._event(
+                    "sla_met", doc, now, body.get("actor"), state=state, decided_at=timeutil.iso(at))))
+
+        self._transaction(event, work)
+
+    def on_reopened(self, event: dict, outbox) -> None:
+        """``complaint_reopened``: the customer asked for a review; start the review clock.
+
+        Intake checked the window with the same engine before accepting the request; a
+        request that is out of the window here (a data change meanwhile) still starts the
+        clock (the complaint *is* under review) and the refusal is logged."""
+        body = event["body"]
+        requested_at = timeutil.parse(body["at"])
+        decided_at = timeutil.parse(body["decided_at"])
+        now = self.now()
+        source = self.clocks.find_one({"complaint_no": body["complaint_no"]}, sort=[("created_at", ASCENDING)])
+        if source is None:
+            raise NotFound(f"no clock for {body['complaint_no']} yet")
+        policy = self.policies.get(source["policy"])
+        try:
+            policy.review_due_by(decided_at, requested_at, calendar=self.calendars.for_institution(
+                source.get("institution")))
+        except ReviewWindowClosed as exc:
+            log.warning("review of %s requested out of the window: %s", body["complaint_no"], exc)
+        rule = policy.clock("review")
+        doc = self._new_clock(body["complaint_no"], rule, requested_at, institution=source.get("institution"),
+                              unit=body.get("decided_by_unit") or source.get("unit"), now=now)
+        started = self._event("sla_started", doc, now, body.get("actor"),
+                              started_at=timeutil.iso(requested_at), reason=body.get("reason"))
+
+        def work(session):
+            existing = self.clocks.find_one({"_id": doc["_id"]}, session=session)
+            if existing is None:
+                self.clocks.insert_one(doc, session=session)
+            else:
+                # A second review of the same complaint: the review clock counts anew.
+                fresh = {k: v for k, v in doc.items() if k not in ("_id", "version", "created_at")}
+                fresh["generation"] = existing.get("generation", 0) + 1
+                self._replace(session, existing, fresh)
+            outbox.stage(session, event_message(started))
+
+        self._transaction(event, work)
+
+    def on_withdrawn(self, event: dict, outbox) -> None:
+        """``complaint_withdrawn``: handling ends on the day the withdrawal is received; the
+        open clocks stop without a verdict (no event: intake records the withdrawal)."""
+        body = event["body"]
+        at = timeutil.parse(body["at"])
+
+        def work(session):
+            for doc in self._open(body["complaint_no"], session=session):
+                pauses = [dict(p, end=p.get("end") or at) for p in doc.get("pauses", [])]
+                self._replace(session, doc, {"state": "stopped", "pauses": pauses, "next_fire_at": None,
+                                             "next_label": None, "ended_at": at, "end_reason": "withdrawn"})
+
+        self._transaction(event, work)
+
+    def on_repeated(self, event: dict, outbox) -> None:
+        """``complaint_repeated``: with new facts, the open clock counts again from the new
+        material (``ClockRule.restart``, Order 3/2020 Art. 18); without, nothing changes.
+
+        The clock restarted is the open complaint's: ``repeat_of`` when it names a complaint
+        with clocks, else the event's own ``complaint_no``. A clock already breached stays
+        breached (the limit passed before the new material came)."""
+        body = event["body"]
+        if not body.get("new_facts"):
+            return
+        at = timeutil.parse(body["at"])
+        target = body.get("repeat_of") or body["complaint_no"]
+        if not self.clocks.find_one({"complaint_no": target}, {"_id": 1}):
+            target = body["complaint_no"]
+
+        def work(session):
+            now = self.now()
+            docs = self._open(target, states=("running", "paused"), session=session)
+            if not docs and not self.clocks.find_one({"complaint_no": target}, {"_id": 1}, session=session):
+                raise NotFound(f"no clock for {target} yet")
+            for doc in docs:
+                rule = self._rule(doc)
+                restarts = [*doc.get("restarts", []), {"at": at, "previous_started_at": doc["started_at"],
+                                                       "previous_due_by": doc.get("due_by"),
+                                                       "repeat": event["complaint_no"]}]
+                fresh = {"started_at": at, "pauses": [], "total": rule.limit.value, "extensions": [],
+                         "state": "running", "generation": doc.get("generation", 0) + 1, "restarts": restarts}
+                staged = dict(doc, **fresh)
+                # Every point counts from the new material: earlier warnings re-arm.
+                staged["points"] = []
+                fresh.update(self._schedule(staged, now))
+                self._replace(session, doc, fresh)
+                outbox.stage(session, event_message(self._event(
+                    "sla_started", doc, now, body.get("actor"), started_at=timeutil.iso(at),
+                    restarted=True, reason="new_facts", repeat=event["complaint_no"])))
+
+        self._transaction(event, work)
+
+    # -- firing -----------------------------------------------------------------------------
+
+    def due(self, now: datetime, limit: int) -> list[dict]:
+        """Clocks with a point due at ``now``: one index range scan, earliest first."""
+        return list(self.clocks.find({"next_fire_at": {"$gte": EPOCH, "$lte": now}},
+                                     {"_id": 1, "next_fire_at": 1, "version": 1})
+                    .sort("next_fire_at", ASCENDING).limit(limit))
+
+    def fire_next(self, clock: str, outbox, expected_version: int | None = None) -> dict | None:
+        """Fire the earliest due point of one clock in one transaction; the point fired
+        (label, at, version) or None when nothing was due or another instance fired it."""
+
+        def work(session):
+            now = self.now()
+            query = {"_id": clock, "next_fire_at": {"$gte": EPOCH, "$lte": now}}
+            if expected_version is not None:
+                query["version"] = expected_version
+            doc = self.clocks.find_one(query, session=session)
+            if doc is None or doc.get("state") != "running":
+                return None
+            points = doc["points"]
+            index = next(i for i, p in enumerate(points) if p["fired_at"] is None)
+            point = points[index]
+            points = [dict(p) for p in points]
+            points[index]["fired_at"] = now
+            pending = [p for p in points if p["fired_at"] is None]
+            breach = point["label"] == BREACH
+            changes = {
+                "points": points,
+                "next_fire_at": pending[0]["at"] if pending and not breach else None,
+                "next_label": pending[0]["label"] if pending and not breach else None,
+            }
+            if breach:
+                changes.update(state="breached_open", breached=True, breached_at=now)
+            else:
+                changes["warned"] = sorted({*doc.get("warned", []), point["label"]})
+            result = self.clocks.update_one(
+                {"_id": doc["_id"], "version": doc["version"], "next_fire_at": doc["next_fire_at"]},
+                {"$set": {**changes, "updated_at": now}, "$inc": {"version": 1}}, session=session)
+            if result.modified_count != 1:
+                return None
+            extra = {"point_at": timeutil.iso(_local(doc["due_by"] if breach else point["at"]))}
+            if breach:
+                published = self._event("sla_breached", doc, now, None, unit=doc.get("unit"), **extra)
+            else:
+                published = self._event("sla_warning", doc, now, None, label=point["label"], **extra)
+            published["event_id"] = point_event_id(doc, point["label"])
+            outbox.stage(session, event_message(published))
+            return {"clock": doc["_id"], "label": point["label"], "at": _local(point["at"]), "fired_at": now,
+                    "event_id": published["event_id"]}
+
+        try:
+            return in_transaction(self.db, work)
+        except DuplicateKeyError:
+            return None  # that point's event is staged already: it fired
+
+    def sweep(self, outbox, limit: int = 100, budget: float = 0.8) -> list[dict]:
+        """Fire what is due now, up to ``limit`` points or ``budget`` seconds; the points fired.
+
+        Instances running together each read the due clocks and take them in a shuffled
+        order, so they mostly work on different clocks; where they meet, the conditional
+        update lets one win."""
+        started = time.monotonic()
+        fired: list[dict] = []
+        candidates = self.due(self.now(), limit)
+        random.shuffle(candidates)
+        for candidate in candidates:
+            version = candidate["version"]
+            while len(fired) < limit and time.monotonic() - started < budget:
+                point = self.fire_next(candidate["_id"], outbox, version)
+                if point is None:
+                    break
+                fired.append(point)
+                version += 1  # several points of one clock may be due (after an outage)
+            if len(fired) >= limit or time.monotonic() - started >= budget:
+                break
+        return fired
+
+    # -- actions through the HTTP edge ----------------------------------------------------
+
+    def extend(self, complaint_no: str, days, reason: str, actor: dict, approvals, outbox) -> list[dict]:
+        """Add ``days`` (in the clock's unit) to the open clock's limit, as the policy's
+        extension steps allow; ``Invalid`` (422) naming ``days``, ``approvals`` or ``reason``
+        when refused, ``Conflict`` when no clock is running or paused."""
+        if not str(reason or "").strip():
+            raise Invalid("an extension needs a reason", {"reason": ["is required"]})
+        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+            raise Invalid("days must be a whole number of days >= 1", {"days": ["must be an integer >= 1"]})
+        approvals = sorted({str(a) for a in (approvals or [])})
+        actor_id = (actor or {}).get("sub")
+
+        def work(session):
+            now = self.now()
+            docs = self._found(complaint_no, session)
+            open_ = [d for d in docs if d["state"] in ("running", "paused")]
+            if not open_:
+                states = {d["clock"]: d["state"] for d in docs}
+                raise Conflict("no running clock to extend (the limit passed or the clock ended)", {"state": [
+                    f"{clock}: {state}" for clock, state in states.items()]})
+            doc = open_[-1]
+            rule = self._rule(doc)
+            steps = len(doc.get("extensions", []))
+            try:
+                total = rule.extend(doc["total"], days, approvals, steps_taken=steps)
+            except ExtensionRefused as exc:
+                field = "approvals" if exc.reason == "approval_missing" else "days"
+                raise Invalid(f"extension refused: {exc.message}", {field: [str(exc)]}) from None
+            previous = _local(doc.get("due_by"))
+            record = {"days": days, "total": total, "reason": reason, "approved_by": approvals, "actor": actor_id,
+                      "at": now, "previous_due_by": previous}
+            staged = dict(doc, total=total, extensions=[*doc.get("extensions", []), record],
+                          generation=doc.get("generation", 0) + 1)
+            changes = {"total": total, "extensions": staged["extensions"], "generation": staged["generation"]}
+            changes.update(self._schedule(staged, now, rearm=True))
+            self._replace(session, doc, changes)
+            outbox.stage(session, event_message(self._event(
+                "sla_extended", doc, now, actor_id, previous_due_by=timeutil.iso(previous), total=total,
+                reason=reason, approved_by=approvals, days=days, step=steps + 1)))
+            return doc
+
+        in_transaction(self.db, work)
+        return self.view(complaint_no)
+
+    def pause(self, complaint_no: str, reason: str, actor: dict, outbox) -> list[dict]:
+        """Stop counting (outside appraisal or test, mediation): every running clock pauses."""
+        return self._pause_or_resume(complaint_no, reason, actor, outbox, pausing=True)
+
+    def resume(self, complaint_no: str, reason: str, actor: dict, outbox) -> list[dict]:
+        """Count again where it stopped: every paused clock resumes."""
+        return self._pause_or_resume(complaint_no, reason, actor, outbox, pausing=False)
+
+    def _pause_or_resume(self, complaint_no, reason, actor, outbox, *, pausing: bool) -> list[dict]:
+        if not str(reason or "").strip():
+            raise Invalid("a reason is required", {"reason": ["is required"]})
+        actor_id = (actor or {}).get("sub")
+        wanted = "running" if pausing else "paused"
+
+        def work(session):
+            now = self.now()
+            docs = [d for d in self._found(complaint_no, session) if d["state"] == wanted]
+            if not docs:
+                raise Conflict(f"no {wanted} clock to {'pause' if pausing else 'resume'}", {"state": [
+                    f"no clock is {wanted}"]})
+            for doc in docs:
+                pauses = list(doc.get("pauses", []))
+                if pausing:
+                    pauses.append({"start": now, "end": None, "reason": reason, "actor": actor_id})
+                else:
+                    pauses[-1] = dict(pauses[-1], end=now, resume_reason=reason, resumed_by=actor_id)
+                state = "paused" if pausing else "running"
+                staged = dict(doc, pauses=pauses, state=state)
+                changes = {"pauses": pauses, "state": state, **self._schedule(staged, now)}
+                self._replace(session, doc, changes)
+                outbox.stage(session, event_message(self._event(
+                    "sla_paused" if pausing else "sla_resumed", doc, now, actor_id, reason=reason)))
+
+        in_transaction(self.db, work)
+        return self.view(complaint_no)
+
+    def _found(self, complaint_no: str, session=None) -> list[dict]:
+        docs = list(self.clocks.find({"complaint_no": complaint_no}, session=session).sort("created_at", ASCENDING))
+        if not docs:
+            raise NotFound(f"no clock for complaint {complaint_no}")
+        return docs
+
+    def view(self, complaint_no: str) -> list[dict]:
+        """Each clock of a complaint on its own (JSON-ready)."""
+        return [self._view(doc) for doc in self._found(complaint_no)]
+
+    @staticmethod
+    def _view(doc: dict) -> dict:
+        return {
+            "clock": doc["clock"],
+            "policy": doc["policy"],
+            "state": doc["state"],
+            "due_by": timeutil.iso(_local(doc.get("due_by"))),
+            "started_at": timeutil.iso(_local(doc["started_at"])),
+            "warned": list(doc.get("warned", [])),
+            "breached": bool(doc.get("breached")),
+            "paused": doc["state"] == "paused",
+            "extensions": len(doc.get("extensions", [])),
+        }
+
+    # -- data changes -------------------------------------------------------------------------
+
+    def recompute_calendar(self, institution: str | None = None, outbox=None) -> dict:
+        """Reload policies and calendars, then recompute the running clocks a calendar change
+        can move: those counting working days or ending at the end of a business day, and
+        those whose warnings count working days, of ``institution`` (all when None). A clock
+        whose due date moved announces it with ``sla_started`` (``recomputed: true``)."""
+        self.policies = self._load_policy_book()
+        self.calendars = self._load_calendar_book()
+        query = {"calendar_bound": True, "state": "running"}
+        if institution is not None:
+            query["institution"] = institution
+        seen = moved = 0
+        for candidate in list(self.clocks.find(query, {"_id": 1})):
+            seen += 1
+
+            def work(session, clock=candidate["_id"]):
+                now = self.now()
+                doc = self.clocks.find_one({"_id": clock, "state": "running"}, session=session)
+                if doc is None:
+                    return False
+                changes = self._schedule(doc, now)
+                if (changes["due_by"], changes["next_fire_at"], changes["points"]) == (
+                        _local(doc.get("due_by")), _local(doc.get("next_fire_at")),
+                        [dict(p, at=_local(p["at"]), fired_at=p.get("fired_at")) for p in doc.get("points", [])]):
+                    return False
+                previous = _local(doc.get("due_by"))
+                self._replace(session, doc, changes)
+                if outbox is not None and previous != changes["due_by"]:
+                    outbox.stage(session, event_message(self._event(
+                        "sla_started", doc, now, None, started_at=timeutil.iso(_local(doc["started_at"])),
+                        recomputed=True, previous_due_by=timeutil.iso(previous), reason="calendar_changed")))
+                return True
+
+            if in_transaction(self.db, work):
+                moved += 1
+        return {"institution": institution, "examined": seen, "recomputed": moved}

@@ -1,0 +1,371 @@
+"""The SLA clock domain against a real SecantusDB, driven with an injected ``now``: start,
+warnings in order, breach, met in time and late, extension steps, pause across a holiday,
+restart on new facts, review, withdrawal, calendar change, two instances racing."""
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timedelta
+
+import eventlet
+import pytest
+
+from services.common import events, timeutil
+from services.common.errors import Conflict, Invalid, NotFound
+from services.common.policy import SHANGHAI, calendar_from_data, load_calendars, load_policies
+from services.common.policy.calendar import CalendarBook
+from services.common.store import client_for, ensure_indexes, in_transaction
+from services.sla.clocks import INDEXES, Clocks
+
+pytestmark = pytest.mark.integration
+
+BOOK = load_policies()
+CALENDARS = load_calendars()
+HANDLER = {"sub": "sd-jn-001", "unit": "BANKA-SD-JN", "roles": ["handler"]}
+
+
+class Now:
+    def __init__(self, moment: datetime):
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+    def set(self, moment: datetime) -> None:
+        self.moment = moment
+
+
+class StagingOutbox:
+    """Stages into the database within the caller's transaction, as the real outbox does:
+    only what committed is there."""
+
+    def __init__(self, db):
+        self.rows = db["staged"]
+
+    def stage(self, session, *messages):
+        self.rows.insert_many([dict(m) for m in messages], session=session)
+
+    def events(self, type_: str | None = None) -> list[dict]:
+        found = [row["body"] for row in self.rows.find({}).sort("body.occurred_at", 1)]
+        for event in found:
+            assert not events.validate_event(event), event
+        return [e for e in found if type_ is None or e["type"] == type_]
+
+
+@pytest.fixture
+def db(mongo_uri):
+    database = client_for(mongo_uri)[f"t{uuid.uuid4().hex[:8]}_sla"]
+    ensure_indexes(database, INDEXES)
+    yield database
+    database.client.drop_database(database.name)
+
+
+def at(*args) -> datetime:
+    return datetime(*args, tzinfo=SHANGHAI)
+
+
+@pytest.fixture
+def now():
+    return Now(at(2026, 9, 20, 10, 0))
+
+
+@pytest.fixture
+def clocks(db, now):
+    return Clocks(db, now=now)
+
+
+@pytest.fixture
+def outbox(db):
+    return StagingOutbox(db)
+
+
+def received(clocks, outbox, no="BANKA-20260920-000001", received_at=None, policy="cbirc-2020",
+             institution="BANKA", kind="complaint") -> dict:
+    received_at = received_at or clocks.now()
+    event = events.make_event("complaint_received", no, {
+        "complaint_no": no, "institution": institution, "branch": "BANKA-SD-JN", "kind": kind, "channel": "phone",
+        "product": "credit_card", "received_at": timeutil.iso(received_at), "policy": policy, "due_by": None,
+        "direct": False, "respondent_staff": [], "group_size": 1, "app_id": "cc-shandong"}, "intake")
+    clocks.on_received(event, outbox)
+    return event
+
+
+def fact(name, no, when, **body) -> dict:
+    return events.make_event(name, no, {"complaint_no": no, "at": timeutil.iso(when), "actor": "sd-jn-001", **body},
+                             "intake")
+
+
+def sweep_all(clocks, outbox) -> list[dict]:
+    fired = []
+    while True:
+        batch = clocks.sweep(outbox, limit=1000, budget=30)
+        if not batch:
+            return fired
+        fired.extend(batch)
+
+
+def test_received_starts_the_primary_clock_once(clocks, outbox, db, now):
+    event = received(clocks, outbox)
+    clocks.on_received(event, outbox)  # redelivered
+    received(clocks, outbox)  # announced twice under another event id
+    [doc] = db["clocks"].find({})
+    rule = BOOK.get("cbirc-2020").clock("decision")
+    due = rule.due_by(now(), calendar=CALENDARS.for_institution("BANKA"))
+    assert doc["state"] == "running" and doc["clock"] == "decision"
+    assert timeutil.local(doc["due_by"]) == due == at(2026, 10, 5, 23, 59, 59)
+    points = rule.warning_points(due, CALENDARS.for_institution("BANKA"), not_before=now())
+    assert [p["label"] for p in doc["points"]] == [label for label, _ in points] + ["breach"]
+    assert timeutil.local(doc["next_fire_at"]) == points[0][1]
+    [started] = outbox.events("sla_started")
+    assert started["body"]["due_by"] == "2026-10-05T23:59:59+08:00"
+    assert clocks.view("BANKA-20260920-000001") == [{
+        "clock": "decision", "policy": "cbirc-2020", "state": "running", "due_by": "2026-10-05T23:59:59+08:00",
+        "started_at": "2026-09-20T10:00:00+08:00", "warned": [], "breached": False, "paused": False,
+        "extensions": 0}]
+    with pytest.raises(NotFound):
+        clocks.view("BANKA-NONE")
+
+
+def test_warnings_fire_in_order_then_the_breach_once(clocks, outbox, now):
+    received(clocks, outbox)
+    assert sweep_all(clocks, outbox) == []
+    doc = clocks.clocks.find_one({})
+    first, second, _ = [timeutil.local(p["at"]) for p in doc["points"]]
+    breach = timeutil.local(doc["due_by"])
+    now.set(first)
+    assert [p["label"] for p in sweep_all(clocks, outbox)] == ["3_working_days_before"]
+    now.set(second + timedelta(seconds=1))
+    assert [p["label"] for p in sweep_all(clocks, outbox)] == ["1_working_days_before"]
+    now.set(breach)
+    assert sweep_all(clocks, outbox) == []  # due_by itself is still in time
+    now.set(breach + timedelta(seconds=1))
+    assert [p["label"] for p in sweep_all(clocks, outbox)] == ["breach"]
+    now.set(breach + timedelta(days=30))
+    assert sweep_all(clocks, outbox) == []
+    warnings = outbox.events("sla_warning")
+    assert [w["body"]["label"] for w in warnings] == ["3_working_days_before", "1_working_days_before"]
+    [breached] = outbox.events("sla_breached")
+    assert breached["body"]["unit"] == "BANKA-SD-JN" and breached["body"]["point_at"] == timeutil.iso(breach)
+    [view] = clocks.view("BANKA-20260920-000001")
+    assert view["state"] == "breached_open" and view["breached"] is True
+    assert view["warned"] == ["1_working_days_before", "3_working_days_before"]
+
+
+def test_what_fell_due_meanwhile_fires_in_order_at_once(clocks, outbox, now):
+    received(clocks, outbox, received_at=now() - timedelta(days=20))
+    fired = sweep_all(clocks, outbox)
+    assert [p["label"] for p in fired] == ["3_working_days_before", "1_working_days_before", "breach"]
+    assert len({p["event_id"] for p in fired}) == 3
+
+
+def test_decided_in_time_is_met_and_late_is_breached(clocks, outbox, now):
+    received(clocks, outbox, no="C-IN-TIME")
+    received(clocks, outbox, no="C-LATE")
+    received(clocks, outbox, no="C-LATE-UNSWEPT")
+    clocks.on_decided(fact("complaint_decided", "C-IN-TIME", now() + timedelta(days=10), outcome="upheld",
+                           unit="BANKA-SD-JN"), outbox)
+    now.set(at(2026, 10, 6, 9, 0))
+    sweep_all(clocks, outbox)
+    clocks.on_decided(fact("complaint_decided", "C-LATE", now(), outcome="rejected", unit="BANKA-SD-JN"), outbox)
+    clocks.on_decided(fact("complaint_decided", "C-LATE-UNSWEPT", at(2026, 10, 6, 0, 0, 1), outcome="rejected",
+                           unit="BANKA-SD-JN"), outbox)
+    met = {e["complaint_no"]: e["body"]["state"] for e in outbox.events("sla_met")}
+    assert met == {"C-IN-TIME": "met", "C-LATE": "breached", "C-LATE-UNSWEPT": "breached"}
+    assert {e["complaint_no"] for e in outbox.events("sla_breached")} == {"C-LATE", "C-LATE-UNSWEPT"}
+    assert clocks.view("C-IN-TIME")[0]["state"] == "met"
+    assert clocks.view("C-LATE")[0]["state"] == "breached"
+    # A decision for a complaint whose receipt has not arrived yet is retried, not lost.
+    with pytest.raises(NotFound):
+        clocks.on_decided(fact("complaint_decided", "C-UNKNOWN", now(), outcome="upheld", unit="X"), outbox)
+
+
+def test_extension_steps_at_and_past_their_caps(clocks, outbox, now):
+    no = "BANKA-EXT"
+    received(clocks, outbox, no=no)
+    with pytest.raises(Invalid) as missing:
+        clocks.extend(no, 15, "  ", HANDLER, ["supervisor"], outbox)
+    assert set(missing.value.details) == {"reason"}
+    with pytest.raises(Invalid) as over:
+        clocks.extend(no, 16, "需调取录音", HANDLER, ["supervisor"], outbox)  # 31 > 30
+    assert set(over.value.details) == {"days"} and "over_cap" in over.value.details["days"][0]
+    with pytest.raises(Invalid) as unapproved:
+        clocks.extend(no, 15, "需调取录音", HANDLER, [], outbox)
+    assert set(unapproved.value.details) == {"approvals"}
+    [view] = clocks.extend(no, 15, "需调取录音核实", HANDLER, ["supervisor"], outbox)  # at the cap: 30
+    assert view["due_by"] == "2026-10-20T23:59:59+08:00" and view["extensions"] == 1
+    with pytest.raises(Invalid) as needs_superior:
+        clocks.extend(no, 30, "需外部鉴定", HANDLER, ["supervisor"], outbox)
+    assert set(needs_superior.value.details) == {"approvals"}
+    with pytest.raises(Invalid) as past_60:
+        clocks.extend(no, 31, "需外部鉴定", HANDLER, ["superior_unit"], outbox)
+    assert set(past_60.value.details) == {"days"}
+    [view] = clocks.extend(no, 30, "需外部鉴定", HANDLER, ["superior_unit"], outbox)  # 60 in all
+    assert view["due_by"] == "2026-11-19T23:59:59+08:00" and view["extensions"] == 2
+    with pytest.raises(Invalid) as third:
+        clocks.extend(no, 1, "再延", HANDLER, ["head_office_senior_manager"], outbox)
+    assert "steps_exhausted" in third.value.details["days"][0]
+    extended = outbox.events("sla_extended")
+    assert [(e["body"]["total"], e["body"]["previous_due_by"], e["body"]["due_by"]) for e in extended] == [
+        (30, "2026-10-05T23:59:59+08:00", "2026-10-20T23:59:59+08:00"),
+        (60, "2026-10-20T23:59:59+08:00", "2026-11-19T23:59:59+08:00")]
+    assert extended[1]["body"]["approved_by"] == ["superior_unit"] and extended[1]["body"]["actor"] == "sd-jn-001"
+    # The warnings are those of the new limit.
+    doc = clocks.clocks.find_one({"complaint_no": no})
+    assert timeutil.local(doc["points"][-1]["at"]) == at(2026, 11, 19, 23, 59, 59, 1000)
+
+
+def test_extension_after_a_warning_rearms_the_future_warnings_only(clocks, outbox, now):
+    no = "BANKA-EXT-WARNED"
+    received(clocks, outbox, no=no)
+    doc = clocks.clocks.find_one({})
+    now.set(timeutil.local(doc["points"][0]["at"]) + timedelta(minutes=1))
+    assert len(sweep_all(clocks, outbox)) == 1
+    clocks.extend(no, 15, "复杂", HANDLER, ["handler"], outbox)
+    assert sweep_all(clocks, outbox) == []
+    now.set(at(2026, 10, 21, 0, 0, 1))
+    labels = [p["label"] for p in sweep_all(clocks, outbox)]
+    assert labels == ["3_working_days_before", "1_working_days_before", "breach"]
+    assert len({e["event_id"] for e in outbox.events()}) == len(outbox.events())
+
+
+def test_pause_across_a_holiday_resumes_where_it_stopped(clocks, outbox, now):
+    # cbrc-2012 counts working days: paused Sep 30 .. Oct 9 gives back Oct 8 and 9.
+    no = "BANKA-PAUSE"
+    now.set(at(2026, 9, 28, 10, 0))
+    received(clocks, outbox, no=no, policy="cbrc-2012")
+    rule = BOOK.get("cbrc-2012").clock("decision")
+    calendar = CALENDARS.for_institution("BANKA")
+    before = rule.due_by(at(2026, 9, 28, 10, 0), calendar=calendar)
+    now.set(at(2026, 9, 30, 11, 0))
+    with pytest.raises(Conflict):
+        clocks.resume(no, "鉴定完成", HANDLER, outbox)
+    [view] = clocks.pause(no, "委托第三方鉴定", HANDLER, outbox)
+    assert view["state"] == "paused" and view["paused"] and view["due_by"] is None
+    with pytest.raises(Conflict):
+        clocks.pause(no, "again", HANDLER, outbox)
+    now.set(at(2026, 11, 30, 0, 0))  # paused: nothing fires however late it gets
+    assert sweep_all(clocks, outbox) == []
+    now.set(at(2026, 10, 9, 15, 0))
+    [view] = clocks.resume(no, "鉴定完成", HANDLER, outbox)
+    expected = rule.due_by(at(2026, 9, 28, 10, 0), calendar=calendar,
+                           paused=[(at(2026, 9, 30, 11, 0), at(2026, 10, 9, 15, 0))])
+    assert calendar.working_days_between(before.date(), expected.date()) == 2
+    assert view["state"] == "running" and view["due_by"] == timeutil.iso(expected)
+    assert [e["type"] for e in outbox.events() if e["type"] != "sla_started"] == ["sla_paused", "sla_resumed"]
+    assert outbox.events("sla_resumed")[0]["body"]["due_by"] == timeutil.iso(expected)
+
+
+def test_a_decision_while_paused_is_in_time(clocks, outbox, now):
+    no = "BANKA-MEDIATION"
+    received(clocks, outbox, no=no)
+    now.set(at(2026, 9, 25, 10, 0))
+    clocks.pause(no, "调解中", HANDLER, outbox)
+    clocks.on_decided(fact("complaint_decided", no, at(2026, 11, 1, 10, 0), outcome="partially_upheld",
+                           unit="BANKA-SD-JN"), outbox)
+    assert outbox.events("sla_met")[0]["body"]["state"] == "met"
+
+
+def test_repeat_with_new_facts_restarts_without_changes_nothing(clocks, outbox, now):
+    no = "BANKA-REPEAT"
+    received(clocks, outbox, no=no)
+    clocks.on_repeated(fact("complaint_repeated", no, at(2026, 9, 25, 9, 0), repeat_of=no, new_facts=False),
+                       outbox)
+    assert clocks.view(no)[0]["due_by"] == "2026-10-05T23:59:59+08:00"
+    doc = clocks.clocks.find_one({})
+    now.set(timeutil.local(doc["points"][0]["at"]))
+    assert len(sweep_all(clocks, outbox)) == 1  # the first warning of the old limit
+    new_material = at(2026, 10, 1, 9, 0)
+    now.set(new_material)
+    clocks.on_repeated(fact("complaint_repeated", no, new_material, repeat_of=no, new_facts=True), outbox)
+    rule = BOOK.get("cbirc-2020").clock("decision")
+    expected = rule.restart(new_material, calendar=CALENDARS.for_institution("BANKA"))
+    [view] = clocks.view(no)
+    assert view["started_at"] == timeutil.iso(new_material) and view["due_by"] == timeutil.iso(expected)
+    restarted = outbox.events("sla_started")[-1]
+    assert restarted["body"]["restarted"] is True and restarted["body"]["due_by"] == timeutil.iso(expected)
+    now.set(expected + timedelta(seconds=1))
+    assert [p["label"] for p in sweep_all(clocks, outbox)] == [
+        "3_working_days_before", "1_working_days_before", "breach"]
+
+
+def test_withdrawal_ends_the_clock(clocks, outbox, now):
+    no = "BANKA-WITHDRAWN"
+    received(clocks, outbox, no=no)
+    clocks.on_withdrawn(fact("complaint_withdrawn", no, at(2026, 9, 22, 9, 0), reason="客户撤诉"), outbox)
+    now.set(at(2026, 12, 1, 0, 0))
+    assert sweep_all(clocks, outbox) == []
+    assert clocks.view(no)[0]["state"] == "stopped"
+    with pytest.raises(Conflict):
+        clocks.extend(no, 5, "x", HANDLER, ["supervisor"], outbox)
+
+
+def test_reopen_starts_the_review_clock_beside_the_decision_clock(clocks, outbox, now):
+    no = "BANKA-REVIEW"
+    received(clocks, outbox, no=no)
+    decided = at(2026, 9, 30, 10, 0)
+    clocks.on_decided(fact("complaint_decided", no, decided, outcome="rejected", unit="BANKA-SD-JN"), outbox)
+    requested = at(2026, 10, 20, 10, 0)
+    now.set(requested)
+    clocks.on_reopened(fact("complaint_reopened", no, requested, reason="对结果不满意",
+                            decided_at=timeutil.iso(decided), decided_by_unit="BANKA-SD-JN"), outbox)
+    expected = BOOK.get("cbirc-2020").review_due_by(decided, requested, calendar=CALENDARS.for_institution("BANKA"))
+    views = {v["clock"]: v for v in clocks.view(no)}
+    assert views["decision"]["state"] == "met"
+    assert views["review"]["state"] == "running" and views["review"]["due_by"] == timeutil.iso(expected)
+    assert outbox.events("sla_started")[-1]["body"]["clock"] == "review"
+    clocks.on_decided(fact("complaint_decided", no, at(2026, 11, 5, 10, 0), outcome="upheld", unit="BANKA-SD"),
+                      outbox)
+    assert [(e["body"]["clock"], e["body"]["state"]) for e in outbox.events("sla_met")] == [
+        ("decision", "met"), ("review", "met")]
+
+
+def test_a_calendar_change_recomputes_the_open_working_day_clocks_it_touches(db, now, outbox):
+    books = {"calendars": CALENDARS}
+    clocks = Clocks(db, now=now, load_calendar_book=lambda: books["calendars"])
+    now.set(at(2026, 11, 24, 10, 0))  # Tuesday
+    received(clocks, outbox, no="A-ENTERPRISE", policy="enterprise-3-7")        # 3 working days: Fri 27
+    received(clocks, outbox, no="A-CBIRC", policy="cbirc-2020")                 # calendar days
+    received(clocks, outbox, no="B-ENTERPRISE", policy="enterprise-3-7", institution="INSA")
+    before = {no: clocks.view(no)[0]["due_by"] for no in ("A-ENTERPRISE", "A-CBIRC", "B-ENTERPRISE")}
+    assert before["A-ENTERPRISE"] == "2026-11-27T23:59:59+08:00"
+    # BANKA declares a local holiday on Thursday 26 November.
+    default = CALENDARS.default
+    banka = calendar_from_data("BANKA", {"extra_holidays": [date(2026, 11, 26)]}, base=default)
+    books["calendars"] = CalendarBook(default=default, institutions={**CALENDARS.institutions, "BANKA": banka})
+    result = clocks.recompute_calendar("BANKA", outbox)
+    assert result["institution"] == "BANKA" and result["recomputed"] >= 1
+    after = {no: clocks.view(no)[0]["due_by"] for no in before}
+    assert after["A-ENTERPRISE"] == "2026-11-30T23:59:59+08:00"
+    assert after["A-CBIRC"] == before["A-CBIRC"]
+    assert after["B-ENTERPRISE"] == before["B-ENTERPRISE"]
+    moved = [e for e in outbox.events("sla_started") if e["body"].get("recomputed")]
+    assert [e["complaint_no"] for e in moved] == ["A-ENTERPRISE"]
+    assert moved[0]["body"]["previous_due_by"] == "2026-11-27T23:59:59+08:00"
+
+
+def test_two_instances_sweeping_together_fire_each_point_once(db, now, outbox):
+    first, second = Clocks(db, now=now), Clocks(db, now=now)
+    now.set(at(2026, 9, 1, 10, 0))
+    for n in range(40):
+        received(first, outbox, no=f"RACE-{n:03d}", received_at=at(2026, 8, 1, 10, 0) + timedelta(hours=n))
+    now.set(at(2026, 9, 20, 10, 0))
+    pool = eventlet.GreenPool()
+    results = [pool.spawn(sweep_all, instance, outbox) for instance in (first, second, first, second)]
+    fired = [point for result in results for point in result.wait()]
+    keys = [(p["clock"], p["label"]) for p in fired]
+    assert len(keys) == len(set(keys)) == 40 * 3
+    published = [e for e in outbox.events() if e["type"] in ("sla_warning", "sla_breached")]
+    per_point = {(e["complaint_no"], e["body"]["clock"], e["body"].get("label", "breach")) for e in published}
+    assert len(published) == len(per_point) == 120
+
+
+def test_in_transaction_is_what_the_domain_uses(db):
+    # The staging outbox above only sees committed transactions: an aborted one leaves nothing.
+    outbox = StagingOutbox(db)
+
+    def work(session):
+        outbox.stage(session, {"_id": "x", "body": {}})
+        raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError):
+        in_transaction(db, work)
+    assert db["staged"].count_documents({}) == 0
