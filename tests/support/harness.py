@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from kombu import Connection, Exchange, Queue
 
-from services.common import amqp
+from services.common import amqp, events
 from services.common.config import Settings
 from tests.support.infra import ROOT
 
@@ -87,9 +87,14 @@ class Listener:
             message = self.queue(self.channel).get(no_ack=True)
             if message is None:
                 return self.messages
+            body = json.loads(message.body)
+            if isinstance(body, dict) and {"event_id", "producer", "body"} <= set(body):
+                # Every event any test sees is checked against the catalogue.
+                mismatch = events.validate_event(body)
+                assert not mismatch, f"a published {body.get('type')} event does not match the catalogue: {mismatch}"
             self.messages.append({
                 "routing_key": message.delivery_info["routing_key"],
-                "body": json.loads(message.body),
+                "body": body,
                 "properties": dict(message.properties),
             })
 

@@ -1,0 +1,136 @@
+"""complaint.submit/1 without a broker: every field rule, and the parsing of raw deliveries."""
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from marshmallow import ValidationError
+
+from services.common import ids
+from services.common.consumers import Delivery
+from services.intake.intake import flatten_errors, parse_delivery
+from services.intake.schemas import SubmitSchema
+from tests.support.harness import submission
+
+
+def load(body, known_units=None):
+    return SubmitSchema(known_units=known_units).load(dict(body, channel=body.get("channel", "phone")))
+
+
+def errors_of(body, known_units=None):
+    with pytest.raises(ValidationError) as invalid:
+        load(body, known_units)
+    return flatten_errors(invalid.value.messages)
+
+
+def test_a_realistic_complaint_loads_with_defaults():
+    data = load(submission())
+    assert data["currency"] == "CNY"
+    assert data["direct"] is False
+    assert data["group_size"] == 1
+    assert data["respondent_staff"] == []
+    assert data["amount_in_dispute"] == "300.00"
+    assert data["received_at"].utcoffset() is not None
+
+
+@pytest.mark.parametrize("change, path, message", [
+    ({"schema": "complaint.submit/2"}, "schema", "must be complaint.submit/1"),
+    ({"received_at": "2026-11-22T09:30:00"}, "received_at", "Not a valid aware datetime."),
+    ({"institution": "银行"}, "institution", "must be an ASCII code (letters, digits, - _ . :)"),
+    ({"product": "crypto"}, "product", None),
+    ({"description": "x" * 20001}, "description", "Length must be between 1 and 20000."),
+    ({"amount_in_dispute": "-1"}, "amount_in_dispute", "must be a non-negative amount"),
+    ({"currency": "rmb"}, "currency", "must be an ISO 4217 code such as CNY"),
+    ({"group_size": 0}, "group_size", "Must be greater than or equal to 1 and less than or equal to 100000."),
+    ({"group_size": "25"}, "group_size", "Not a valid integer."),
+    ({"cause_event": "flood"}, "cause_event", None),
+    ({"respondent_staff": ["李四"]}, "respondent_staff.0", "must be an ASCII code (letters, digits, - _ . :)"),
+    ({"customer": {"name": "", "phone": "13800138000"}}, "customer.name", "Length must be between 1 and 100."),
+    ({"customer": {"name": "王芳", "email": "not-mail"}}, "customer.email", "Not a valid email address."),
+    ({"unexpected": 1}, "unexpected", "Unknown field."),
+])
+def test_each_rule_names_its_field_path(change, path, message):
+    found = errors_of(submission(**change))
+    assert path in found
+    if message is not None:
+        assert message in found[path]
+
+
+def test_1e3_is_not_refused_for_its_notation_but_normalised():
+    # Decimal("1e3") is a valid decimal string; it is stored exactly, with two places.
+    assert load(submission(amount_in_dispute="1e3"))["amount_in_dispute"] == "1000.00"
+
+
+@pytest.mark.parametrize("missing", ["schema", "received_at", "institution", "kind", "customer", "product",
+                                     "subject", "description"])
+def test_required_fields(missing):
+    body = submission()
+    del body[missing]
+    assert errors_of(body)[missing] == ["Missing data for required field."]
+
+
+def test_regulator_channel_needs_its_reference():
+    assert errors_of(submission(channel="regulator")) == {
+        "regulator_ref": ["is required for complaints forwarded by a regulator"]}
+    assert load(submission(channel="regulator", regulator_ref="SD-2026-1"))["regulator_ref"] == "SD-2026-1"
+
+
+def test_the_customer_must_be_answerable():
+    assert errors_of(submission(customer={"name": "王芳"})) == {
+        "customer": ["give at least one of phone, email or address so the customer can be answered"]}
+    assert load(submission(customer={"name": "王芳", "address": "济南市历下区泉城路1号"}))
+
+
+def test_unknown_codes_once_the_organization_is_known():
+    known = {"BANKA": {"BANKA", "BANKA-SD"}}
+    assert load(submission(branch="NOWHERE"))  # before the organization is known
+    assert errors_of(submission(branch="NOWHERE"), known) == {"branch": ["unknown branch of this institution"]}
+    assert errors_of(submission(institution="BANKZ"), known) == {"institution": ["unknown institution"]}
+    assert load(submission(branch="BANKA-SD"), known)["branch"] == "BANKA-SD"
+
+
+def delivery(body: bytes, routing_key="complaint.submit.web", **properties):
+    props = {"app_id": "cc-zj", "message_id": "m-1", "content_type": "application/json", **properties}
+    return Delivery(body=body, routing_key=routing_key, properties={k: v for k, v in props.items() if v is not None},
+                    headers={})
+
+
+def test_parse_delivery_takes_the_channel_from_the_routing_key():
+    payload, errors = parse_delivery(delivery(json.dumps(submission()).encode()))
+    assert errors == {}
+    assert payload["channel"] == "web"
+
+
+@pytest.mark.parametrize("raw, properties, routing_key, paths", [
+    (b"\xff", {}, "complaint.submit.web", {"body"}),
+    (b"{", {}, "complaint.submit.web", {"body"}),
+    (b'"text"', {}, "complaint.submit.web", {"body"}),
+    (b"{}", {"message_id": None}, "complaint.submit.web", {"properties.message_id"}),
+    (b"{}", {"content_type": "application/xml"}, "complaint.submit.web", {"properties.content_type"}),
+    (b"{}", {}, "complaint.web", {"routing_key"}),
+    (b"{}", {}, "complaint.submit.web.extra", {"routing_key"}),
+])
+def test_parse_delivery_errors(raw, properties, routing_key, paths):
+    payload, errors = parse_delivery(delivery(raw, routing_key, **properties))
+    assert payload is None
+    assert set(errors) == paths
+
+
+def test_flatten_errors_gives_dotted_paths():
+    nested = {"customer": {"phone": ["bad"], "_schema": ["unanswerable"]}, "respondent_staff": {1: ["bad code"]}}
+    assert flatten_errors(nested) == {"customer.phone": ["bad"], "customer": ["unanswerable"],
+                                      "respondent_staff.1": ["bad code"]}
+
+
+@given(st.integers(min_value=0, max_value=10**9))
+def test_complaint_numbers_catch_any_single_misheard_digit(serial):
+    from datetime import datetime
+
+    number = ids.format_complaint_no("BANKA", datetime(2026, 11, 24), serial)
+    assert ids.is_valid_complaint_no(number)
+    digits_start = number.rindex("-") + 1
+    for position in range(digits_start, len(number)):
+        for digit in "0123456789":
+            if digit != number[position]:
+                wrong = number[:position] + digit + number[position + 1:]
+                assert not ids.is_valid_complaint_no(wrong)
