@@ -302,6 +302,21 @@ class Intake:
 
     # -- reading -------------------------------------------------------------------------
 
+    def health(self) -> dict:
+        """Up, with what an operator watches: messages not yet relayed, rejections kept."""
+        return {
+            "status": "ok",
+            "outbox_pending": self.db["outbox"].count_documents({"sent_at": None}),
+            "rejections_kept": self.db["rejections"].estimated_document_count(),
+        }
+
+    def rejections(self, limit: int = 50) -> list[dict]:
+        """The newest rejected messages, as kept, for an operator to inspect."""
+        kept = self.db["rejections"].find().sort("at", DESCENDING).limit(limit)
+        return [{**row, "_id": str(row["_id"]), "at": timeutil.iso(row["at"]),
+                 "body": bytes(row["body"]).decode("utf-8", errors="replace") if "body" in row else None}
+                for row in kept]
+
     def get(self, complaint_no: str, visible_units: list[str] | None) -> dict:
         query = {"_id": complaint_no}
         if visible_units is not None:

@@ -33,6 +33,10 @@ class IntakeService:
         return self.desk.list(filters, visible_units, limit, cursor)
 
     @rpc
+    def health(self) -> dict:
+        return self.desk.health()
+
+    @rpc
     def act(self, complaint_no: str, action: str, data: dict, actor: dict, visible_units: list | None = None):
         """decision, close, reopen, withdraw: the lifecycle actions intake owns."""
         return self.desk.records.act(complaint_no, action, data, actor, visible_units, self.outbox)

@@ -175,3 +175,27 @@ def test_store_keeps_unique_index_on_message(settings, run_services):
         indexes = database(settings, "intake")["complaints"].index_information()
     assert indexes["one_per_message"]["unique"] is True
     assert indexes["one_per_message"]["key"] == [("app_id", pymongo.ASCENDING), ("message_id", pymongo.ASCENDING)]
+
+
+def test_operator_sees_health_and_the_kept_rejections(settings, run_services, call_center):
+    import subprocess
+    import sys
+
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    from tests.support.harness import env_for
+    from tests.support.infra import ROOT
+
+    with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE, "receipt.#") as receipts, \
+            run_services(settings, IntakeService), ClusterRpcProxy(settings.nameko_config()) as rpc:
+        message_id = call_center.send(b"\x00 not a complaint")
+        receipts_of(receipts, message_id)
+        health = rpc.intake.health()
+        assert health["status"] == "ok"
+        assert health["rejections_kept"] == 1
+    listing = subprocess.run([sys.executable, "-m", "services.intake.rejections"], cwd=ROOT, env=env_for(settings),
+                             capture_output=True, text=True, check=True, timeout=60)
+    [row] = [json.loads(line) for line in listing.stdout.splitlines()]
+    assert row["message_id"] == message_id
+    assert row["body"] == "\x00 not a complaint"
+    assert row["errors"] == {"body": ["is not JSON: Expecting value at line 1 column 1"]}
