@@ -1,0 +1,245 @@
+"""The whole platform on a developer machine, in the foreground: ``make run``.
+
+    .venv/bin/python -m deploy.local
+
+1. The broker at ``AMQP_URI`` (default amqp://guest:guest@127.0.0.1:5672/): checked with a
+   short timeout, and the topology declared (``services.common.amqp.declare_topology``).
+   Unreachable, it says what it tried and how to get RabbitMQ, and exits 2 rather than hang.
+2. The store: with ``MONGO_URI`` unset, starts the embedded SecantusDB (``secantusd-py``
+   from the virtualenv, 127.0.0.1:``STORE_PORT`` (27117), data under ``STORE_PATH``
+   (``var/secantus``, git-ignored)) and waits until it answers a ping. With ``MONGO_URI``
+   set, uses that and starts no store.
+3. Runs with honcho the lines of ``deploy/Procfile`` whose ``services/<name>/service.py``
+   exists (the HTTP edge on ``GATEWAY_ADDRESS``, 127.0.0.1:8000), in the foreground.
+   Ctrl-C or SIGTERM stops them (honcho sends SIGTERM to each process group, SIGKILL
+   after 5 s), then the store, which stops last so that services can finish their writes.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from honcho.environ import parse_procfile
+from honcho.manager import Manager
+from honcho.printer import Message, Printer
+
+ROOT = Path(__file__).resolve().parents[1]
+PROCFILE = ROOT / "deploy" / "Procfile"
+BIN = Path(sys.executable).parent  # the virtualenv's bin: python, secantusd-py
+DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_STORE_PORT = 27117
+DEFAULT_STORE_PATH = "var/secantus"
+BROKER_TIMEOUT = 3.0
+STORE_TIMEOUT = 30.0
+
+HOW_TO_GET_RABBITMQ = """\
+The platform needs RabbitMQ 3.x. Either
+  - install it:     sudo apt-get install rabbitmq-server && sudo rabbitmq-server -detached
+  - or run it:      docker run -d --name rabbitmq -p 5672:5672 rabbitmq:3
+or point AMQP_URI at one you have (amqp://user:password@host:5672/vhost)."""
+
+
+class Abort(Exception):
+    """A reason to stop before anything runs; the message is for the person at the terminal."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def redact(uri: str) -> str:
+    """The URI with its password hidden, fit to print."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def procfile_entries(procfile: Path = PROCFILE) -> dict[str, str]:
+    return dict(parse_procfile(procfile.read_text(encoding="utf-8")).processes)
+
+
+def service_module(command: str) -> str | None:
+    """The module a Procfile command runs (the argument after ``services.common.runner``)."""
+    words = command.split()
+    if "services.common.runner" in words:
+        index = words.index("services.common.runner")
+        return words[index + 1] if index + 1 < len(words) else None
+    return None
+
+
+def module_path(module: str, root: Path = ROOT) -> Path:
+    return root.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def present_services(entries: dict[str, str], root: Path = ROOT) -> dict[str, str]:
+    """The Procfile lines whose service module exists in this tree."""
+    return {name: command for name, command in entries.items()
+            if (module := service_module(command)) and module_path(module, root).is_file()}
+
+
+def port_taken(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def check_broker(amqp_uri: str, timeout: float = BROKER_TIMEOUT) -> None:
+    """Connect once, declare the topology, or raise ``Abort`` saying what went wrong."""
+    from amqp.exceptions import AMQPError
+    from kombu import Connection
+
+    from services.common import amqp
+
+    try:
+        with Connection(amqp_uri, connect_timeout=timeout) as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+            amqp.declare_topology(connection)
+    except AMQPError as exc:  # it answered, and said no
+        raise Abort(f"RabbitMQ at {redact(amqp_uri)} (AMQP_URI) refused the connection: {exc}\n"
+                    f"Check the user, the password and the vhost in AMQP_URI "
+                    f"(a vhost is created with: rabbitmqctl add_vhost <name>).") from exc
+    except Exception as exc:  # noqa: BLE001 - any other failure here means: no broker there
+        raise Abort(f"Cannot reach RabbitMQ at {redact(amqp_uri)} "
+                    f"(AMQP_URI; tried for {timeout:g}s): {type(exc).__name__}: {exc}\n"
+                    f"{HOW_TO_GET_RABBITMQ}") from exc
+
+
+class Store:
+    """The embedded SecantusDB server, a child of ours in a session of its own (Ctrl-C at
+    the terminal does not reach it; we stop it after the services)."""
+
+    def __init__(self, port: int, path: str, printer: Printer):
+        self.port = port
+        self.path = path
+        self.printer = printer
+        self.process: subprocess.Popen | None = None
+        self.uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+
+    def command(self) -> list[str]:
+        return [str(BIN / "secantusd-py"), "--host", "127.0.0.1", "--port", str(self.port),
+                "--storage-path", self.path, "--log-level", os.environ.get("STORE_LOG_LEVEL", "WARNING")]
+
+    def start(self) -> None:
+        if port_taken("127.0.0.1", self.port):
+            raise Abort(f"Port {self.port} on 127.0.0.1 is taken (another `make run`, or another server?).\n"
+                        f"Stop it, or choose another port with STORE_PORT=..., "
+                        f"or use a MongoDB you have with MONGO_URI=...")
+        if self.path != ":memory:":
+            Path(self.path).mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(self.command(), cwd=ROOT, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        threading.Thread(target=self._echo, name="store-output", daemon=True).start()
+
+    def _echo(self) -> None:
+        for line in iter(self.process.stdout.readline, b""):
+            self.printer.write(Message(type="line", data=line, time=datetime.datetime.now(), name="store",
+                                       colour=None))
+
+    def wait_ready(self, timeout: float = STORE_TIMEOUT) -> None:
+        import pymongo
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise Abort(f"The store (secantusd-py) exited with code {self.process.returncode} "
+                            f"before it answered; its output is above.")
+            client = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500)
+            try:
+                client.admin.command("ping")
+                return
+            except pymongo.errors.PyMongoError:
+                if time.monotonic() > deadline:
+                    raise Abort(f"The store did not answer a ping on {self.uri} within {timeout:g}s.") from None
+            finally:
+                client.close()
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def banner(gateway: str, store_uri: str, store_note: str, amqp_uri: str, services: list[str]) -> str:
+    python = os.path.relpath(sys.executable, Path.cwd()) if sys.executable.startswith(str(ROOT)) else sys.executable
+    return "\n".join([
+        "Complaints platform, local run",
+        f"  HTTP edge  http://{gateway}  (GET /health, GET /api/v1/openapi.json)",
+        f"  store      {store_uri}  ({store_note})",
+        f"  broker     {redact(amqp_uri)}",
+        f"  services   {', '.join(services)}",
+        f"  token      {python} -m services.gateway.tokens <user>   (--list shows the sample users)",
+        "  stop       Ctrl-C",
+        "",
+    ])
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # until honcho takes over: clean up the same way
+    env = dict(os.environ)
+    amqp_uri = env.get("AMQP_URI", DEFAULT_AMQP_URI)
+    gateway = env.get("GATEWAY_ADDRESS", "127.0.0.1:8000")
+    colour = sys.stdout.isatty()
+    printer = Printer(sys.stdout, colour=colour)
+    printer.width = 9
+    store: Store | None = None
+    try:
+        services = present_services(procfile_entries())
+        if "gateway" in services and port_taken(*split_address(gateway)):
+            raise Abort(f"The HTTP edge's address {gateway} is taken; free it or set GATEWAY_ADDRESS=host:port.")
+        check_broker(amqp_uri)  # first: without a broker, nothing else is worth starting
+        if env.get("MONGO_URI"):
+            store_uri, store_note = env["MONGO_URI"], "MONGO_URI, no embedded store started"
+        else:
+            store_path = env.get("STORE_PATH", DEFAULT_STORE_PATH)
+            store = Store(int(env.get("STORE_PORT", DEFAULT_STORE_PORT)), store_path, printer)
+            print(f"Starting the embedded store (SecantusDB) on 127.0.0.1:{store.port} ...", flush=True)
+            store.start()
+            store.wait_ready()
+            store_uri, store_note = store.uri, f"embedded SecantusDB, data in {store_path}"
+        print(banner(gateway, store_uri, store_note, amqp_uri, list(services)), flush=True)
+
+        child_env = dict(env, MONGO_URI=store_uri, AMQP_URI=amqp_uri, GATEWAY_ADDRESS=gateway,
+                         PYTHONUNBUFFERED="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+        manager = Manager(printer)
+        for name, command in services.items():
+            # exec: the service replaces honcho's shell, so its own exit code is reported
+            manager.add_process(name, f"exec {command}", env=child_env, cwd=str(ROOT))
+        manager.loop()  # returns once every process has stopped (after a signal or a crash)
+        return manager.returncode or 0
+    except Abort as exc:
+        print(f"\n{exc}", file=sys.stderr, flush=True)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if store is not None:
+            store.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
