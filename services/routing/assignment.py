@@ -1,8 +1,12 @@
 """Who is accountable for one complaint, and how that changes: transfers and escalation.
 
 Pure: every operation takes an `Assignment` and returns an `Outcome` (the new state and the
-domain events to emit, as plain dicts `{"type": ..., **body}`; the service adds the event
-envelope). Nothing here reads or writes the SLA clock: a transfer, a rejection, an
+domain events to emit, each `{"type": <catalogue name>, "body": <catalogue body>}`; the
+bodies validate against `services.common.events`, and the service adds the envelope). All
+the events of one outcome carry the same `at`, so that intake, which ignores a fact older
+than the last it applied, applies every one of them whatever order they arrive in.
+
+Nothing here reads or writes the SLA clock: a transfer, a rejection, an
 escalation or a misconduct referral never restarts nor pauses the time limit (seed 000 §6,
 seed 002 part 4(1)); the clock belongs to the sla service and runs from `received_at`.
 
@@ -29,15 +33,28 @@ The rules it enforces (seed 002 parts 3 and 4, DESIGN.md "Domain rules"):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from typing import NamedTuple
 
+from services.common import timeutil
 from services.routing.organization import Organization, UnknownUnit
 from services.routing.rules import Decision, ReasonPolicy
 
 ACTING_ROLES = frozenset({"handler", "supervisor", "consumer_protection"})
 MISCONDUCT_ROLES = ACTING_ROLES | {"inspector"}
+SYSTEM = "routing"  # the actor of what the rules and the clocks decide, not a person
+
+# Escalation triggers and the catalogue's `cause` of `complaint_escalated`.
+CAUSES = {
+    "manual": "handler",
+    "sla_breach": "sla_breach",
+    "mass_complaint": "mass_complaint",
+    "on_arrival": "authority",
+    "major": "major",
+    "transfer_rejected": "transfer_rejected",
+}
 
 
 # -- domain errors (the edge maps `status` to HTTP) ------------------------------------
@@ -145,6 +162,31 @@ class Outcome(NamedTuple):
     events: list[dict]
 
 
+# -- storage form (plain JSON-able data; the service keeps one document per complaint) --
+
+
+def to_document(state: Assignment) -> dict:
+    doc = asdict(state)
+    for key in ("passed_on", "refused_by", "respondent_staff", "flags"):
+        doc[key] = sorted(doc[key])
+    doc["first_responder"] = dict(state.first_responder)
+    doc["escalations"] = [asdict(e) for e in state.escalations]
+    doc["referrals"] = [asdict(r) for r in state.referrals]
+    return doc
+
+
+def from_document(doc: Mapping) -> Assignment:
+    d = dict(doc)
+    for key in ("passed_on", "refused_by", "respondent_staff", "flags"):
+        d[key] = frozenset(d.get(key) or ())
+    pending = d.get("pending_transfer")
+    d["pending_transfer"] = Transfer(**pending) if pending else None
+    d["escalations"] = tuple(Escalation(**e) for e in d.get("escalations") or ())
+    d["referrals"] = tuple(Referral(**r) for r in d.get("referrals") or ())
+    d["first_responder"] = dict(d.get("first_responder") or {})
+    return Assignment(**d)
+
+
 def _reason_text(reason) -> tuple[str | None, str]:
     if isinstance(reason, Mapping):
         return reason.get("code"), str(reason.get("text") or reason.get("code") or "")
@@ -154,14 +196,34 @@ def _reason_text(reason) -> tuple[str | None, str]:
 class AssignmentPolicy:
     """The transitions of an assignment, against one organization and reason policy."""
 
-    def __init__(self, organization: Organization, reasons: ReasonPolicy):
+    def __init__(self, organization: Organization, reasons: ReasonPolicy,
+                 clock: Callable[[], datetime] = timeutil.now):
         self.org = organization
         self.reasons = reasons
+        self.clock = clock
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _event(self, state: Assignment, type_: str, **body) -> dict:
-        return {"type": type_, "complaint_no": state.complaint_no, **body}
+    def _event(self, state: Assignment, type_: str, actor: str | None, **body) -> dict:
+        """A catalogue event; `at` is stamped by `_outcome`, once for all its events."""
+        return {"type": type_, "body": {"complaint_no": state.complaint_no, "at": None,
+                                        "actor": actor, **body}}
+
+    def _outcome(self, state: Assignment, events: list[dict]) -> Outcome:
+        at = timeutil.iso(self.clock())
+        for event in events:
+            event["body"]["at"] = at
+        return Outcome(state, events)
+
+    def _assigned(self, state: Assignment, reason: str, actor: str | None, **extra) -> dict:
+        """`complaint_assigned`: who holds it now, after routing or any move (the record's
+        `assignment` follows this event)."""
+        return self._event(state, "complaint_assigned", actor, unit=state.accountable_unit,
+                           department=state.department, office=state.office,
+                           handler=state.handler, reason=reason,
+                           first_responder=dict(state.first_responder),
+                           priority=state.priority, flags=sorted(state.flags),
+                           transfers=state.transfer_count, **extra)
 
     def _reason(self, reason, *, refusal: bool) -> str:
         code, text = _reason_text(reason)
@@ -201,14 +263,15 @@ class AssignmentPolicy:
         }
 
     def _up(self, state: Assignment, trigger: str, reason: str, by: str | None,
-            from_unit: str, to_unit: str | None, **state_changes) -> Outcome:
-        """Move accountability upward to `to_unit` (None: above the head office)."""
+            from_unit: str, to_unit: str | None, **state_changes) -> Assignment:
+        """Move accountability upward to `to_unit` (None: above the head office, where the
+        head office keeps it)."""
         at_top = to_unit is None
         target = to_unit or self.org.head_office(state.institution).code
         landing = self._land(state, target)
         # The unit it leaves passed it on, upward: it never gets it back by a transfer.
         moved = landing["accountable_unit"] != state.accountable_unit
-        new = replace(
+        return replace(
             state,
             **landing,
             status="assigned",
@@ -219,44 +282,60 @@ class AssignmentPolicy:
                            at_top),),
             **state_changes,
         )
-        event = self._event(new, "complaint_escalated", trigger=trigger, reason=reason,
-                            by=by, from_unit=from_unit, to_unit=new.accountable_unit,
-                            department=new.department, office=new.office,
-                            handler=new.handler, at_top=at_top)
-        return Outcome(new, [event])
+
+    def _escalated(self, state: Assignment, actor: str | None) -> dict:
+        """`complaint_escalated` for the last escalation of `state`."""
+        e = state.escalations[-1]
+        return self._event(state, "complaint_escalated", actor, from_unit=e.from_unit,
+                           to_unit=e.to_unit, reason=e.reason, cause=CAUSES[e.trigger],
+                           department=state.department, office=state.office,
+                           handler=state.handler, at_top=e.at_top)
 
     # -- transitions ------------------------------------------------------------------
 
     def assign(self, decision: Decision, complaint_no: str | None = None) -> Outcome:
-        """The initial assignment from a routing decision."""
+        """The initial assignment from a routing decision. An escalation on arrival (beyond
+        the first unit's authority, or a major complaint taken straight to head office) is
+        announced as `complaint_escalated` before the assignment."""
         if decision.handler is not None and decision.handler in decision.respondent_staff:
             raise NotAllowed(f"{decision.handler} is named in the complaint and must recuse")
         unit = self.org.unit(decision.unit)
-        first = decision.first_responder or {"unit": unit.code, "staff": None}
+        first = dict(decision.first_responder or {"unit": unit.code, "staff": None})
         escalations = tuple(
             Escalation(first["unit"], unit.code, "on_arrival", r, None)
             for r in decision.escalated_on_arrival
         )
+        major = "emergency_plan" in decision.flags and first["unit"] != unit.code
+        if major:
+            escalations += (Escalation(first["unit"], unit.code, "major",
+                                       "major complaint: emergency plan at head office", None),)
         state = Assignment(
             institution=unit.institution,
             accountable_unit=unit.code,
             department=decision.department,
             office=decision.office,
             handler=decision.handler,
-            first_responder=dict(first),
+            first_responder=first,
             respondent_staff=frozenset(decision.respondent_staff),
             priority=decision.priority,
             flags=frozenset(decision.flags),
             escalations=escalations,
             complaint_no=complaint_no,
         )
-        event = self._event(state, "complaint_assigned", unit=unit.code,
-                            department=state.department, office=state.office,
-                            handler=state.handler, priority=state.priority,
-                            flags=sorted(state.flags), rule=decision.rule,
-                            first_responder=dict(first),
-                            escalated_on_arrival=list(decision.escalated_on_arrival))
-        return Outcome(state, [event])
+        events = []
+        if escalations:
+            cause = "major" if major else "authority"
+            events.append(self._event(
+                state, "complaint_escalated", SYSTEM, from_unit=first["unit"],
+                to_unit=unit.code, reason="; ".join(e.reason for e in escalations),
+                cause=cause, department=state.department, office=state.office,
+                handler=state.handler, at_top=False))
+        events.append(self._assigned(
+            state, "routed", SYSTEM, rule=decision.rule,
+            escalated_on_arrival=list(decision.escalated_on_arrival),
+            involved=[{"unit": d.unit, "department": d.code, "office": d.office}
+                      for d in decision.involved]))
+        return self._outcome(state, events)
 
     def accept(self, state: Assignment, actor) -> Outcome:
         """The accountable unit's handler takes the complaint on."""
@@ -268,8 +347,10 @@ class AssignmentPolicy:
         if a.unit != state.accountable_unit:
             raise NotAllowed(f"only {state.accountable_unit} may accept it")
         new = replace(state, status="accepted", handler=a.staff_id)
-        return Outcome(new, [self._event(new, "complaint_accepted", unit=new.accountable_unit,
-                                         department=new.department, handler=a.staff_id)])
+        return self._outcome(new, [self._event(new, "complaint_accepted", a.staff_id,
+                                               unit=new.accountable_unit,
+                                               department=new.department,
+                                               handler=a.staff_id)])
 
     def request_transfer(self, state: Assignment, actor, to_unit: str, reason) -> Outcome:
         """Ask another unit to take it; the sender stays accountable until it accepts."""
@@ -293,9 +374,9 @@ class AssignmentPolicy:
             raise TransitionRefused(f"{to_unit} already refused it: it goes up, not back")
         transfer = Transfer(state.accountable_unit, to_unit, text, a.staff_id)
         new = replace(state, pending_transfer=transfer)
-        return Outcome(new, [self._event(new, "transfer_requested", from_unit=transfer.from_unit,
-                                         to_unit=to_unit, reason=text,
-                                         requested_by=a.staff_id)])
+        return self._outcome(new, [self._event(new, "complaint_transfer_requested", a.staff_id,
+                                               from_unit=transfer.from_unit, to_unit=to_unit,
+                                               reason=text)])
 
     def accept_transfer(self, state: Assignment, actor) -> Outcome:
         """The receiving unit accepts: accountability moves, and the transfer counts."""
@@ -320,11 +401,13 @@ class AssignmentPolicy:
             passed_on=state.passed_on | {t.from_unit},
             transfer_count=state.transfer_count + 1,
         )
-        return Outcome(new, [self._event(new, "complaint_transferred", from_unit=t.from_unit,
-                                         to_unit=t.to_unit, reason=t.reason,
-                                         requested_by=t.requested_by, accepted_by=a.staff_id,
-                                         department=new.department, office=new.office,
-                                         transfer_count=new.transfer_count)])
+        transferred = self._event(new, "complaint_transferred", a.staff_id,
+                                  from_unit=t.from_unit, to_unit=t.to_unit,
+                                  transfers=new.transfer_count, reason=t.reason,
+                                  requested_by=t.requested_by, department=new.department,
+                                  office=new.office, handler=a.staff_id)
+        return self._outcome(new, [transferred,
+                                   self._assigned(new, "transfer_accepted", a.staff_id)])
 
     def rejection_target(self, sender: str, receiver: str) -> str | None:
         """The lowest unit strictly above both sender and receiver; None above the top."""
@@ -346,12 +429,14 @@ class AssignmentPolicy:
             raise NotAllowed(f"only {t.to_unit} may reject the transfer")
         text = self._reason(reason, refusal=True)
         target = self.rejection_target(t.from_unit, t.to_unit)
-        rejected = self._event(state, "transfer_rejected", from_unit=t.from_unit,
-                               to_unit=t.to_unit, reason=text, rejected_by=a.staff_id,
-                               goes_to=target or state.institution)
-        out = self._up(state, "transfer_rejected", text, a.staff_id, t.from_unit, target,
+        new = self._up(state, "transfer_rejected", text, a.staff_id, t.from_unit, target,
                        refused_by=state.refused_by | {t.to_unit})
-        return Outcome(out.state, [rejected, *out.events])
+        rejected = self._event(new, "complaint_transfer_rejected", a.staff_id,
+                               from_unit=t.from_unit, to_unit=t.to_unit, reason=text,
+                               escalated_to=new.accountable_unit,
+                               at_top=new.escalations[-1].at_top)
+        return self._outcome(new, [rejected,
+                                   self._assigned(new, "transfer_rejected", a.staff_id)])
 
     def _escalate(self, state: Assignment, trigger: str, reason: str, by: str | None,
                   **state_changes) -> Outcome:
@@ -359,12 +444,15 @@ class AssignmentPolicy:
         if state.pending_transfer is not None:
             # Going up overtakes a pending sideways transfer.
             t = state.pending_transfer
-            events.append(self._event(state, "transfer_cancelled", from_unit=t.from_unit,
-                                      to_unit=t.to_unit, reason=f"escalated: {reason}"))
+            events.append(self._event(state, "complaint_transfer_cancelled", by or SYSTEM,
+                                      from_unit=t.from_unit, to_unit=t.to_unit,
+                                      reason=f"escalated: {reason}"))
         parent = self.org.parent(state.accountable_unit)
-        out = self._up(state, trigger, reason, by, state.accountable_unit,
+        new = self._up(state, trigger, reason, by, state.accountable_unit,
                        parent.code if parent else None, **state_changes)
-        return Outcome(out.state, events + out.events)
+        events += [self._escalated(new, by or SYSTEM),
+                   self._assigned(new, "escalated", by or SYSTEM)]
+        return self._outcome(new, events)
 
     def escalate(self, state: Assignment, actor, reason) -> Outcome:
         """Report it up (提级处理) to the parent unit's consumer-protection department."""
@@ -388,6 +476,26 @@ class AssignmentPolicy:
         return self._escalate(state, "mass_complaint", reason, None,
                               flags=state.flags | {"regulator_report"})
 
+    def review(self, state: Assignment, decided_by_unit: str, reason: str) -> Outcome:
+        """The customer asked for a review (核查) of a decision: the unit above the one that
+        decided reviews it, in its consumer-protection department; at the head office its
+        lead department reviews it."""
+        try:
+            parent = self.org.parent(decided_by_unit)
+        except UnknownUnit as e:
+            raise InvalidRequest(str(e)) from None
+        events = []
+        if state.pending_transfer is not None:
+            t = state.pending_transfer
+            events.append(self._event(state, "complaint_transfer_cancelled", SYSTEM,
+                                      from_unit=t.from_unit, to_unit=t.to_unit,
+                                      reason=f"review requested: {reason}"))
+        new = self._up(state, "review", reason, None, decided_by_unit,
+                       parent.code if parent else None)
+        events.append(self._assigned(new, "review", SYSTEM, decided_by_unit=decided_by_unit,
+                                     review_reason=reason))
+        return self._outcome(new, events)
+
     def flag_misconduct(self, state: Assignment, actor, clue: str, note: str) -> Outcome:
         """Refer clues of collusion, threats or obstruction to discipline inspection, in
         parallel: accountability does not change."""
@@ -401,7 +509,7 @@ class AssignmentPolicy:
         dept = self.org.discipline_inspection(state.accountable_unit)
         referral = Referral(dept.unit, dept.code, clue, note.strip(), a.staff_id)
         new = replace(state, referrals=state.referrals + (referral,))
-        return Outcome(new, [self._event(new, "misconduct_referred", unit=dept.unit,
-                                         department=dept.code, clue=clue, note=referral.note,
-                                         by=a.staff_id,
-                                         accountable_unit=state.accountable_unit)])
+        return self._outcome(new, [self._event(new, "misconduct_referred", a.staff_id,
+                                               unit=dept.unit, department=dept.code,
+                                               clue=clue, note=referral.note,
+                                               accountable_unit=state.accountable_unit)])

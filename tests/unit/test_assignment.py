@@ -1,9 +1,12 @@
 """Transfers, rejections, escalation, misconduct referrals and recusal of one assignment."""
 
+import json
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.common import events as catalogue
 from services.routing.assignment import (
     Actor,
     AssignmentPolicy,
@@ -11,6 +14,8 @@ from services.routing.assignment import (
     InvalidRequest,
     NotAllowed,
     TransitionRefused,
+    from_document,
+    to_document,
 )
 from services.routing.organization import load_organization
 from services.routing.rules import DEFAULT_PATH, load_rules
@@ -25,6 +30,13 @@ YT = "BANKA-SD-YT"
 KW = "BANKA-SD-WF-KW"  # an outlet under Weifang
 SD = "BANKA-SD"
 REASON = "客户账户开立于该行，属地管理 (the account is held there)"
+
+
+def assert_catalogue(events):
+    """Every event is a catalogue event whose body validates, and one outcome has one `at`."""
+    for e in events:
+        catalogue.make_event(e["type"], e["body"]["complaint_no"], e["body"], "routing")
+    assert len({e["body"]["at"] for e in events}) <= 1
 
 
 def actor(unit, *roles, staff_id=None):
@@ -58,8 +70,22 @@ def test_assign_takes_the_routing_decision():
     assert (state.accountable_unit, state.department, state.office) == (YT, "CPD", "back")
     assert state.first_responder == {"unit": ZF, "staff": "A0025"}
     assert [e.trigger for e in state.escalations] == ["on_arrival"]
-    assert events[0]["type"] == "complaint_assigned"
-    assert events[0]["escalated_on_arrival"] and events[0]["complaint_no"] == "C1"
+    assert [e["type"] for e in events] == ["complaint_escalated", "complaint_assigned"]
+    escalated, assigned = (e["body"] for e in events)
+    assert (escalated["from_unit"], escalated["to_unit"], escalated["cause"]) == (ZF, YT, "authority")
+    assert assigned["escalated_on_arrival"] and assigned["complaint_no"] == "C1"
+    assert (assigned["unit"], assigned["reason"], assigned["first_responder"]) == (
+        YT, "routed", {"unit": ZF, "staff": "A0025"})
+    assert_catalogue(events)
+
+
+def test_a_complaint_within_the_outlets_authority_is_assigned_there_alone():
+    state, events = POLICY.assign(BOOK.route({"institution": "BANKA", "branch": ZF,
+                                              "kind": "complaint", "product": "deposit",
+                                              "staff_id": "A0025", "amount_in_dispute": "300"}),
+                                  complaint_no="C1")
+    assert [e["type"] for e in events] == ["complaint_assigned"]
+    assert events[0]["body"]["unit"] == ZF and not state.escalations
 
 
 def test_accept_by_the_accountable_unit():
@@ -82,7 +108,8 @@ def test_sender_stays_accountable_until_the_receiver_accepts():
     state = start()
     pending, events = POLICY.request_transfer(state, actor(ZF), KW, REASON)
     assert pending.accountable_unit == ZF and pending.pending_transfer.to_unit == KW
-    assert events[0]["type"] == "transfer_requested" and events[0]["reason"] == REASON
+    assert events[0]["type"] == "complaint_transfer_requested"
+    assert events[0]["body"]["reason"] == REASON and events[0]["body"]["actor"] == "u-" + ZF
     with pytest.raises(TransitionRefused):
         POLICY.request_transfer(pending, actor(ZF), LS, REASON)
     with pytest.raises(NotAllowed):
@@ -93,8 +120,10 @@ def test_sender_stays_accountable_until_the_receiver_accepts():
     assert (moved.accountable_unit, moved.department, moved.handler) == (KW, "CPC", "A0100")
     assert moved.transfer_count == 1 and moved.passed_on == {ZF}
     assert moved.first_responder["unit"] == ZF  # the record of who first received it stays
-    assert events[0]["type"] == "complaint_transferred"
-    assert events[0]["transfer_count"] == 1
+    assert [e["type"] for e in events] == ["complaint_transferred", "complaint_assigned"]
+    assert events[0]["body"]["transfers"] == 1
+    assert (events[1]["body"]["unit"], events[1]["body"]["reason"]) == (KW, "transfer_accepted")
+    assert_catalogue(events)
 
 
 def test_a_transfer_needs_a_reason():
@@ -165,8 +194,11 @@ def test_a_rejected_transfer_lands_above_both(sender, receiver, lands):
     assert state.accountable_unit == lands
     assert (state.department, state.office) == ("CPD", "back")
     assert state.accountable_unit not in (sender, receiver)
-    assert [e["type"] for e in events] == ["transfer_rejected", "complaint_escalated"]
-    assert events[0]["goes_to"] == lands and events[1]["trigger"] == "transfer_rejected"
+    assert [e["type"] for e in events] == ["complaint_transfer_rejected", "complaint_assigned"]
+    assert events[0]["body"]["escalated_to"] == lands
+    assert (events[1]["body"]["unit"], events[1]["body"]["reason"]) == (lands, "transfer_rejected")
+    assert state.escalations[-1].trigger == "transfer_rejected"
+    assert_catalogue(events)
     assert sender in state.passed_on and receiver in state.refused_by
     assert state.transfer_count == 0 and state.pending_transfer is None
     with pytest.raises(TransitionRefused, match="refused it"):
@@ -176,13 +208,13 @@ def test_a_rejected_transfer_lands_above_both(sender, receiver, lands):
 def test_at_the_top_the_head_office_keeps_it():
     state = start(branch="BANKA")
     state, events = rejected(state, SD)
-    assert state.accountable_unit == "BANKA" and events[1]["at_top"] is True
+    assert state.accountable_unit == "BANKA" and events[0]["body"]["at_top"] is True
     assert "BANKA" not in state.passed_on
 
 
 def test_the_head_office_cannot_refuse_upward():
     state, events = rejected(start(branch=SD), "BANKA")
-    assert state.accountable_unit == "BANKA" and events[1]["at_top"] is True
+    assert state.accountable_unit == "BANKA" and events[0]["body"]["at_top"] is True
     assert SD in state.passed_on
 
 
@@ -203,7 +235,10 @@ def test_escalate_to_the_parent_lead_department():
     state, events = POLICY.escalate(start(), actor(ZF), "客户要求超出本网点权限")
     assert (state.accountable_unit, state.department, state.status) == (YT, "CPD", "assigned")
     assert state.handler is not None and ZF in state.passed_on
-    assert events[0]["type"] == "complaint_escalated" and events[0]["trigger"] == "manual"
+    assert [e["type"] for e in events] == ["complaint_escalated", "complaint_assigned"]
+    assert events[0]["body"]["cause"] == "handler" and events[0]["body"]["to_unit"] == YT
+    assert events[1]["body"]["reason"] == "escalated"
+    assert_catalogue(events)
     with pytest.raises(InvalidReason):
         POLICY.escalate(start(), actor(ZF), "")
 
@@ -220,7 +255,7 @@ def test_escalation_at_head_office_stays_but_is_recorded():
     assert state.department == "CARD"
     state, events = POLICY.escalate(state, actor("BANKA"), "重大疑难")
     assert (state.accountable_unit, state.department) == ("BANKA", "CPD")
-    assert events[0]["at_top"] is True and len(state.escalations) == 1
+    assert events[0]["body"]["at_top"] is True and len(state.escalations) == 1
 
 
 def test_manual_escalation_waits_for_a_pending_transfer():
@@ -234,16 +269,57 @@ def test_breach_escalation_overtakes_a_pending_transfer_and_leaves_the_clock_alo
     state, events = POLICY.escalate_for_breach(
         pending, {"type": "sla_breached", "policy": "cbirc-2020", "due_by": "2026-12-07"})
     assert state.accountable_unit == YT and state.pending_transfer is None
-    assert [e["type"] for e in events] == ["transfer_cancelled", "complaint_escalated"]
-    assert events[1]["trigger"] == "sla_breach" and "cbirc-2020" in events[1]["reason"]
+    assert [e["type"] for e in events] == [
+        "complaint_transfer_cancelled", "complaint_escalated", "complaint_assigned"]
+    escalated = events[1]["body"]
+    assert escalated["cause"] == "sla_breach" and "cbirc-2020" in escalated["reason"]
+    assert escalated["actor"] == "routing"
     for e in events:
-        assert not {"due_by", "clock", "paused", "restarted"} & set(e)
+        assert not {"due_by", "clock", "paused", "restarted"} & set(e["body"])
+    assert_catalogue(events)
 
 
 def test_mass_complaint_goes_up_and_is_reported():
     state, events = POLICY.escalate_for_mass_complaint(start(), "同一小区 30 户")
     assert state.accountable_unit == YT and "regulator_report" in state.flags
-    assert events[0]["trigger"] == "mass_complaint"
+    assert events[0]["body"]["cause"] == "mass_complaint"
+
+
+def test_a_review_goes_to_the_unit_above_the_one_that_decided():
+    state = transferred(start(), KW)
+    state, events = POLICY.review(state, KW, "客户申请核查")
+    assert (state.accountable_unit, state.department) == ("BANKA-SD-WF", "CPD")
+    assert [e["type"] for e in events] == ["complaint_assigned"]
+    assert events[0]["body"]["reason"] == "review"
+    assert events[0]["body"]["decided_by_unit"] == KW
+    assert_catalogue(events)
+    # a head office decision is reviewed by the head office's lead department
+    state, _ = POLICY.review(start(branch="BANKA", product="credit_card"), "BANKA", "核查")
+    assert (state.accountable_unit, state.department) == ("BANKA", "CPD")
+    with pytest.raises(InvalidRequest):
+        POLICY.review(state, "NOPE", "核查")
+
+
+def test_a_major_complaint_goes_to_head_office_as_an_escalation_with_its_flags():
+    complaint = {"institution": "BANKA", "branch": ZF, "kind": "complaint", "channel": "visit",
+                 "product": "deposit", "group_size": 25}
+    state, events = POLICY.assign(BOOK.route(complaint), complaint_no="C1")
+    assert (state.accountable_unit, state.department) == ("BANKA", "CPD")
+    assert [e["type"] for e in events] == ["complaint_escalated", "complaint_assigned"]
+    assert events[0]["body"]["cause"] == "major"
+    assigned = events[1]["body"]
+    assert assigned["flags"] == ["emergency_plan", "regulator_report"]
+    assert assigned["priority"] == "first" and assigned["first_responder"]["unit"] == ZF
+    assert_catalogue(events)
+
+
+def test_a_direct_complaint_is_assigned_at_head_office_first():
+    complaint = {"institution": "BANKA", "branch": ZF, "kind": "complaint", "channel": "phone",
+                 "product": "deposit", "direct": True}
+    state, events = POLICY.assign(BOOK.route(complaint), complaint_no="C1")
+    assert [e["type"] for e in events] == ["complaint_assigned"]
+    assert (events[0]["body"]["unit"], events[0]["body"]["department"]) == ("BANKA", "CPD")
+    assert events[0]["body"]["priority"] == "first"
 
 
 # -- misconduct and recusal ----------------------------------------------------------
@@ -255,6 +331,8 @@ def test_misconduct_goes_to_discipline_inspection_in_parallel():
     assert new.accountable_unit == state.accountable_unit == ZF
     assert (new.referrals[0].unit, new.referrals[0].department) == (YT, "DISC")
     assert events[0]["type"] == "misconduct_referred"
+    assert (events[0]["body"]["unit"], events[0]["body"]["department"]) == (YT, "DISC")
+    assert_catalogue(events)
     with pytest.raises(InvalidRequest):
         POLICY.flag_misconduct(state, actor(ZF), "gossip", "x")
     with pytest.raises(InvalidRequest):
@@ -329,7 +407,8 @@ def test_no_sequence_sends_it_back_ping_pongs_or_loses_accountability(branch, st
             state, events = apply(state, op, arg)
         except (TransitionRefused, InvalidRequest, NotAllowed):
             continue
-        assert all("type" in e for e in events)
+        assert_catalogue(events)
+        assert from_document(json.loads(json.dumps(to_document(state)))) == state
         old, new = before.accountable_unit, state.accountable_unit
         # exactly one accountable unit, in the organization and the same institution
         assert isinstance(new, str) and ORG.unit(new).institution == "BANKA"
