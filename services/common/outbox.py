@@ -67,14 +67,19 @@ class Relay:
         return [row["_id"] for row in rows]
 
     def publish_rows(self, rows) -> int:
-        sent = 0
-        for row in rows:
-            self.publisher.publish(
-                row["exchange"], row["routing_key"], row["body"], message_id=row["_id"], **row.get("properties", {})
-            )
-            self.collection.update_one({"_id": row["_id"]}, {"$set": {"sent_at": timeutil.now()}})
-            sent += 1
-        return sent
+        sent = []
+        try:
+            for row in rows:
+                self.publisher.publish(
+                    row["exchange"], row["routing_key"], row["body"], message_id=row["_id"],
+                    **row.get("properties", {}),
+                )
+                sent.append(row["_id"])
+        finally:
+            # One write marks every confirmed message, also when a later one failed.
+            if sent:
+                self.collection.update_many({"_id": {"$in": sent}}, {"$set": {"sent_at": timeutil.now()}})
+        return len(sent)
 
     def relay(self, row_ids: list[str]) -> int:
         """Publish the rows a worker staged (only those whose transaction committed)."""

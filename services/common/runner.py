@@ -3,11 +3,16 @@
     python -m services.common.runner services.intake.service [services.routing.service ...]
 
 It declares the broker topology first (no event may leave before its queues exist), logs
-to stderr with personal data left out, and stops the services cleanly on SIGTERM/SIGINT.
+to stderr, and stops the services cleanly on SIGTERM/SIGINT.
 """
 from __future__ import annotations
 
-import eventlet
+import warnings
+
+# nameko 2 runs on eventlet, which warns of its deprecation on import; the warning is no news.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+import eventlet  # noqa: E402
 
 eventlet.monkey_patch()  # before anything opens a socket
 
