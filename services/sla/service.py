@@ -2,7 +2,9 @@
 HTTP edge and operators. Everything else is in ``clocks``."""
 from __future__ import annotations
 
+import logging
 import os
+import time
 
 from nameko.rpc import rpc
 from nameko.timer import timer
@@ -14,6 +16,8 @@ from services.sla.clocks import INDEXES, Clocks
 
 # Points fired per timer tick at most, and the seconds a tick may spend firing: the outbox
 # relays a tick's events when it ends, so a short tick keeps the due-to-published lag short.
+log = logging.getLogger(__name__)
+
 SWEEP_BATCH = int(os.environ.get("SLA_SWEEP_BATCH", "100"))
 SWEEP_BUDGET = float(os.environ.get("SLA_SWEEP_BUDGET", "0.5"))
 
@@ -52,7 +56,11 @@ class SlaService:
     def sweep(self):
         """Fire the warnings and breaches that are due (also those that fell due while no
         instance ran); the outbox publishes them when this worker ends."""
-        return len(self.keeper.sweep(self.outbox, limit=SWEEP_BATCH, budget=SWEEP_BUDGET))
+        started = time.perf_counter()
+        fired = self.keeper.sweep(self.outbox, limit=SWEEP_BATCH, budget=SWEEP_BUDGET)
+        if fired:
+            log.info("sweep fired %d point(s) in %.1f ms", len(fired), (time.perf_counter() - started) * 1000)
+        return len(fired)
 
     @rpc
     def extend(self, complaint_no: str, days: int, reason: str, actor: dict, approvals: list) -> list:
