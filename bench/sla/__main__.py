@@ -7,7 +7,7 @@ sweep's cost per fired point, with many open clocks against a stated baseline wi
 In a vhost of its own and with a SecantusDB server of its own (both removed at the end),
 each phase:
 
-1. writes ``--open`` minus ``--due`` open clocks straight into the store (bulk insert; cbirc
+1. writes ``--open`` open clocks that do not fall due straight into the store (bulk insert; cbirc
    decision clocks received over the last 10 days, their next point days ahead);
 2. starts the real SLA service (``python -m services.common.runner services.sla.service``)
    in a process of its own and waits until it consumes;
@@ -74,7 +74,7 @@ class Phase:
     def line(self) -> str:
         extra = f", {self.missing} MISSING" if self.missing else ""
         extra += f", {self.duplicates} duplicate event ids" if self.duplicates else ""
-        return (f"{self.name:9} {self.open_clocks:7d} open  {len(self.lags):5d}/{self.due} fired  "
+        return (f"{self.name:9} {self.open_clocks:7d}+{self.due} open  {len(self.lags):5d}/{self.due} fired  "
                 f"lag p50 {self.pct(0.5) * 1000:7.0f} ms  p99 {self.pct(0.99) * 1000:7.0f} ms  "
                 f"max {max(self.lags, default=float('nan')) * 1000:7.0f} ms  "
                 f"sweep {self.ms_per_point:6.2f} ms/point  idle due-query {self.query_ms:6.2f} ms{extra}")
@@ -137,9 +137,9 @@ def run_phase(name: str, open_count: int, due: int, window: float, amqp_uri: str
     ensure_indexes(db, INDEXES)
     keeper = Clocks(db)
     started = time.monotonic()
-    insert(db["clocks"], open_clocks(keeper, max(open_count - due, 0), f"{name}-open"))
+    insert(db["clocks"], open_clocks(keeper, open_count, f"{name}-open"))
     phase.seed_seconds = time.monotonic() - started
-    print(f"  {name}: {open_count - due} open clocks written in {phase.seed_seconds:.1f} s", flush=True)
+    print(f"  {name}: {open_count} open clocks written in {phase.seed_seconds:.1f} s", flush=True)
 
     log_path = workdir / f"{name}.log"
     listener = Listener(amqp_uri, "sla.events", "sla_breached")
@@ -192,25 +192,27 @@ def run_phase(name: str, open_count: int, due: int, window: float, amqp_uri: str
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.sla", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--open", type=int, default=100_000, help="open clocks in the measured phase")
+    parser.add_argument("--open", type=int, default=100_000,
+                        help="open clocks in the measured phase (besides those falling due)")
     parser.add_argument("--due", type=int, default=1000, help="clocks falling due during the window")
     parser.add_argument("--window", type=float, default=60.0, help="seconds over which they fall due")
-    parser.add_argument("--baseline-open", type=int, default=1000, help="open clocks in the baseline phase")
+    parser.add_argument("--baseline-open", type=int, default=1000,
+                        help="open clocks in the baseline phase (besides those falling due)")
     parser.add_argument("--quick", action="store_true", help="10,000 open, 200 due over 15 s")
     args = parser.parse_args(argv)
     if args.quick:
         args.open, args.due, args.window = 10_000, 200, 15.0
-    print(f"SLA bench: {args.due} clocks due over {args.window:.0f} s; baseline {args.baseline_open} open clocks, "
-          f"measured {args.open} open clocks", flush=True)
+    print(f"SLA bench: {args.due} clocks fall due over {args.window:.0f} s among {args.baseline_open} other open "
+          f"clocks (baseline), then among {args.open} (measured)", flush=True)
     with secantus_server() as mongo_uri, rabbit_vhost("sla-bench") as amqp_uri, \
             tempfile.TemporaryDirectory() as workdir:
-        baseline = run_phase("baseline", max(args.baseline_open, args.due), args.due, args.window, amqp_uri,
+        baseline = run_phase("baseline", args.baseline_open, args.due, args.window, amqp_uri,
                              mongo_uri, Path(workdir))
         print(baseline.line(), flush=True)
-        measured = run_phase("measured", max(args.open, args.due), args.due, args.window, amqp_uri, mongo_uri,
+        measured = run_phase("measured", args.open, args.due, args.window, amqp_uri, mongo_uri,
                              Path(workdir))
         print(measured.line(), flush=True)
-    print(f"ratio measured/baseline: {measured.open_clocks / baseline.open_clocks:.0f}x the open clocks, "
+    print(f"ratio measured/baseline: {measured.open_clocks / max(baseline.open_clocks, 1):.0f}x the open clocks, "
           f"sweep cost per point {measured.ms_per_point / baseline.ms_per_point:.2f}x, "
           f"lag p50 {measured.pct(0.5) / baseline.pct(0.5):.2f}x, p99 {measured.pct(0.99) / baseline.pct(0.99):.2f}x, "
           f"idle due-query {measured.query_ms / baseline.query_ms:.2f}x")

@@ -41,7 +41,8 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
@@ -50,10 +51,12 @@ from services.common import events, inbox, timeutil
 from services.common.errors import Conflict, Invalid, NotFound
 from services.common.outbox import event_message
 from services.common.policy import (
+    SHANGHAI,
     CalendarYearUnknown,
     ClockRule,
     ExtensionRefused,
     ReviewWindowClosed,
+    end_of_day,
     load_calendars,
     load_policies,
 )
@@ -63,6 +66,7 @@ log = logging.getLogger(__name__)
 
 PRODUCER = "sla"
 COLLECTION = "clocks"
+META = "meta"
 BREACH = "breach"
 OPEN_STATES = ("running", "paused", "breached_open")
 CALENDAR_UNITS = ("working_days", "end_of_business_day")
@@ -76,8 +80,9 @@ INDEXES = {
     COLLECTION: [
         IndexModel([("next_fire_at", ASCENDING)], name="due"),
         IndexModel([("complaint_no", ASCENDING)], name="by_complaint"),
-        IndexModel([("institution", ASCENDING), ("calendar_bound", ASCENDING), ("state", ASCENDING)],
-                   name="calendar_bound"),
+        IndexModel([("institution", ASCENDING), ("calendar_bound", ASCENDING), ("state", ASCENDING),
+                    ("due_by", ASCENDING)], name="calendar_bound"),
+        IndexModel([("calendar_error", ASCENDING)], name="calendar_error"),
     ],
     inbox.COLLECTION: list(inbox.INDEXES[inbox.COLLECTION]),
 }
@@ -110,8 +115,7 @@ class Clocks:
         self.now = now
         self._load_policy_book = load_policy_book
         self._load_calendar_book = load_calendar_book
-        self.policies = load_policy_book()
-        self.calendars = load_calendar_book()
+        self._reload()
 
     # -- computing a clock's schedule ---------------------------------------------------
 
@@ -451,6 +455,7 @@ class Clocks:
         update lets one win."""
         started = time.monotonic()
         fired: list[dict] = []
+        self.reload_if_changed()
         candidates = self.due(self.now(), limit)
         random.shuffle(candidates)
         for candidate in candidates:
@@ -574,36 +579,93 @@ class Clocks:
 
     def recompute_calendar(self, institution: str | None = None, outbox=None) -> dict:
         """Reload policies and calendars, then recompute the running clocks a calendar change
-        can move: those counting working days or ending at the end of a business day, and
-        those whose warnings count working days, of ``institution`` (all when None). A clock
-        whose due date moved announces it with ``sla_started`` (``recomputed: true``)."""
+        moves: clocks of ``institution`` (every institution when None) that count working
+        days or end at the end of a business day, or whose warnings count working days, and
+        whose window (start .. due date) holds a day the change touched; plus those waiting
+        for a calendar year the data did not know. A clock whose due date moved announces it
+        with ``sla_started`` (``recomputed: true``). Other instances reload at their next
+        sweep."""
+        old = self.calendars
+        self._reload()
+        self.db[META].update_one({"_id": "books"}, {"$set": {"reloaded_at": self.loaded_at}}, upsert=True)
+        if institution is None:
+            institutions = [code for code in self.clocks.distinct("institution", {"calendar_bound": True})
+                            if code is not None]
+        else:
+            institutions = [institution]
+        seen = moved = 0
+        changed_days = 0
+        for code in institutions:
+            hours_changed, days = calendar_changes(old.for_institution(code), self.calendars.for_institution(code),
+                                                   self.now().date())
+            changed_days += len(days)
+            candidates = set()
+            base = {"institution": code, "calendar_bound": True, "state": "running"}
+            if hours_changed:
+                candidates.update(d["_id"] for d in self.clocks.find(base, {"_id": 1}))
+            elif days:
+                window = dict(base, due_by={"$gte": datetime.combine(min(days), dt_time(0), tzinfo=SHANGHAI)})
+                last = end_of_day(max(days))
+                candidates.update(d["_id"] for d in self.clocks.find(window, {"_id": 1, "started_at": 1})
+                                  if _local(d["started_at"]) <= last)
+            candidates.update(d["_id"] for d in self.clocks.find(
+                {"calendar_error": {"$gt": ""}, "institution": code, "state": "running"}, {"_id": 1}))
+            for clock in sorted(candidates):
+                seen += 1
+                if self._recompute_one(clock, outbox):
+                    moved += 1
+        return {"institution": institution, "changed_days": changed_days, "examined": seen, "recomputed": moved}
+
+    def _recompute_one(self, clock: str, outbox) -> bool:
+        def work(session):
+            now = self.now()
+            doc = self.clocks.find_one({"_id": clock, "state": "running"}, session=session)
+            if doc is None:
+                return False
+            changes = self._schedule(doc, now)
+            stored = [dict(p, at=_local(p["at"])) for p in doc.get("points", [])]
+            if (changes["due_by"], changes["points"], changes["calendar_error"]) == (
+                    _local(doc.get("due_by")), stored, doc.get("calendar_error")):
+                return False
+            previous = _local(doc.get("due_by"))
+            self._replace(session, doc, changes)
+            if outbox is not None and previous != changes["due_by"]:
+                outbox.stage(session, event_message(self._event(
+                    "sla_started", doc, now, None, started_at=timeutil.iso(_local(doc["started_at"])),
+                    recomputed=True, previous_due_by=timeutil.iso(previous), reason="calendar_changed")))
+            return True
+
+        return in_transaction(self.db, work)
+
+    def _reload(self) -> None:
         self.policies = self._load_policy_book()
         self.calendars = self._load_calendar_book()
-        query = {"calendar_bound": True, "state": "running"}
-        if institution is not None:
-            query["institution"] = institution
-        seen = moved = 0
-        for candidate in list(self.clocks.find(query, {"_id": 1})):
-            seen += 1
+        self.loaded_at = self.now()
 
-            def work(session, clock=candidate["_id"]):
-                now = self.now()
-                doc = self.clocks.find_one({"_id": clock, "state": "running"}, session=session)
-                if doc is None:
-                    return False
-                changes = self._schedule(doc, now)
-                if (changes["due_by"], changes["next_fire_at"], changes["points"]) == (
-                        _local(doc.get("due_by")), _local(doc.get("next_fire_at")),
-                        [dict(p, at=_local(p["at"]), fired_at=p.get("fired_at")) for p in doc.get("points", [])]):
-                    return False
-                previous = _local(doc.get("due_by"))
-                self._replace(session, doc, changes)
-                if outbox is not None and previous != changes["due_by"]:
-                    outbox.stage(session, event_message(self._event(
-                        "sla_started", doc, now, None, started_at=timeutil.iso(_local(doc["started_at"])),
-                        recomputed=True, previous_due_by=timeutil.iso(previous), reason="calendar_changed")))
-                return True
+    def reload_if_changed(self) -> bool:
+        """Reload the books when another instance did (``recompute_calendar``); one read by id."""
+        meta = self.db[META].find_one({"_id": "books"})
+        if meta and meta.get("reloaded_at") and _local(meta["reloaded_at"]) > self.loaded_at:
+            self._reload()
+            return True
+        return False
 
-            if in_transaction(self.db, work):
-                moved += 1
-        return {"institution": institution, "examined": seen, "recomputed": moved}
+
+def calendar_changes(old, new, today: date, past: int = 400, ahead: int = 800) -> tuple[bool, list[date]]:
+    """Whether the business hours changed, and the days from ``past`` days ago to ``ahead``
+    days on that are working days in one calendar and not in the other (a year one of them
+    does not know counts as changed when the other knows it)."""
+    hours = (old.business_start, old.business_end) != (new.business_start, new.business_end)
+    days = []
+    for offset in range(-past, ahead + 1):
+        day = today + timedelta(days=offset)
+        if _working(old, day) != _working(new, day):
+            days.append(day)
+    return hours, days
+
+
+def _working(calendar, day: date):
+    try:
+        return calendar.is_working_day(day)
+    except CalendarYearUnknown:
+        return None

@@ -331,8 +331,12 @@ def test_a_calendar_change_recomputes_the_open_working_day_clocks_it_touches(db,
     default = CALENDARS.default
     banka = calendar_from_data("BANKA", {"extra_holidays": [date(2026, 11, 26)]}, base=default)
     books["calendars"] = CalendarBook(default=default, institutions={**CALENDARS.institutions, "BANKA": banka})
+    other_instance = Clocks(db, now=now, load_calendar_book=lambda: books["calendars"])
+    other_instance.loaded_at = now() - timedelta(minutes=1)
     result = clocks.recompute_calendar("BANKA", outbox)
-    assert result["institution"] == "BANKA" and result["recomputed"] >= 1
+    # The changed day (Nov 26) lies in both BANKA windows: both examined; the cbirc clock
+    # (calendar days, warnings on Dec 4 and 8) does not move.
+    assert result == {"institution": "BANKA", "changed_days": 1, "examined": 2, "recomputed": 1}
     after = {no: clocks.view(no)[0]["due_by"] for no in before}
     assert after["A-ENTERPRISE"] == "2026-11-30T23:59:59+08:00"
     assert after["A-CBIRC"] == before["A-CBIRC"]
@@ -340,6 +344,13 @@ def test_a_calendar_change_recomputes_the_open_working_day_clocks_it_touches(db,
     moved = [e for e in outbox.events("sla_started") if e["body"].get("recomputed")]
     assert [e["complaint_no"] for e in moved] == ["A-ENTERPRISE"]
     assert moved[0]["body"]["previous_due_by"] == "2026-11-27T23:59:59+08:00"
+    # The other instance picks up the reloaded books at its next sweep.
+    other_instance.sweep(outbox)
+    assert other_instance.calendars is books["calendars"]
+    # A day changed outside every open window examines nothing.
+    far = calendar_from_data("BANKA", {"extra_holidays": [date(2026, 11, 26), date(2027, 6, 1)]}, base=default)
+    books["calendars"] = CalendarBook(default=default, institutions={**CALENDARS.institutions, "BANKA": far})
+    assert clocks.recompute_calendar("BANKA", outbox)["examined"] == 0
 
 
 def test_two_instances_sweeping_together_fire_each_point_once(db, now, outbox):
