@@ -158,18 +158,19 @@ class Intake:
 
     def submit(self, payload: dict, app_id: str, message_id: str, outbox, delivery: Delivery | None = None) -> Outcome:
         external_id = payload.get("external_id") if isinstance(payload.get("external_id"), str) else None
-        first = self._first_of(app_id, message_id)
-        if first is not None:
-            return self._duplicate(first, message_id, outbox)
         try:
             data = SubmitSchema(known_units=self.known_units()).load(payload)
         except ValidationError as exc:
+            # A redelivery of an accepted message is a duplicate, whatever holds now.
+            first = self._first_of(app_id, message_id)
+            if first is not None:
+                return self._duplicate(first, message_id, outbox)
             return self._reject(app_id, message_id, external_id, flatten_errors(exc.messages), outbox,
                                 delivery=delivery, payload=payload, kind="invalid")
         try:
             return self._accept(data, app_id, message_id, outbox)
         except DuplicateKeyError:
-            # Another instance stored the same message first: that one is the complaint.
+            # Delivered before (or to another instance at once): the stored one is the complaint.
             return self._duplicate(self._first_of(app_id, message_id), message_id, outbox)
 
     def _first_of(self, app_id, message_id) -> dict | None:
