@@ -1,0 +1,44 @@
+"""Routing's service boundary without a broker: loading the files' text, and the domain's
+refusals mapped to the errors that cross RPC."""
+import pytest
+
+from services.common.errors import Conflict, Forbidden, Invalid
+from services.routing import organization, rules
+from services.routing.assignment import InvalidReason, InvalidRequest, NotAllowed, TransitionRefused
+from services.routing.routing import build, domain_errors
+
+ORG_TEXT = organization.DEFAULT_PATH.read_text(encoding="utf-8")
+RULES_TEXT = rules.DEFAULT_PATH.read_text(encoding="utf-8")
+
+
+def test_the_shipped_files_build():
+    org, book = build(ORG_TEXT, RULES_TEXT)
+    assert "BANKA" in org.institutions and book.rules[-1].name == "first_inquiry_responsibility"
+
+
+@pytest.mark.parametrize("org_text, rules_text, key, problem", [
+    ("units: [", RULES_TEXT, "organization", "not valid YAML"),
+    (ORG_TEXT.replace("parent: BANKA-SD-YT\n", "parent: BANKA-SD-NOWHERE\n", 1), RULES_TEXT,
+     "organization", "unknown parent 'BANKA-SD-NOWHERE'"),
+    (ORG_TEXT, RULES_TEXT.replace("unit: tier1_of_branch", "unit: tier9", 1), "rules", "unknown target 'tier9'"),
+    (ORG_TEXT, "rules: {", "rules", "not valid YAML"),
+])
+def test_invalid_files_are_refused_with_every_problem(org_text, rules_text, key, problem):
+    with pytest.raises(Invalid) as refused:
+        build(org_text, rules_text)
+    assert list(refused.value.details) == [key]
+    assert any(problem in p for p in refused.value.details[key])
+
+
+@pytest.mark.parametrize("raised, expected, field", [
+    (TransitionRefused("no transfer is pending"), Conflict, "action"),
+    (InvalidReason("a reason is required"), Invalid, "reason"),
+    (InvalidRequest("unknown unit 'X'"), Invalid, "to_unit"),
+    (NotAllowed("A0027 must recuse"), Forbidden, None),
+])
+def test_domain_refusals_cross_rpc_as_the_shared_errors(raised, expected, field):
+    with pytest.raises(expected) as caught, domain_errors("transfer"):
+        raise raised
+    assert caught.value.message == str(raised)
+    if field:
+        assert caught.value.details == {field: [str(raised)]}
