@@ -145,7 +145,7 @@ def run_phase(name: str, open_count: int, due: int, window: float, amqp_uri: str
     listener = Listener(amqp_uri, "sla.events", "sla_breached")
     service = ServiceProcess(["services.sla.service"], settings, log_path).start()
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while not consuming(amqp_uri, "sla.complaint_received"):
             if time.monotonic() > deadline or service.process.poll() is not None:
                 raise SystemExit(f"the SLA service did not start; see {log_path}")

@@ -88,3 +88,17 @@ def test_which_clocks_a_calendar_change_can_move():
     assert bound[("same-day", "same_day")]
     assert bound[("cbirc-2020", "decision")]  # its warnings count working days
     assert not bound[("consultation-24h", "consultation_answer")]
+
+
+def test_calendar_changes_name_the_days_and_the_hours():
+    from datetime import date
+
+    from services.common.policy import calendar_from_data, load_calendars
+    from services.sla.clocks import calendar_changes
+
+    base = load_calendars().for_institution("BANKA")
+    holiday = calendar_from_data("BANKA", {"extra_holidays": [date(2026, 11, 26)]}, base=base)
+    later = calendar_from_data("BANKA", {"business_hours": {"end": "18:00"}}, base=base)
+    assert calendar_changes(base, base, date(2026, 11, 24)) == (False, [])
+    assert calendar_changes(base, holiday, date(2026, 11, 24)) == (False, [date(2026, 11, 26)])
+    assert calendar_changes(base, later, date(2026, 11, 24)) == (True, [])
