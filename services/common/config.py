@@ -67,17 +67,16 @@ class Settings:
         }
 
 
+# Container config keys that nameko itself names differently from the environment.
+_CONTAINER_KEYS = {"WEB_SERVER_ADDRESS": "GATEWAY_ADDRESS", "max_workers": "MAX_WORKERS"}
+
+
 def from_container(config: dict) -> Settings:
     """Settings as a running container sees them (its config dict over the environment)."""
-    base = Settings.from_env()
-    return Settings(
-        amqp_uri=config.get("AMQP_URI", base.amqp_uri),
-        mongo_uri=config.get("MONGO_URI", base.mongo_uri),
-        db_prefix=config.get("DB_PREFIX", base.db_prefix),
-        jwt_secret=config.get("JWT_SECRET", base.jwt_secret),
-        gateway_address=config.get("WEB_SERVER_ADDRESS", base.gateway_address),
-        max_workers=int(config.get("max_workers", base.max_workers)),
-        retry_delays=tuple(config.get("RETRY_DELAYS", base.retry_delays)),
-        outbox_grace=float(config.get("OUTBOX_GRACE", base.outbox_grace)),
-        rpc_timeout=float(config.get("RPC_TIMEOUT", base.rpc_timeout)),
-    )
+    env = dict(os.environ)
+    for key, value in config.items():
+        name = _CONTAINER_KEYS.get(key, key)
+        if isinstance(value, list | tuple):
+            value = ",".join(str(item) for item in value)
+        env[name] = str(value)
+    return Settings.from_env(env)

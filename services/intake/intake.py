@@ -318,14 +318,19 @@ class Intake:
                  "body": bytes(row["body"]).decode("utf-8", errors="replace") if "body" in row else None}
                 for row in kept]
 
-    def get(self, complaint_no: str, visible_units: list[str] | None) -> dict:
+    def visible(self, complaint_no: str, visible_units: list[str] | None) -> dict:
+        """The stored complaint, if its accountable unit is one the caller may see; else
+        NotFound, as if it did not exist (None: every unit)."""
         query = {"_id": complaint_no}
         if visible_units is not None:
             query["unit"] = {"$in": list(visible_units)}
         complaint = self.complaints.find_one(query)
         if complaint is None:
             raise NotFound(f"no complaint {complaint_no}")
-        return view(complaint)
+        return complaint
+
+    def get(self, complaint_no: str, visible_units: list[str] | None) -> dict:
+        return view(self.visible(complaint_no, visible_units))
 
     def list(self, filters: dict, visible_units: list[str] | None, limit: int = 50, cursor: str | None = None) -> dict:
         query: dict = {}

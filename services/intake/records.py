@@ -61,12 +61,7 @@ class Records:
     def act(self, complaint_no: str, action: str, data: dict, actor: dict, visible_units, outbox) -> dict:
         if action not in ACTION_ROLES:
             raise NotFound(f"no action {action!r} on a complaint here")
-        query = {"_id": complaint_no}
-        if visible_units is not None:
-            query["unit"] = {"$in": list(visible_units)}
-        complaint = self.complaints.find_one(query)
-        if complaint is None:
-            raise NotFound(f"no complaint {complaint_no}")
+        complaint = self.intake.visible(complaint_no, visible_units)
         roles = set(actor.get("roles") or ())
         if not roles & ACTION_ROLES[action] and "admin" not in roles:
             raise Forbidden(f"{action} needs one of the roles {sorted(ACTION_ROLES[action])}")

@@ -1,0 +1,22 @@
+from services.common.config import Settings, from_container
+
+
+def test_defaults_work_on_a_developer_machine():
+    settings = Settings.from_env({})
+    assert settings.amqp_uri == "amqp://guest:guest@127.0.0.1:5672/"
+    assert settings.gateway_address == "127.0.0.1:8000"
+    assert settings.retry_delays == (1.0, 5.0, 30.0)
+
+
+def test_the_environment_sets_every_value():
+    env = {"AMQP_URI": "amqp://u:p@rabbit:5672/prod", "MONGO_URI": "mongodb://m1,m2/?replicaSet=rs0",
+           "DB_PREFIX": "bank", "JWT_SECRET": "s", "GATEWAY_ADDRESS": "0.0.0.0:8080", "MAX_WORKERS": "4",
+           "RETRY_DELAYS": "2, 10", "OUTBOX_GRACE": "3", "RPC_TIMEOUT": "7"}
+    assert Settings.from_env(env) == Settings("amqp://u:p@rabbit:5672/prod", "mongodb://m1,m2/?replicaSet=rs0",
+                                              "bank", "s", "0.0.0.0:8080", 4, (2.0, 10.0), 3.0, 7.0)
+
+
+def test_a_container_sees_the_settings_it_was_started_with():
+    settings = Settings(amqp_uri="amqp://x/vh", db_prefix="t1", retry_delays=(0.2, 0.5), max_workers=3,
+                        gateway_address="127.0.0.1:9999")
+    assert from_container(settings.nameko_config()) == settings
