@@ -1,0 +1,116 @@
+"""The platform over real HTTP: the edge, intake, routing and SLA running together on the
+real broker and store, driven as a branch's handlers would drive it."""
+import uuid
+
+import pytest
+import requests
+
+from services.gateway.auth import issue_token
+from services.gateway.service import GatewayService
+from services.intake.service import IntakeService
+from services.routing.service import RoutingService
+from services.sla.service import SlaService
+from tests.support.harness import submission, wait_until
+from tests.support.infra import free_port, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+USERS = {
+    "yantai": {"sub": "banka-sd-yt-handler", "name": "烟台经办", "unit": "BANKA-SD-YT", "roles": ["handler"]},
+    "shaoxing": {"sub": "banka-zj-sx-handler", "name": "绍兴经办", "unit": "BANKA-ZJ-SX", "roles": ["handler"]},
+    "auditor": {"sub": "banka-auditor", "name": "审计", "unit": "BANKA", "roles": ["auditor"]},
+}
+
+
+@pytest.fixture
+def edge(settings, run_services):
+    port = free_port()
+    with run_services(settings, IntakeService, RoutingService, SlaService, GatewayService,
+                      WEB_SERVER_ADDRESS=f"127.0.0.1:{port}"):
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}", settings
+
+
+def call(settings, base, who, method, path, **kwargs):
+    headers = kwargs.pop("headers", {})
+    if who is not None:
+        headers["Authorization"] = "Bearer " + issue_token(USERS[who], settings.jwt_secret)
+    return requests.request(method, base + path, headers=headers, timeout=30, **kwargs)
+
+
+def test_a_complaint_from_the_web_to_its_closing(edge):
+    base, settings = edge
+    body = dict(submission(branch="BANKA-SD-YT"), channel="web")
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    first = call(settings, base, "yantai", "POST", "/api/v1/complaints", json=body, headers=dict(key))
+    assert first.status_code == 201, first.text
+    receipt = first.json()
+    assert receipt["status"] == "received"
+    again = call(settings, base, "yantai", "POST", "/api/v1/complaints", json=body, headers=dict(key))
+    assert again.status_code == 200
+    assert again.json() == receipt
+    number = receipt["complaint_no"]
+    path = f"/api/v1/complaints/{number}"
+
+    # Routing assigns it where it was received (first-inquiry responsibility); SLA starts its clock.
+    def assigned():
+        view = call(settings, base, "yantai", "GET", path).json()
+        return view if view.get("assignment") and view["sla"]["state"] == "on_track" else None
+
+    view = wait_until(assigned, "routing assigned the complaint")
+    assert view["assignment"]["unit"] == "BANKA-SD-YT"
+    assert view["first_responder"]["unit"] == "BANKA-SD-YT"
+    assert view["sla"]["policy"] == "cbirc-2020"
+
+    # A sibling province's handler does not see it; the auditor of the institution does.
+    missing = call(settings, base, "shaoxing", "GET", path)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert call(settings, base, "auditor", "GET", path).status_code == 200
+    listed = call(settings, base, "shaoxing", "GET", "/api/v1/complaints").json()
+    assert number not in {c["complaint_no"] for c in listed["items"]}
+
+    accepted = call(settings, base, "yantai", "POST", f"{path}/accept", json={})
+    assert accepted.status_code == 200, accepted.text
+    wait_until(lambda: call(settings, base, "yantai", "GET", path).json()["status"] == "in_progress",
+               "intake recorded the acceptance")
+    decided = call(settings, base, "yantai", "POST", f"{path}/decision",
+                   json={"outcome": "upheld", "remedy": "refund", "amount": "300.00", "message": "年费已退还"})
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["status"] == "decided"
+    refused = call(settings, base, "yantai", "POST", f"{path}/close", json={"satisfaction": "satisfied"})
+    assert refused.status_code == 422
+    assert "root_cause" in refused.json()["error"]["details"]
+    closed = call(settings, base, "yantai", "POST", f"{path}/close",
+                  json={"satisfaction": "satisfied", "root_cause": "fees_and_pricing"})
+    assert closed.status_code == 200
+    again_closed = call(settings, base, "yantai", "POST", f"{path}/close",
+                        json={"satisfaction": "satisfied", "root_cause": "fees_and_pricing"})
+    assert again_closed.status_code == 409
+    assert again_closed.json()["error"]["code"] == "conflict"
+
+    # The decision stopped the clock in time.
+    met = wait_until(lambda: call(settings, base, "yantai", "GET", path).json()["sla"]["state"] == "met",
+                     "the SLA clock was met")
+    assert met
+    history = [entry["type"] for entry in call(settings, base, "yantai", "GET", path).json()["history"]]
+    assert history[0] == "complaint_received"
+    assert {"complaint_assigned", "complaint_accepted", "complaint_decided", "complaint_closed", "sla_met"} <= set(
+        history)
+
+
+def test_the_edge_answers_errors_in_the_contract_shape(edge):
+    base, settings = edge
+    assert call(settings, base, None, "GET", "/api/v1/complaints").status_code == 401
+    assert call(settings, base, None, "GET", "/health").status_code == 200
+    document = call(settings, base, None, "GET", "/api/v1/openapi.json").json()
+    assert "/api/v1/complaints/{complaint_no}/transfer" in document["paths"]
+    invalid = call(settings, base, "yantai", "POST", "/api/v1/complaints",
+                   json=dict(submission(customer={"name": "王芳"}), channel="web"),
+                   headers={"Idempotency-Key": uuid.uuid4().hex})
+    assert invalid.status_code == 422
+    assert invalid.json()["error"]["details"] == {
+        "customer": ["give at least one of phone, email or address so the customer can be answered"]}
+    units = call(settings, base, "yantai", "GET", "/api/v1/org/units").json()
+    assert [tree["code"] for tree in units] == ["BANKA-SD-YT"]
+    assert {child["level"] for child in units[0]["children"]} == {"county"}
