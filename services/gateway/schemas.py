@@ -26,7 +26,7 @@ SLA_STATES = ("on_track", "warning", "breached", "met", "paused")
 CODE = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}$", error="Must be a code (letters, digits, _.:-).")
 OUTCOMES = ("upheld", "partially_upheld", "rejected")
 SATISFACTION = ("satisfied", "unsatisfied", "no_response")
-MISCONDUCT_CLUES = ("collusion", "threats", "obstruction", "violation")
+MISCONDUCT_CLUES = ("collusion", "threats", "obstruction", "violation", "buck_passing")
 MAX_TEXT = 20000
 
 
@@ -316,4 +316,4 @@ class ExtendSchema(ReasonSchema):
 
 class MisconductSchema(ActionSchema):
     clue = fields.Str(required=True, validate=validate.OneOf(MISCONDUCT_CLUES))
-    note = text()
+    note = text(required=True, description="What was seen: the referral to discipline inspection keeps it.")

@@ -40,6 +40,7 @@ INDEXES = {
         IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)], unique=True, name="one_per_message"),
         IndexModel([("received_at", DESCENDING), ("_id", DESCENDING)]),
         IndexModel([("unit", ASCENDING), ("received_at", DESCENDING)]),
+        IndexModel([("transfer_to", ASCENDING)], sparse=True),
         IndexModel([("status", ASCENDING), ("received_at", DESCENDING)]),
         IndexModel([("due_by", ASCENDING), ("status", ASCENDING)]),
     ],
@@ -321,9 +322,7 @@ class Intake:
     def visible(self, complaint_no: str, visible_units: list[str] | None) -> dict:
         """The stored complaint, if its accountable unit is one the caller may see; else
         NotFound, as if it did not exist (None: every unit)."""
-        query = {"_id": complaint_no}
-        if visible_units is not None:
-            query["unit"] = {"$in": list(visible_units)}
+        query = {"_id": complaint_no, **within(visible_units)}
         complaint = self.complaints.find_one(query)
         if complaint is None:
             raise NotFound(f"no complaint {complaint_no}")
@@ -333,9 +332,7 @@ class Intake:
         return view(self.visible(complaint_no, visible_units))
 
     def list(self, filters: dict, visible_units: list[str] | None, limit: int = 50, cursor: str | None = None) -> dict:
-        query: dict = {}
-        if visible_units is not None:
-            query["unit"] = {"$in": list(visible_units)}
+        query: dict = within(visible_units)
         if filters.get("unit"):
             query.setdefault("$and", []).append({"unit": filters["unit"]})
         if filters.get("status"):
@@ -361,6 +358,15 @@ class Intake:
                     .limit(limit + 1))
         next_cursor = encode_cursor(page[limit - 1]) if len(page) > limit else None
         return {"items": [summary(c) for c in page[:limit]], "next_cursor": next_cursor}
+
+
+def within(visible_units) -> dict:
+    """The complaints a caller may see: those their units are accountable for, and those a
+    pending transfer offers to one of their units (None: every unit)."""
+    if visible_units is None:
+        return {}
+    units = list(visible_units)
+    return {"$or": [{"unit": {"$in": units}}, {"transfer_to": {"$in": units}}]}
 
 
 def encode_cursor(complaint: dict) -> str:

@@ -175,8 +175,13 @@ class Records:
         updates: dict = {f"applied.{owner}": at} if current else {}
         tell = notify = None
         if current:
-            if rule.get("action") and self.lifecycle.allows(rule["action"], complaint["status"]):
+            moved = not rule.get("action") or self.lifecycle.allows(rule["action"], complaint["status"])
+            if rule.get("action") and moved:
                 updates["status"] = self.lifecycle.next_status(rule["action"], complaint["status"])
+            if rule.get("transfer_to") == "set":
+                updates["transfer_to"] = body["to_unit"]
+            elif rule.get("transfer_to") == "clear":
+                updates["transfer_to"] = None
             if rule.get("unit"):
                 updates["unit"] = body[rule["unit"]]
             if event["type"] == "complaint_assigned":
@@ -193,7 +198,7 @@ class Records:
                     updates["sla.due_by"] = timeutil.parse(body["due_by"])
                     updates["due_by"] = updates["sla.due_by"]
             details = {k: v for k, v in body.items() if k not in ("complaint_no", "at", "actor")}
-            tell = (rule["tell"], _told(event["type"], body)) if rule.get("tell") else None
+            tell = (rule["tell"], _told(event["type"], body)) if rule.get("tell") and moved else None
             notify = (rule["notify"], details) if rule.get("notify") else None
         transfer = None
         if event["type"] in ("complaint_transfer_requested", "complaint_transferred", "complaint_transfer_rejected"):

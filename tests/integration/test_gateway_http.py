@@ -494,6 +494,7 @@ def test_pause_resume_and_clocks(base):
     ("transfer/reject", {"reason": "   "}, {"reason"}),
     ("extend", {"reason": "x", "approvals": [""]}, {"days", "approvals.0"}),
     ("misconduct", {"note": "x"}, {"clue"}),
+    ("misconduct", {"clue": "buck_passing"}, {"note"}),
     ("pause", None, {"reason"}),
 ])
 def test_missing_or_invalid_fields_are_422_with_field_paths(base, suffix, body, fields_):
@@ -511,7 +512,7 @@ def test_an_auditor_may_not_act_but_an_inspector_may_refer_misconduct(base):
     assert_error(post(base, CLOSED, "decision", INTAKE_ACTIONS[0][1], roles=("inspector",)), 403)
     assert calls == []
     number = new_complaint(base, "k-act-inspector")
-    response = post(base, number, "misconduct", {"clue": "threats"}, roles=("inspector",))
+    response = post(base, number, "misconduct", {"clue": "threats", "note": "客户称受到威胁"}, roles=("inspector",))
     assert response.status_code == 200, response.text
 
 

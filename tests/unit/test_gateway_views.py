@@ -168,7 +168,7 @@ def test_sla_action_checks_visibility_and_passes_arguments_in_order():
     ("complaint_extend", {"days": 0, "reason": " ", "approvals": "superior_unit"}, {"days", "reason", "approvals"}),
     ("complaint_extend", {"days": "3", "reason": "x"}, {"days"}),
     ("complaint_transfer", {"reason": "x", "colour": "red"}, {"to_unit", "colour"}),
-    ("complaint_misconduct", {"clue": "gossip"}, {"clue"}),
+    ("complaint_misconduct", {"clue": "gossip"}, {"clue", "note"}),
     ("complaint_reopen", {}, {"reason"}),
 ])
 def test_invalid_bodies_are_422_before_any_call(name, body, fields_):
