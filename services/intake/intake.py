@@ -417,7 +417,7 @@ def view(complaint: dict) -> dict:
         "respondent_staff": complaint.get("respondent_staff", []),
         "assignment": complaint.get("assignment"),
         "first_responder": complaint["first_responder"],
-        "transfers": complaint.get("transfers", []),
+        "transfers": [{**entry, "at": timeutil.iso(entry["at"])} for entry in complaint.get("transfers", [])],
         "sla": {"policy": sla["policy"], "due_by": timeutil.iso(sla.get("due_by")), "state": sla["state"]},
         "mediation": complaint.get("mediation"),
         "history": [

@@ -114,3 +114,37 @@ def test_the_edge_answers_errors_in_the_contract_shape(edge):
     units = call(settings, base, "yantai", "GET", "/api/v1/org/units").json()
     assert [tree["code"] for tree in units] == ["BANKA-SD-YT"]
     assert {child["level"] for child in units[0]["children"]} == {"county"}
+
+
+def test_a_transfer_is_seen_by_its_receiver_and_moves_accountability_when_accepted(edge):
+    base, settings = edge
+    created = call(settings, base, "yantai", "POST", "/api/v1/complaints",
+                   json=dict(submission(branch="BANKA-SD-YT"), channel="phone"),
+                   headers={"Idempotency-Key": uuid.uuid4().hex})
+    path = f"/api/v1/complaints/{created.json()['complaint_no']}"
+    wait_until(lambda: call(settings, base, "yantai", "GET", path).json().get("assignment"), "assigned")
+    assert call(settings, base, "shaoxing", "GET", path).status_code == 404
+
+    never_valid = call(settings, base, "yantai", "POST", f"{path}/transfer",
+                       json={"to_unit": "BANKA-ZJ-SX", "reason": "该产品由代理机构销售"})
+    assert never_valid.status_code == 422, never_valid.text
+    asked = call(settings, base, "yantai", "POST", f"{path}/transfer",
+                 json={"to_unit": "BANKA-ZJ-SX", "reason": "客户账户开立于绍兴分行，交易均在绍兴发生"})
+    assert asked.status_code == 200, asked.text
+    # Waiting for the receiver's answer, the sender stays accountable and the receiver may look.
+    pending = wait_until(lambda: call(settings, base, "shaoxing", "GET", path).status_code == 200,
+                         "the receiver sees the pending transfer")
+    assert pending
+    assert call(settings, base, "yantai", "GET", path).json()["unit"] == "BANKA-SD-YT"
+    taken = call(settings, base, "shaoxing", "POST", f"{path}/transfer/accept", json={})
+    assert taken.status_code == 200, taken.text
+
+    def moved():
+        view = call(settings, base, "shaoxing", "GET", path)
+        return view.status_code == 200 and view.json()["unit"] == "BANKA-ZJ-SX" and view.json()
+
+    view = wait_until(moved, "accountability moved to the receiver")
+    assert view["status"] == "in_progress"
+    assert view["first_responder"]["unit"] == "BANKA-SD-YT"
+    assert [t["type"] for t in view["transfers"]] == ["complaint_transfer_requested", "complaint_transferred"]
+    assert call(settings, base, "yantai", "GET", path).status_code == 404
