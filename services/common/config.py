@@ -33,6 +33,10 @@ class Settings:
     # Seconds an outbox row waits for the worker that staged it before a sweep relays it.
     outbox_grace: float = 5.0
     rpc_timeout: float = 10.0
+    # The SLA sweep: points fired per tick at most, and seconds a tick may spend firing
+    # (the outbox relays a tick's events when it ends, so a short tick keeps the lag short).
+    sla_sweep_batch: int = 100
+    sla_sweep_budget: float = 0.5
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -48,6 +52,8 @@ class Settings:
             retry_delays=_floats(env["RETRY_DELAYS"]) if "RETRY_DELAYS" in env else default.retry_delays,
             outbox_grace=float(env.get("OUTBOX_GRACE", default.outbox_grace)),
             rpc_timeout=float(env.get("RPC_TIMEOUT", default.rpc_timeout)),
+            sla_sweep_batch=int(env.get("SLA_SWEEP_BATCH", default.sla_sweep_batch)),
+            sla_sweep_budget=float(env.get("SLA_SWEEP_BUDGET", default.sla_sweep_budget)),
         )
 
     def nameko_config(self) -> dict:
@@ -62,6 +68,8 @@ class Settings:
             "RETRY_DELAYS": list(self.retry_delays),
             "OUTBOX_GRACE": self.outbox_grace,
             "RPC_TIMEOUT": self.rpc_timeout,
+            "SLA_SWEEP_BATCH": self.sla_sweep_batch,
+            "SLA_SWEEP_BUDGET": self.sla_sweep_budget,
             # Serialize with JSON so other systems can read our messages.
             "serializer": "json",
         }

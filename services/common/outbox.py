@@ -92,7 +92,7 @@ class Relay:
         """Claim and publish rows whose worker did not relay them in time."""
         now = timeutil.now()
         due = self.collection.find(
-            {"sent_at": None, "relay_after": {"$lte": now}}, {"_id": 1, "relay_after": 1}
+            {"sent_at": None, "relay_after": {"$gte": timeutil.EPOCH, "$lte": now}}, {"_id": 1, "relay_after": 1}
         ).sort("relay_after", ASCENDING).limit(SWEEP_BATCH)
         claimed = []
         for row in due:

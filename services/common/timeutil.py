@@ -5,6 +5,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+# A lower bound for "due before now" range queries: with both bounds, the store walks only
+# the due part of the index (SecantusDB scans the whole index for a bare $lte).
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def now() -> datetime:

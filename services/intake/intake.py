@@ -348,7 +348,8 @@ class Intake:
         if received:
             query["received_at"] = received
         if filters.get("overdue") is not None:
-            overdue = {"due_by": {"$lt": timeutil.now()}, "status": {"$in": self.lifecycle.open_statuses()}}
+            overdue = {"due_by": {"$gte": timeutil.EPOCH, "$lt": timeutil.now()},
+                       "status": {"$in": self.lifecycle.open_statuses()}}
             query.setdefault("$and", []).append(overdue if filters["overdue"] else {"$nor": [overdue]})
         if cursor:
             at, last_no = decode_cursor(cursor)

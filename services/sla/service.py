@@ -3,23 +3,19 @@ HTTP edge and operators. Everything else is in ``clocks``."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 
+from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 from nameko.timer import timer
 
+from services.common.config import from_container
 from services.common.consumers import subscribe
 from services.common.outbox import Outbox
 from services.common.store import Domain
 from services.sla.clocks import INDEXES, Clocks
 
-# Points fired per timer tick at most, and the seconds a tick may spend firing: the outbox
-# relays a tick's events when it ends, so a short tick keeps the due-to-published lag short.
 log = logging.getLogger(__name__)
-
-SWEEP_BATCH = int(os.environ.get("SLA_SWEEP_BATCH", "100"))
-SWEEP_BUDGET = float(os.environ.get("SLA_SWEEP_BUDGET", "0.5"))
 
 
 class SlaService:
@@ -27,6 +23,7 @@ class SlaService:
 
     keeper = Domain(Clocks, indexes=INDEXES)
     outbox = Outbox()
+    config = Config()
 
     @subscribe("complaint_received")
     def on_received(self, event: dict):
@@ -57,7 +54,8 @@ class SlaService:
         """Fire the warnings and breaches that are due (also those that fell due while no
         instance ran); the outbox publishes them when this worker ends."""
         started = time.perf_counter()
-        fired = self.keeper.sweep(self.outbox, limit=SWEEP_BATCH, budget=SWEEP_BUDGET)
+        settings = from_container(self.config)
+        fired = self.keeper.sweep(self.outbox, limit=settings.sla_sweep_batch, budget=settings.sla_sweep_budget)
         if fired:
             log.info("sweep fired %d point(s) in %.1f ms", len(fired), (time.perf_counter() - started) * 1000)
         return len(fired)

@@ -11,9 +11,10 @@ def test_defaults_work_on_a_developer_machine():
 def test_the_environment_sets_every_value():
     env = {"AMQP_URI": "amqp://u:p@rabbit:5672/prod", "MONGO_URI": "mongodb://m1,m2/?replicaSet=rs0",
            "DB_PREFIX": "bank", "JWT_SECRET": "s", "GATEWAY_ADDRESS": "0.0.0.0:8080", "MAX_WORKERS": "4",
-           "RETRY_DELAYS": "2, 10", "OUTBOX_GRACE": "3", "RPC_TIMEOUT": "7"}
+           "RETRY_DELAYS": "2, 10", "OUTBOX_GRACE": "3", "RPC_TIMEOUT": "7", "SLA_SWEEP_BATCH": "50",
+           "SLA_SWEEP_BUDGET": "0.25"}
     assert Settings.from_env(env) == Settings("amqp://u:p@rabbit:5672/prod", "mongodb://m1,m2/?replicaSet=rs0",
-                                              "bank", "s", "0.0.0.0:8080", 4, (2.0, 10.0), 3.0, 7.0)
+                                              "bank", "s", "0.0.0.0:8080", 4, (2.0, 10.0), 3.0, 7.0, 50, 0.25)
 
 
 def test_a_container_sees_the_settings_it_was_started_with():

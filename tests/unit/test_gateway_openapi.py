@@ -146,7 +146,7 @@ def test_action_bodies_in_the_document():
     assert components["Decision"]["properties"]["outcome"]["enum"] == ["upheld", "partially_upheld", "rejected"]
     assert components["Close"]["properties"]["satisfaction"]["enum"] == ["satisfied", "unsatisfied", "no_response"]
     assert set(components["Transfer"]["required"]) == {"to_unit", "reason"}
-    assert components["Misconduct"]["required"] == ["clue"]
+    assert components["Misconduct"]["required"] == ["clue", "note"]
     clocks = document()["paths"]["/api/v1/complaints/{complaint_no}/clocks"]["get"]
     assert clocks["responses"]["200"]["content"]["application/json"]["schema"] == {
         "type": "array", "items": {"$ref": REF + "Clock"}}
