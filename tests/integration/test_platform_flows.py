@@ -1,0 +1,65 @@
+"""The services together over the real broker and store, as a call center sees them."""
+from datetime import timedelta
+
+import pytest
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from services.common import amqp, timeutil
+from services.intake.service import IntakeService
+from services.routing.service import RoutingService
+from services.sla.service import SlaService
+from tests.support.harness import CallCenter, listening, submission, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def statuses_of(listener, complaint_no):
+    return [m["body"]["status"] for m in listener.drain()
+            if m["routing_key"].startswith("status.") and m["body"]["complaint_no"] == complaint_no]
+
+
+def test_a_complaint_received_20_days_ago_breaches_and_is_escalated(settings, run_services):
+    center = CallCenter(settings.amqp_uri)
+    received_at = (timeutil.now() - timedelta(days=20)).replace(microsecond=0)
+    with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
+            run_services(settings, IntakeService, RoutingService, SlaService), \
+            ClusterRpcProxy(settings.nameko_config()) as rpc:
+        message_id = center.send(submission(branch="BANKA-SD-YT", received_at=received_at.isoformat()))
+        [receipt] = outbound.wait_for(lambda m: m["body"].get("message_id") == message_id)
+        number = receipt["body"]["complaint_no"]
+        # 15 calendar days after the day of receipt: long past.
+        assert timeutil.parse(receipt["body"]["due_by"]) < timeutil.now()
+
+        def escalated():
+            view = rpc.intake.get(number, None)
+            return view if view["sla"]["state"] == "breached" and view["unit"] == "BANKA-SD" else None
+
+        view = wait_until(escalated, "the breach escalated the complaint to the tier-1 branch", timeout=60)
+        assert view["status"] == "escalated"
+        assert view["first_responder"]["unit"] == "BANKA-SD-YT"  # accountable first, on record
+        assert view["assignment"]["unit"] == "BANKA-SD"
+        assert view["assignment"]["office"] == "back"  # the consumer-protection department
+        types = [entry["type"] for entry in view["history"]]
+        assert types.index("sla_breached") < types.index("complaint_escalated")
+        wait_until(lambda: "escalated" in statuses_of(outbound, number), "the call center heard of the escalation")
+        assert statuses_of(outbound, number)[0] == "assigned"
+    center.close()
+
+
+def test_a_complaint_received_13_days_ago_warns_and_a_decision_in_time_is_met(settings, run_services):
+    center = CallCenter(settings.amqp_uri)
+    received_at = (timeutil.now() - timedelta(days=13)).replace(microsecond=0)
+    with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
+            run_services(settings, IntakeService, RoutingService, SlaService), \
+            ClusterRpcProxy(settings.nameko_config()) as rpc:
+        message_id = center.send(submission(branch="BANKA-SD-YT", received_at=received_at.isoformat()))
+        [receipt] = outbound.wait_for(lambda m: m["body"].get("message_id") == message_id)
+        number = receipt["body"]["complaint_no"]
+        warned = wait_until(lambda: rpc.intake.get(number, None)["sla"]["state"] == "warning", "the clock warned")
+        assert warned
+        handler = {"sub": "banka-sd-yt-handler", "unit": "BANKA-SD-YT", "roles": ["handler"]}
+        wait_until(lambda: rpc.intake.get(number, None)["assignment"], "routed")
+        rpc.intake.act(number, "decision", {"outcome": "partially_upheld", "message": "部分退还"}, handler, None)
+        wait_until(lambda: rpc.intake.get(number, None)["sla"]["state"] == "met", "the decision met the clock")
+        assert "escalated" not in statuses_of(outbound, number)
+    center.close()
