@@ -34,6 +34,24 @@ HTTP_APP_ID = "http"
 CONTACTS = Path(__file__).parent / "data" / "contacts.yaml"
 ORGANIZATION_DOC = "units"
 KNOWN_UNITS_TTL = 5.0
+MERGED = "merged_messages"
+MERGE_ATTEMPTS = 3
+
+
+def _receipt_field_accepted(name: str) -> bool:
+    """Whether ``outbound.ReceiptSchema`` (shared, not intake's) lets a receipt carry ``name``."""
+    sample = {"message_id": "m", "external_id": None, "status": "accepted", "complaint_no": None,
+              "due_by": None, "errors": {}, name: "x"}
+    return not outbound.ReceiptSchema().validate(sample)
+
+
+# The receipt of a merged repeat names the complaint it joined, once the schema allows it.
+RECEIPT_MERGED_INTO = _receipt_field_accepted("merged_into")
+
+
+class _NoLongerMergeable(Exception):
+    """The open complaint changed between the decision to merge and the merge."""
+
 
 INDEXES = {
     "complaints": [
@@ -45,6 +63,8 @@ INDEXES = {
         IndexModel([("due_by", ASCENDING), ("status", ASCENDING)]),
     ],
     "rejections": [IndexModel([("at", DESCENDING)]), IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)])],
+    # Messages answered by merging them into an open complaint: one per message, ever.
+    MERGED: [IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)], unique=True, name="one_per_message")],
     "serials": [],
     "organization": [],
 }
@@ -118,6 +138,7 @@ class Intake:
     def __init__(self, db, serial_block: int = 50):
         self.db = db
         self.complaints = db["complaints"]
+        self.merged = db[MERGED]
         self.serials = ids.SerialBlocks(db["serials"], block=serial_block)
         self.policies = load_policies()
         self.calendars = load_calendars()
@@ -158,6 +179,26 @@ class Intake:
         return self.submit(payload, app_id, message_id, outbox, delivery=delivery)
 
     def submit(self, payload: dict, app_id: str, message_id: str, outbox, delivery: Delivery | None = None) -> Outcome:
+        """One receipt for one submission: ``accepted``, ``duplicate`` or ``rejected``.
+
+        A submission naming ``repeat_of`` (the agent knows the customer called back about
+        an earlier complaint) is looked up by that number:
+
+        - unknown, or a complaint of another institution: rejected, ``{"repeat_of": [...]}``;
+          received before the complaint it repeats: rejected, ``{"received_at": [...]}``.
+        - open (lifecycle) and the repeat received within its limit (``received_at`` not
+          after its ``due_by``; a paused clock or one without a due date has not run out):
+          merged into it, no new complaint. The receipt is ``accepted`` with the open
+          complaint's number and current due date (and ``merged_into`` when the receipt
+          schema allows it); ``complaint_repeated`` tells SLA, which restarts the open
+          complaint's clock from the repeat's ``received_at`` when ``new_facts`` is true.
+        - closed or withdrawn, or received after the limit ran out: a new complaint, as the
+          customer complains again; it keeps ``repeat_of`` (and the history says why it was
+          not merged).
+
+        The same message delivered again is a ``duplicate`` with the first answer's number,
+        whether it was merged or became a complaint.
+        """
         external_id = payload.get("external_id") if isinstance(payload.get("external_id"), str) else None
         try:
             data = SubmitSchema(known_units=self.known_units()).load(payload)
@@ -169,13 +210,106 @@ class Intake:
             return self._reject(app_id, message_id, external_id, flatten_errors(exc.messages), outbox,
                                 delivery=delivery, payload=payload, kind="invalid")
         try:
+            if data.get("repeat_of"):
+                return self._repeat(data, app_id, message_id, outbox, delivery, payload)
             return self._accept(data, app_id, message_id, outbox)
         except DuplicateKeyError:
-            # Delivered before (or to another instance at once): the stored one is the complaint.
+            # Delivered before (or to another instance at once): the stored one is the answer.
             return self._duplicate(self._first_of(app_id, message_id), message_id, outbox)
 
     def _first_of(self, app_id, message_id) -> dict | None:
-        return self.complaints.find_one({"app_id": app_id, "message_id": message_id})
+        """The first answer to a message: the complaint it created, or the merge it made."""
+        key = {"app_id": app_id, "message_id": message_id}
+        return self.complaints.find_one(key) or self.merged.find_one(key)
+
+    # -- repeats of an earlier complaint ------------------------------------------------
+
+    def _repeat(self, data: dict, app_id: str, message_id: str, outbox, delivery, payload) -> Outcome:
+        """A submission naming ``repeat_of``: merged, rejected or a new complaint (see ``submit``)."""
+        # Answered before: decide nothing again (the open complaint may have closed since).
+        first = self._first_of(app_id, message_id)
+        if first is not None:
+            return self._duplicate(first, message_id, outbox)
+        number = data["repeat_of"]
+        received_at = timeutil.local(data["received_at"])
+        for _ in range(MERGE_ATTEMPTS):
+            earlier = self.complaints.find_one({"_id": number})
+            if earlier is None or earlier["institution"] != data["institution"]:
+                errors = {"repeat_of": [f"no complaint {number} of {data['institution']} to repeat"]}
+                return self._reject(app_id, message_id, data.get("external_id"), errors, outbox,
+                                    delivery=delivery, payload=payload, kind="invalid")
+            if received_at < timeutil.local(earlier["received_at"]):
+                errors = {"received_at": [f"is before complaint {number} was received; a repeat comes after it"]}
+                return self._reject(app_id, message_id, data.get("external_id"), errors, outbox,
+                                    delivery=delivery, payload=payload, kind="invalid")
+            unmergeable = self._why_not_merged(earlier, received_at)
+            if unmergeable is not None:
+                return self._accept(data, app_id, message_id, outbox, not_merged=unmergeable)
+            try:
+                return self._merge(data, app_id, message_id, outbox)
+            except _NoLongerMergeable:
+                continue  # closed, or its limit moved, meanwhile: decide again
+        raise RuntimeError(f"complaint {number} kept changing while a repeat was merged into it")
+
+    def _why_not_merged(self, complaint: dict, received_at) -> str | None:
+        """None when a repeat received at ``received_at`` merges into ``complaint``; else why not."""
+        if not self.lifecycle.is_open(complaint["status"]):
+            return complaint["status"]  # closed or withdrawn: the customer complains again
+        due_by = complaint.get("due_by")
+        if complaint["sla"].get("state") == "paused" or due_by is None:
+            return None  # the limit is not running out meanwhile
+        if received_at > timeutil.local(due_by):
+            return "after_limit"
+        return None
+
+    def _merge(self, data: dict, app_id: str, message_id: str, outbox) -> Outcome:
+        """Merge a repeat into the open complaint it names, in one transaction: the message
+        kept (one merge per message), the complaint's repeats and history, the event for SLA
+        and the receipt."""
+        number = data["repeat_of"]
+        received_at = timeutil.local(data["received_at"])
+        source = "http" if app_id == HTTP_APP_ID else "amqp"
+        actor = f"{source}:{app_id}"
+        now = timeutil.now()
+        repeat = {
+            "received_at": received_at, "channel": data["channel"], "app_id": app_id, "message_id": message_id,
+            "external_id": data.get("external_id"), "description": data["description"],
+            "demand": data.get("demand"), "new_facts": data["new_facts"],
+        }
+        entry = {"at": now, "type": "complaint_repeated", "actor": actor,
+                 "details": {"received_at": timeutil.iso(received_at), "channel": data["channel"],
+                             "message_id": message_id, "external_id": data.get("external_id"),
+                             "new_facts": data["new_facts"]}}
+        # at: the new material's receipt, from which SLA counts the limit again. complaint_no
+        # and repeat_of both name the open complaint: the clock SLA restarts is repeat_of's.
+        event = events.make_event("complaint_repeated", number, {
+            "complaint_no": number, "at": timeutil.iso(received_at), "actor": actor, "repeat_of": number,
+            "new_facts": data["new_facts"], "channel": data["channel"]}, PRODUCER)
+
+        def store(session):
+            complaint = self.complaints.find_one({"_id": number}, session=session)
+            if complaint is None or self._why_not_merged(complaint, received_at) is not None:
+                raise _NoLongerMergeable(number)
+            receipt = {"complaint_no": number, "status": complaint["status"],
+                       "due_by": timeutil.iso(complaint.get("due_by"))}
+            merged = {"_id": ids.new_id(), "app_id": app_id, "message_id": message_id, "source": source,
+                      "external_id": data.get("external_id"), "complaint_no": number, "merged_into": number,
+                      "new_facts": data["new_facts"], "received_at": received_at, "at": now, "receipt": receipt}
+            self.merged.insert_one(merged, session=session)
+            self.complaints.update_one({"_id": number},
+                                       {"$push": {"repeats": repeat, "history": entry}, "$inc": {"version": 1}},
+                                       session=session)
+            messages = [event_message(event)]
+            if source == "amqp":
+                answer = {"message_id": message_id, "external_id": data.get("external_id"), "status": "accepted",
+                          "complaint_no": number, "due_by": receipt["due_by"], "errors": {}}
+                if RECEIPT_MERGED_INTO:
+                    answer["merged_into"] = number
+                messages.append(outbound.receipt(app_id, answer))
+            outbox.stage(session, *messages)
+            return merged
+
+        return Outcome("accepted", in_transaction(self.db, store))
 
     def _main_clock(self, data: dict):
         """The policy that applies and the clock it starts on receipt."""
@@ -187,7 +321,7 @@ class Intake:
                 or self.contacts["institutions"].get(institution)
                 or self.contacts["default"])
 
-    def _accept(self, data: dict, app_id: str, message_id: str, outbox) -> Outcome:
+    def _accept(self, data: dict, app_id: str, message_id: str, outbox, not_merged: str | None = None) -> Outcome:
         received_at = timeutil.local(data["received_at"])
         policy, clock = self._main_clock(data)
         due_by = clock.due_by(received_at, calendar=self.calendars.for_institution(data["institution"]))
@@ -197,6 +331,10 @@ class Intake:
         home_unit = data.get("branch") or data["institution"]
         receipt = {"complaint_no": complaint_no, "status": "received", "due_by": timeutil.iso(due_by)}
         source = "http" if app_id == HTTP_APP_ID else "amqp"
+        received = {"channel": data["channel"], "policy": policy.code}
+        if data.get("repeat_of"):
+            # A repeat not merged (see ``submit``): a complaint of its own that names the earlier one.
+            received.update(repeat_of=data["repeat_of"], not_merged=not_merged)
         complaint = {
             "_id": complaint_no,
             "complaint_no": complaint_no,
@@ -215,7 +353,7 @@ class Intake:
             "due_by": due_by,
             "receipt": receipt,
             "history": [{"at": now, "type": "complaint_received", "actor": f"{source}:{app_id}",
-                         "details": {"channel": data["channel"], "policy": policy.code}}],
+                         "details": received}],
             "version": 1,
         }
         event = events.make_event("complaint_received", complaint_no, self._received_body(complaint), PRODUCER)
@@ -268,10 +406,11 @@ class Intake:
 
     def _duplicate(self, first: dict, message_id: str, outbox) -> Outcome:
         if first["source"] == "amqp":
-            answer = outbound.receipt(first["app_id"], {
-                "message_id": message_id, "external_id": first.get("external_id"), "status": "duplicate",
-                "complaint_no": first["complaint_no"], "due_by": first["receipt"]["due_by"], "errors": {}})
-            outbox.stage(None, answer)
+            body = {"message_id": message_id, "external_id": first.get("external_id"), "status": "duplicate",
+                    "complaint_no": first["complaint_no"], "due_by": first["receipt"]["due_by"], "errors": {}}
+            if RECEIPT_MERGED_INTO and first.get("merged_into"):
+                body["merged_into"] = first["merged_into"]
+            outbox.stage(None, outbound.receipt(first["app_id"], body))
         return Outcome("duplicate", first)
 
     def _reject(self, app_id, message_id, external_id, errors, outbox, *, kind, delivery=None, payload=None) -> Outcome:

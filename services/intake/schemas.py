@@ -14,7 +14,7 @@ from marshmallow import (
     validates_schema,
 )
 
-from services.common import reference
+from services.common import ids, reference
 
 SCHEMA_ID = "complaint.submit/1"
 CODE = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", error="must be an ASCII code (letters, digits, - _ . :)")
@@ -38,6 +38,20 @@ class MoneyString(fields.String):
         if amount >= Decimal("1e15"):
             raise ValidationError("is too large")
         return f"{amount:.2f}"
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON ``true`` or ``false`` only: not "yes", 1 or "true", where the answer matters."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise ValidationError("must be true or false")
+        return value
+
+
+def complaint_no(value: str) -> None:
+    if not ids.is_valid_complaint_no(value):
+        raise ValidationError("is not a complaint number such as BANKA-261124-0004218 (check digit included)")
 
 
 class CustomerSchema(Schema):
@@ -86,6 +100,11 @@ class SubmitSchema(Schema):
                                    validate=validate.Length(max=50))
     group_size = fields.Integer(load_default=1, strict=True, validate=validate.Range(min=1, max=100000))
     cause_event = fields.String(validate=validate.OneOf(reference.CAUSE_EVENTS))
+    # A repeat of an earlier complaint, as the agent who took the call knows it: see
+    # ``Intake.submit`` for what becomes of it. new_facts: the customer brought new facts
+    # and reasons (the open complaint's limit then counts again, Order 3/2020 Art. 18).
+    repeat_of = fields.String(validate=complaint_no)
+    new_facts = StrictBoolean()
 
     def __init__(self, *args, known_units: dict | None = None, **kwargs):
         # institution code -> set of unit codes, once the organization is known.
@@ -107,6 +126,8 @@ class SubmitSchema(Schema):
             errors["regulator_ref"] = ["is required for complaints forwarded by a regulator"]
         if data.get("currency") not in (None, "CNY") and not data.get("amount_in_dispute"):
             errors["currency"] = ["is given without amount_in_dispute"]
+        if data.get("new_facts") and not data.get("repeat_of"):
+            errors["new_facts"] = ["is given without repeat_of"]
         if self.known_units is not None and data.get("institution"):
             units = self.known_units.get(data["institution"])
             if units is None:
@@ -119,4 +140,6 @@ class SubmitSchema(Schema):
     @post_load
     def defaults(self, data, **kwargs):
         data.setdefault("respondent_staff", [])
+        if data.get("repeat_of"):
+            data.setdefault("new_facts", False)
         return data

@@ -134,3 +134,47 @@ def test_complaint_numbers_catch_any_single_misheard_digit(serial):
             if digit != number[position]:
                 wrong = number[:position] + digit + number[position + 1:]
                 assert not ids.is_valid_complaint_no(wrong)
+
+
+# -- repeats of an earlier complaint (repeat_of, new_facts) ---------------------------------
+
+REPEATED = "BANKA-261124-0004218"
+
+
+def test_a_repeat_names_the_earlier_complaint_and_defaults_to_no_new_facts():
+    assert ids.is_valid_complaint_no(REPEATED)
+    data = load(submission(repeat_of=REPEATED))
+    assert data["repeat_of"] == REPEATED
+    assert data["new_facts"] is False
+    assert load(submission(repeat_of=REPEATED, new_facts=True))["new_facts"] is True
+
+
+def test_a_first_complaint_carries_no_repeat_fields():
+    data = load(submission())
+    assert "repeat_of" not in data and "new_facts" not in data
+
+
+@pytest.mark.parametrize("number", [
+    "BANKA-261124-0004217",   # one digit misheard: the check digit catches it
+    "banka-261124-0004218",
+    "BANKA-2611240004218",
+    "",
+])
+def test_repeat_of_must_be_a_complaint_number(number):
+    assert errors_of(submission(repeat_of=number)) == {
+        "repeat_of": ["is not a complaint number such as BANKA-261124-0004218 (check digit included)"]}
+
+
+def test_repeat_of_must_be_a_string():
+    assert errors_of(submission(repeat_of=4217)) == {"repeat_of": ["Not a valid string."]}
+
+
+@pytest.mark.parametrize("value", ["true", "yes", 1, 0, ["x"]])
+def test_new_facts_is_a_json_boolean(value):
+    assert errors_of(submission(repeat_of=REPEATED, new_facts=value)) == {"new_facts": ["must be true or false"]}
+    assert errors_of(submission(repeat_of=REPEATED, new_facts=None)) == {"new_facts": ["Field may not be null."]}
+
+
+def test_new_facts_needs_repeat_of():
+    assert errors_of(submission(new_facts=True)) == {"new_facts": ["is given without repeat_of"]}
+    assert "new_facts" in load(submission(new_facts=False))  # false says nothing; it is harmless
