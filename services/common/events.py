@@ -163,6 +163,17 @@ class MisconductReferred(_ComplaintFact):
     clue = fields.String(required=True)
 
 
+# -- reporting -------------------------------------------------------------------------
+
+class MassComplaintDetected(_ComplaintFact):
+    """One complaint of a group found to be a mass complaint (many customers, one cause):
+    it goes up the hierarchy and is reported to the regulator (2012 notice §15)."""
+
+    group_id = fields.String(required=True)
+    group_size = fields.Integer(required=True, validate=validate.Range(min=2))
+    note = fields.String(allow_none=True)
+
+
 # -- the SLA clocks ----------------------------------------------------------------------
 
 class _ClockFact(_ComplaintFact):
@@ -233,6 +244,7 @@ for _event in (
     EventType("complaint_transfer_cancelled", "routing", ComplaintTransferCancelled, ("intake",)),
     EventType("complaint_escalated", "routing", ComplaintEscalated, ("intake",)),
     EventType("misconduct_referred", "routing", MisconductReferred, ("intake",)),
+    EventType("mass_complaint_detected", "reporting", MassComplaintDetected, ("routing",)),
     EventType("sla_started", "sla", SlaStarted, ("intake",)),
     EventType("sla_warning", "sla", SlaWarning, ("intake",)),
     EventType("sla_breached", "sla", SlaBreached, ("intake", "routing")),

@@ -381,6 +381,12 @@ class Routing:
 
         self._follow(event, change, outbox)
 
+    def mass_complaint(self, event: dict, outbox) -> None:
+        """mass_complaint_detected: up a level like a breach, flagged for the regulator report."""
+        body = event["body"]
+        note = f"group {body['group_id']} of {body['group_size']}" + (f": {body['note']}" if body.get("note") else "")
+        self._follow(event, lambda state, loaded: loaded.policy.escalate_for_mass_complaint(state, note), outbox)
+
     def reopened(self, event: dict, outbox) -> None:
         """complaint_reopened: the review goes to the unit above the one that decided."""
         body = event["body"]

@@ -27,6 +27,10 @@ class RoutingService:
     def on_breached(self, event: dict):
         self.router.breached(event, self.outbox)
 
+    @subscribe("mass_complaint_detected")
+    def on_mass_complaint(self, event: dict):
+        self.router.mass_complaint(event, self.outbox)
+
     @rpc
     def visible_units(self, unit: str) -> list:
         """The unit and every unit below it; NotFound for a unit not in the organization."""

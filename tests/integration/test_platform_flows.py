@@ -63,3 +63,27 @@ def test_a_complaint_received_13_days_ago_warns_and_a_decision_in_time_is_met(se
         wait_until(lambda: rpc.intake.get(number, None)["sla"]["state"] == "met", "the decision met the clock")
         assert "escalated" not in statuses_of(outbound, number)
     center.close()
+
+
+def test_a_mass_complaint_goes_up_flagged_for_the_regulator(settings, run_services):
+    from services.common import events
+    from services.common.outbox import event_message
+
+    center = CallCenter(settings.amqp_uri)
+    with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
+            run_services(settings, IntakeService, RoutingService), \
+            ClusterRpcProxy(settings.nameko_config()) as rpc:
+        message_id = center.send(submission(branch="BANKA-SD-YT-ZF"))
+        [receipt] = outbound.wait_for(lambda m: m["body"].get("message_id") == message_id)
+        number = receipt["body"]["complaint_no"]
+        wait_until(lambda: rpc.intake.get(number, None)["assignment"], "routed")
+        detected = events.make_event("mass_complaint_detected", number, {
+            "complaint_no": number, "at": timeutil.iso(timeutil.now()), "actor": "reporting",
+            "group_id": "G-2026-11-credit-card-fee", "group_size": 37, "note": "信用卡年费集中投诉"}, "reporting")
+        message = event_message(detected)
+        center.publisher.publish(message["exchange"], message["routing_key"], message["body"])
+        view = wait_until(lambda: (v := rpc.intake.get(number, None))["unit"] == "BANKA-SD-YT" and v,
+                          "the mass complaint went up a level")
+        assert view["status"] == "escalated"
+        assert "regulator_report" in rpc.routing.assignment(number, None)["flags"]
+    center.close()
