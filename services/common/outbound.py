@@ -23,6 +23,8 @@ class ReceiptSchema(Schema):
     complaint_no = fields.String(required=True, allow_none=True)
     due_by = fields.String(required=True, allow_none=True)
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True)
+    # An extension of the contract: the open complaint a repeat was merged into.
+    merged_into = fields.String(allow_none=True)
 
 
 class StatusSchema(Schema):

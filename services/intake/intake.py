@@ -38,17 +38,6 @@ MERGED = "merged_messages"
 MERGE_ATTEMPTS = 3
 
 
-def _receipt_field_accepted(name: str) -> bool:
-    """Whether ``outbound.ReceiptSchema`` (shared, not intake's) lets a receipt carry ``name``."""
-    sample = {"message_id": "m", "external_id": None, "status": "accepted", "complaint_no": None,
-              "due_by": None, "errors": {}, name: "x"}
-    return not outbound.ReceiptSchema().validate(sample)
-
-
-# The receipt of a merged repeat names the complaint it joined, once the schema allows it.
-RECEIPT_MERGED_INTO = _receipt_field_accepted("merged_into")
-
-
 class _NoLongerMergeable(Exception):
     """The open complaint changed between the decision to merge and the merge."""
 
@@ -189,9 +178,9 @@ class Intake:
         - open (lifecycle) and the repeat received within its limit (``received_at`` not
           after its ``due_by``; a paused clock or one without a due date has not run out):
           merged into it, no new complaint. The receipt is ``accepted`` with the open
-          complaint's number and current due date (and ``merged_into`` when the receipt
-          schema allows it); ``complaint_repeated`` tells SLA, which restarts the open
-          complaint's clock from the repeat's ``received_at`` when ``new_facts`` is true.
+          complaint's number and current due date, and ``merged_into`` naming it;
+          ``complaint_repeated`` tells SLA, which restarts the open complaint's clock from
+          the repeat's ``received_at`` when ``new_facts`` is true.
         - closed or withdrawn, or received after the limit ran out: a new complaint, as the
           customer complains again; it keeps ``repeat_of`` (and the history says why it was
           not merged).
@@ -302,9 +291,7 @@ class Intake:
             messages = [event_message(event)]
             if source == "amqp":
                 answer = {"message_id": message_id, "external_id": data.get("external_id"), "status": "accepted",
-                          "complaint_no": number, "due_by": receipt["due_by"], "errors": {}}
-                if RECEIPT_MERGED_INTO:
-                    answer["merged_into"] = number
+                          "complaint_no": number, "due_by": receipt["due_by"], "errors": {}, "merged_into": number}
                 messages.append(outbound.receipt(app_id, answer))
             outbox.stage(session, *messages)
             return merged
@@ -408,7 +395,7 @@ class Intake:
         if first["source"] == "amqp":
             body = {"message_id": message_id, "external_id": first.get("external_id"), "status": "duplicate",
                     "complaint_no": first["complaint_no"], "due_by": first["receipt"]["due_by"], "errors": {}}
-            if RECEIPT_MERGED_INTO and first.get("merged_into"):
+            if first.get("merged_into"):
                 body["merged_into"] = first["merged_into"]
             outbox.stage(None, outbound.receipt(first["app_id"], body))
         return Outcome("duplicate", first)
@@ -556,11 +543,15 @@ def view(complaint: dict) -> dict:
         "cause_event": complaint.get("cause_event"),
         "respondent_staff": complaint.get("respondent_staff", []),
         "assignment": complaint.get("assignment"),
+        "priority": complaint.get("priority"),
+        "flags": complaint.get("flags", []),
         "first_responder": complaint["first_responder"],
         "transfers": [{**entry, "at": timeutil.iso(entry["at"])} for entry in complaint.get("transfers", [])],
         "sla": {"policy": sla["policy"], "due_by": timeutil.iso(sla.get("due_by")), "state": sla["state"]},
         "mediation": complaint.get("mediation"),
+        # Facts arrive from several services in any order; the history reads in time order.
         "history": [
-            {**entry, "at": timeutil.iso(entry["at"])} for entry in complaint.get("history", [])
+            {**entry, "at": timeutil.iso(entry["at"])}
+            for entry in sorted(complaint.get("history", []), key=lambda entry: timeutil.local(entry["at"]))
         ],
     }

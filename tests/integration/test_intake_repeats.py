@@ -11,7 +11,6 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from services.common import amqp, events, ids, timeutil
 from services.common.outbox import event_message
 from services.common.store import database
-from services.intake.intake import RECEIPT_MERGED_INTO
 from services.intake.service import IntakeService
 from services.sla.service import SlaService
 from tests.support.harness import CallCenter, listening, submission, wait_until
@@ -72,7 +71,7 @@ def test_repeats_of_an_open_complaint_are_merged_and_new_facts_restart_its_clock
         assert merged["status"] == "accepted"
         assert merged["complaint_no"] == number and merged["due_by"] == first["due_by"]
         assert merged["external_id"] == "CC-again-1"
-        assert merged.get("merged_into") == (number if RECEIPT_MERGED_INTO else None)
+        assert merged["merged_into"] == number
 
         # With new facts: merged, and SLA counts the limit again from the new material.
         body = repeat_of(number, new_facts=True)
