@@ -44,6 +44,15 @@ class RawQueueConsumer(QueueConsumer):
     def _on_raw_message(self, provider, message):
         self.handle_message(provider, message.body, message)
 
+    def unregister_provider(self, provider):
+        # Stopped while still starting, nameko sends this event once per provider and
+        # asserts on the second: a service with several subscriptions then hangs on Ctrl-C.
+        if not self._consumers_ready.ready():
+            if not self._last_provider_unregistered.ready():
+                self._last_provider_unregistered.send()
+            return
+        super().unregister_provider(provider)
+
 
 @dataclass(frozen=True)
 class Delivery:

@@ -22,6 +22,7 @@ FACTS = Path(__file__).parent / "data" / "facts.yaml"
 with open(FACTS, encoding="utf-8") as _handle:
     FACT_RULES: dict = yaml.safe_load(_handle)
 FOLLOWED_FACTS = tuple(FACT_RULES)
+FOLLOW_ATTEMPTS = 10
 REMEDIES = ("review", "mediation", "arbitration", "litigation")
 
 # Who may take each action intake owns (DESIGN.md, Access).
@@ -162,7 +163,20 @@ class Records:
     # -- facts from routing and SLA -----------------------------------------------------
 
     def follow(self, event: dict, outbox) -> None:
-        """Apply one published fact to the record, once, whatever order facts arrive in."""
+        """Apply one published fact to the record, once, whatever order facts arrive in.
+
+        Facts of one complaint arrive on several queues at once: each is applied to the
+        version of the record it was computed from, and computed again if another fact
+        got there first.
+        """
+        for _ in range(FOLLOW_ATTEMPTS):
+            try:
+                return self._follow_once(event, outbox)
+            except _Stale:
+                continue
+        raise Conflict(f"{event['complaint_no']} kept changing while {event['type']} was applied")
+
+    def _follow_once(self, event: dict, outbox) -> None:
         rule = self.facts[event["type"]]
         body = event["body"]
         complaint = self.complaints.find_one({"_id": event["complaint_no"]})
@@ -216,10 +230,17 @@ class Records:
             change = {"$push": push, "$inc": {"version": 1}}
             if updates:
                 change["$set"] = updates
-            self.complaints.update_one({"_id": complaint["_id"]}, change, session=session)
+            result = self.complaints.update_one({"_id": complaint["_id"], "version": complaint["version"]}, change,
+                                                session=session)
+            if result.matched_count != 1:
+                raise _Stale()
             outbox.stage(session, *messages)
 
         in_transaction(self.db, write)
+
+
+class _Stale(Exception):
+    """The record changed between reading it and writing the fact's effect."""
 
 
 def _told(event_type: str, body: dict) -> dict:

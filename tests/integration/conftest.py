@@ -5,7 +5,7 @@ from kombu import Connection
 from nameko.runners import ServiceRunner
 
 from services.common import amqp
-from tests.support.harness import settings_for
+from tests.support.harness import CallCenter, settings_for
 from tests.support.infra import rabbit_vhost, secantus_server
 
 pytestmark = pytest.mark.integration
@@ -51,3 +51,11 @@ def run_services():
     yield _run
     for runner in runners:
         runner.kill()
+
+
+@pytest.fixture
+def center(settings):
+    """A call center publishing on the test's vhost."""
+    center = CallCenter(settings.amqp_uri)
+    yield center
+    center.close()

@@ -7,29 +7,23 @@ import pytest
 from services.common import amqp, ids
 from services.common.store import database
 from services.intake.service import IntakeService
-from tests.support.harness import CallCenter, listening, submission, wait_until
+from tests.support.harness import listening, submission, wait_until
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def call_center(settings):
-    center = CallCenter(settings.amqp_uri)
-    yield center
-    center.close()
 
 
 def receipts_of(listener, message_id, count=1):
     return listener.wait_for(lambda m: m["body"]["message_id"] == message_id, count=count)
 
 
-def test_accepted_receipt_event_and_acknowledgement(settings, run_services, call_center):
+def test_accepted_receipt_event_and_acknowledgement(settings, run_services, center):
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE, "receipt.#") as receipts, \
             listening(settings.amqp_uri, amqp.NOTIFICATIONS_EXCHANGE) as notices, \
             listening(settings.amqp_uri, "intake.events", "complaint_received") as events, \
             run_services(settings, IntakeService):
         body = submission()
-        message_id = call_center.send(body, channel="phone")
+        message_id = center.send(body, channel="phone")
         [receipt] = receipts_of(receipts, message_id)
         assert receipt["routing_key"] == "receipt.cc-shandong"
         answer = receipt["body"]
@@ -59,13 +53,13 @@ def test_accepted_receipt_event_and_acknowledgement(settings, run_services, call
         assert [entry["type"] for entry in stored["history"]] == ["complaint_received"]
 
 
-def test_same_message_twice_is_one_complaint(settings, run_services, call_center):
+def test_same_message_twice_is_one_complaint(settings, run_services, center):
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE, "receipt.#") as receipts, \
             run_services(settings, IntakeService):
         body = submission()
-        message_id = call_center.send(body)
+        message_id = center.send(body)
         [first] = receipts_of(receipts, message_id)
-        call_center.send(body, message_id=message_id)
+        center.send(body, message_id=message_id)
         both = receipts_of(receipts, message_id, count=2)
         assert [r["body"]["status"] for r in both] == ["accepted", "duplicate"]
         assert both[1]["body"]["complaint_no"] == first["body"]["complaint_no"]
@@ -73,15 +67,15 @@ def test_same_message_twice_is_one_complaint(settings, run_services, call_center
         assert count == 1
 
 
-def test_same_message_twice_at_once_into_two_instances(settings, run_services, call_center):
+def test_same_message_twice_at_once_into_two_instances(settings, run_services, center):
     """Two intake instances consume the same queue; every message is sent twice at once."""
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE, "receipt.#") as receipts, \
             run_services(settings, IntakeService), run_services(settings, IntakeService):
         message_ids = []
         for _ in range(20):
             body = submission()
-            message_id = call_center.send(body)
-            call_center.send(body, message_id=message_id)
+            message_id = center.send(body)
+            center.send(body, message_id=message_id)
             message_ids.append(message_id)
         answers = receipts.wait_for(lambda m: m["body"]["message_id"] in message_ids, count=40, timeout=60)
         complaints = database(settings, "intake")["complaints"]
@@ -101,10 +95,10 @@ def test_same_message_twice_at_once_into_two_instances(settings, run_services, c
     ({"customer": {"name": "李娜", "phone": "call me"}}, {"customer.phone": ["is not a phone number"]}),
     ({"kind": "praise"}, {"kind": ["Must be one of: complaint, suggestion, consultation."]}),
 ])
-def test_rejected_with_field_paths(settings, run_services, call_center, change, expected):
+def test_rejected_with_field_paths(settings, run_services, center, change, expected):
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE, "receipt.#") as receipts, \
             run_services(settings, IntakeService):
-        message_id = call_center.send(submission(**change))
+        message_id = center.send(submission(**change))
         [receipt] = receipts_of(receipts, message_id)
         assert receipt["body"]["status"] == "rejected"
         assert receipt["body"]["complaint_no"] is None
@@ -114,11 +108,11 @@ def test_rejected_with_field_paths(settings, run_services, call_center, change, 
         assert db["rejections"].count_documents({"message_id": message_id, "kind": "invalid"}) == 1
 
 
-def test_regulator_channel_needs_its_reference(settings, run_services, call_center):
+def test_regulator_channel_needs_its_reference(settings, run_services, center):
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE, "receipt.#") as receipts, \
             run_services(settings, IntakeService):
-        missing = call_center.send(submission(), channel="regulator")
-        given = call_center.send(submission(regulator_ref="SD-JG-2026-0917"), channel="regulator")
+        missing = center.send(submission(), channel="regulator")
+        given = center.send(submission(regulator_ref="SD-JG-2026-0917"), channel="regulator")
         [rejected] = receipts_of(receipts, missing)
         [accepted] = receipts_of(receipts, given)
         assert rejected["body"]["errors"] == {"regulator_ref": ["is required for complaints forwarded by a regulator"]}
@@ -134,10 +128,10 @@ def test_regulator_channel_needs_its_reference(settings, run_services, call_cent
      {"properties.content_type"}),
     (json.dumps(submission()).encode(), {"routing_key": "complaint.fax"}, "receipt.cc-shandong", {"routing_key"}),
 ])
-def test_unparseable_is_answered_and_kept_whole(settings, run_services, call_center, raw, properties, key, errors):
+def test_unparseable_is_answered_and_kept_whole(settings, run_services, center, raw, properties, key, errors):
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE, "receipt.#") as receipts, \
             run_services(settings, IntakeService):
-        message_id = call_center.send(raw, **properties)
+        message_id = center.send(raw, **properties)
         [receipt] = receipts_of(receipts, message_id)
         assert receipt["routing_key"] == key
         assert receipt["body"]["status"] == "rejected"
@@ -147,22 +141,22 @@ def test_unparseable_is_answered_and_kept_whole(settings, run_services, call_cen
         assert bytes(kept["body"]) == raw
 
 
-def test_unknown_branch_rejected_once_the_organization_is_known(settings, run_services, call_center):
+def test_unknown_branch_rejected_once_the_organization_is_known(settings, run_services, center):
     from services.common import events
     from services.common.outbox import event_message
 
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE, "receipt.#") as receipts, \
             run_services(settings, IntakeService):
-        before = call_center.send(submission(branch="NOWHERE"))
+        before = center.send(submission(branch="NOWHERE"))
         assert receipts_of(receipts, before)[0]["body"]["status"] == "accepted"
         announcement = event_message(events.make_event(
             "organization_changed", None, {"institutions": {"BANKA": ["BANKA", "BANKA-SD"]}}, "routing"))
-        call_center.publisher.publish(announcement["exchange"], announcement["routing_key"], announcement["body"])
+        center.publisher.publish(announcement["exchange"], announcement["routing_key"], announcement["body"])
         db = database(settings, "intake")
         wait_until(lambda: db["organization"].find_one({"_id": "units"}), "intake stored the organization")
-        unknown_branch = call_center.send(submission(branch="NOWHERE"))
-        unknown_institution = call_center.send(submission(institution="BANKZ"))
-        known = call_center.send(submission(branch="BANKA-SD"))
+        unknown_branch = center.send(submission(branch="NOWHERE"))
+        unknown_institution = center.send(submission(institution="BANKZ"))
+        known = center.send(submission(branch="BANKA-SD"))
         assert receipts_of(receipts, unknown_branch)[0]["body"]["errors"] == {
             "branch": ["unknown branch of this institution"]}
         assert receipts_of(receipts, unknown_institution)[0]["body"]["errors"] == {
@@ -177,7 +171,7 @@ def test_store_keeps_unique_index_on_message(settings, run_services):
     assert indexes["one_per_message"]["key"] == [("app_id", pymongo.ASCENDING), ("message_id", pymongo.ASCENDING)]
 
 
-def test_operator_sees_health_and_the_kept_rejections(settings, run_services, call_center):
+def test_operator_sees_health_and_the_kept_rejections(settings, run_services, center):
     import subprocess
     import sys
 
@@ -188,7 +182,7 @@ def test_operator_sees_health_and_the_kept_rejections(settings, run_services, ca
 
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE, "receipt.#") as receipts, \
             run_services(settings, IntakeService), ClusterRpcProxy(settings.nameko_config()) as rpc:
-        message_id = call_center.send(b"\x00 not a complaint")
+        message_id = center.send(b"\x00 not a complaint")
         receipts_of(receipts, message_id)
         health = rpc.intake.health()
         assert health["status"] == "ok"

@@ -4,44 +4,26 @@ from datetime import timedelta
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from services.common import amqp, events, timeutil
+from services.common import amqp, timeutil
 from services.common.errors import Conflict, Forbidden, Invalid, NotFound
-from services.common.outbox import event_message
 from services.intake.service import IntakeService
-from tests.support.harness import CallCenter, listening, submission, wait_until
+from tests.support.harness import accepted, listening, publish_fact, wait_until
 
 pytestmark = pytest.mark.integration
 
 HANDLER = {"sub": "sd-jn-001", "unit": "BANKA-SD", "roles": ["handler"]}
 
 
-@pytest.fixture
-def center(settings):
-    center = CallCenter(settings.amqp_uri)
-    yield center
-    center.close()
 
 
-def received(center, receipts, **changes) -> str:
-    message_id = center.send(submission(**changes))
-    [receipt] = receipts.wait_for(lambda m: m["body"].get("message_id") == message_id)
-    return receipt["body"]["complaint_no"]
 
 
-def publish_fact(center, name, complaint_no, producer, at=None, **body):
-    event = events.make_event(name, complaint_no, {"complaint_no": complaint_no,
-                                                    "at": timeutil.iso(at or timeutil.now()),
-                                                    "actor": "system", **body}, producer)
-    message = event_message(event)
-    center.publisher.publish(message["exchange"], message["routing_key"], message["body"])
-    return event
 
-
-def test_facts_from_routing_and_sla_reach_the_record_and_the_call_center(settings, run_services, center):
+def test_facts_from_routing_and_sla_reach_the_record_and_the_center(settings, run_services, center):
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
             listening(settings.amqp_uri, amqp.NOTIFICATIONS_EXCHANGE) as notices, \
             run_services(settings, IntakeService), ClusterRpcProxy(settings.nameko_config()) as rpc:
-        complaint_no = received(center, outbound, branch="BANKA-SD-JN")
+        complaint_no = accepted(center, outbound, branch="BANKA-SD-JN")
         publish_fact(center, "complaint_assigned", complaint_no, "routing", unit="BANKA-SD-JN",
                      department="BANKA-SD-JN-RETAIL", office="front", handler="sd-jn-001", reason="routed",
                      flags=[])
@@ -71,7 +53,7 @@ def test_facts_from_routing_and_sla_reach_the_record_and_the_call_center(setting
 def test_an_older_fact_arriving_late_changes_no_state(settings, run_services, center):
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
             run_services(settings, IntakeService), ClusterRpcProxy(settings.nameko_config()) as rpc:
-        complaint_no = received(center, outbound)
+        complaint_no = accepted(center, outbound)
         start = timeutil.now()
         publish_fact(center, "complaint_assigned", complaint_no, "routing", at=start, unit="BANKA-SD",
                      department=None, office=None, reason="routed", flags=[])
@@ -92,7 +74,7 @@ def test_decision_close_and_review(settings, run_services, center):
             listening(settings.amqp_uri, amqp.NOTIFICATIONS_EXCHANGE) as notices, \
             listening(settings.amqp_uri, "intake.events") as facts, \
             run_services(settings, IntakeService), ClusterRpcProxy(settings.nameko_config()) as rpc:
-        complaint_no = received(center, outbound, branch="BANKA-SD")
+        complaint_no = accepted(center, outbound, branch="BANKA-SD")
         with pytest.raises(Conflict):
             rpc.intake.act(complaint_no, "close", {"satisfaction": "satisfied", "root_cause": "other"}, HANDLER, None)
         publish_fact(center, "complaint_assigned", complaint_no, "routing", unit="BANKA-SD", department=None,
@@ -132,7 +114,7 @@ def test_decision_close_and_review(settings, run_services, center):
 def test_recusal_and_roles(settings, run_services, center):
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
             run_services(settings, IntakeService), ClusterRpcProxy(settings.nameko_config()) as rpc:
-        complaint_no = received(center, outbound, respondent_staff=["sd-jn-001"])
+        complaint_no = accepted(center, outbound, respondent_staff=["sd-jn-001"])
         publish_fact(center, "complaint_assigned", complaint_no, "routing", unit="BANKA", department=None,
                      office=None, reason="routed", flags=[])
         wait_until(lambda: rpc.intake.get(complaint_no, None)["status"] == "assigned", "assigned")

@@ -8,23 +8,16 @@ from datetime import timedelta
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from services.common import amqp, events, ids, timeutil
-from services.common.outbox import event_message
+from services.common import amqp, ids, timeutil
 from services.common.store import database
 from services.intake.service import IntakeService
 from services.sla.service import SlaService
-from tests.support.harness import CallCenter, listening, submission, wait_until
+from tests.support.harness import listening, publish_fact, submission, wait_until
 
 pytestmark = pytest.mark.integration
 
 HANDLER = {"sub": "sd-jn-001", "unit": "BANKA-SD", "roles": ["handler"]}
 
-
-@pytest.fixture
-def center(settings):
-    center = CallCenter(settings.amqp_uri)
-    yield center
-    center.close()
 
 
 def ago(**delta) -> str:
@@ -49,11 +42,6 @@ def repeat_of(complaint_no, new_facts=None, **changes) -> dict:
     return body
 
 
-def publish_fact(center, name, complaint_no, producer, **body):
-    event = events.make_event(name, complaint_no, {"complaint_no": complaint_no, "at": timeutil.iso(timeutil.now()),
-                                                    "actor": "system", **body}, producer)
-    message = event_message(event)
-    center.publisher.publish(message["exchange"], message["routing_key"], message["body"])
 
 
 def test_repeats_of_an_open_complaint_are_merged_and_new_facts_restart_its_clock(settings, run_services, center):

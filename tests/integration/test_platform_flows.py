@@ -8,7 +8,7 @@ from services.common import amqp, timeutil
 from services.intake.service import IntakeService
 from services.routing.service import RoutingService
 from services.sla.service import SlaService
-from tests.support.harness import CallCenter, listening, submission, wait_until
+from tests.support.harness import CallCenter, listening, publish_fact, submission, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -66,9 +66,6 @@ def test_a_complaint_received_13_days_ago_warns_and_a_decision_in_time_is_met(se
 
 
 def test_a_mass_complaint_goes_up_flagged_for_the_regulator(settings, run_services):
-    from services.common import events
-    from services.common.outbox import event_message
-
     center = CallCenter(settings.amqp_uri)
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
             run_services(settings, IntakeService, RoutingService), \
@@ -77,11 +74,8 @@ def test_a_mass_complaint_goes_up_flagged_for_the_regulator(settings, run_servic
         [receipt] = outbound.wait_for(lambda m: m["body"].get("message_id") == message_id)
         number = receipt["body"]["complaint_no"]
         wait_until(lambda: rpc.intake.get(number, None)["assignment"], "routed")
-        detected = events.make_event("mass_complaint_detected", number, {
-            "complaint_no": number, "at": timeutil.iso(timeutil.now()), "actor": "reporting",
-            "group_id": "G-2026-11-credit-card-fee", "group_size": 37, "note": "信用卡年费集中投诉"}, "reporting")
-        message = event_message(detected)
-        center.publisher.publish(message["exchange"], message["routing_key"], message["body"])
+        publish_fact(center, "mass_complaint_detected", number, "reporting", group_id="G-2026-11-credit-card-fee",
+                     group_size=37, note="信用卡年费集中投诉")
         view = wait_until(lambda: (v := rpc.intake.get(number, None))["unit"] == "BANKA-SD-YT" and v,
                           "the mass complaint went up a level")
         assert view["status"] == "escalated"

@@ -7,13 +7,12 @@ from dataclasses import replace
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from services.common import amqp, events, timeutil
+from services.common import amqp, timeutil
 from services.common.errors import Invalid, NotFound
-from services.common.outbox import event_message
 from services.intake.service import IntakeService
 from services.routing import organization, rules
 from services.routing.service import RoutingService
-from tests.support.harness import CallCenter, env_for, listening, submission, wait_until
+from tests.support.harness import accepted, env_for, listening, publish_fact, submission, wait_until
 from tests.support.infra import ROOT
 
 pytestmark = pytest.mark.integration
@@ -25,18 +24,7 @@ KW_HANDLER = {"sub": "A0044", "name": "魏敏", "unit": KW, "roles": ["handler",
 STATUS = "status.cc-shandong"
 
 
-@pytest.fixture
-def center(settings):
-    center = CallCenter(settings.amqp_uri)
-    yield center
-    center.close()
 
-
-def received(center, outbound, **changes) -> str:
-    message_id = center.send(submission(**changes))
-    [receipt] = outbound.wait_for(lambda m: m["body"].get("message_id") == message_id)
-    assert receipt["body"]["status"] == "accepted", receipt["body"]
-    return receipt["body"]["complaint_no"]
 
 
 def assigned(rpc, complaint_no, unit=None) -> dict:
@@ -48,19 +36,14 @@ def assigned(rpc, complaint_no, unit=None) -> dict:
     return wait_until(ready, f"{complaint_no} is assigned{f' to {unit}' if unit else ''}")
 
 
-def publish(center, name, complaint_no, producer, **body):
-    event = events.make_event(name, complaint_no, {"complaint_no": complaint_no, "at": timeutil.iso(timeutil.now()),
-                                                    "actor": "system", **body}, producer)
-    message = event_message(event)
-    center.publisher.publish(message["exchange"], message["routing_key"], message["body"])
 
 
 def test_a_complaint_at_an_outlet_stays_there_and_a_direct_one_goes_to_head_office(settings, run_services, center):
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
             run_services(settings, IntakeService, RoutingService), \
             ClusterRpcProxy(settings.nameko_config()) as rpc:
-        at_outlet = received(center, outbound, branch=ZF, staff_id="A0025")
-        direct = received(center, outbound, branch=ZF, direct=True)
+        at_outlet = accepted(center, outbound, branch=ZF, staff_id="A0025")
+        direct = accepted(center, outbound, branch=ZF, direct=True)
 
         [told] = outbound.wait_for(lambda m: m["routing_key"] == STATUS and m["body"]["status"] == "assigned"
                                    and m["body"]["complaint_no"] == at_outlet)
@@ -89,7 +72,7 @@ def test_transfer_then_reject_lands_above_both_and_a_sibling_sees_nothing(settin
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
             run_services(settings, IntakeService, RoutingService), \
             ClusterRpcProxy(settings.nameko_config()) as rpc:
-        complaint_no = received(center, outbound, branch=ZF)
+        complaint_no = accepted(center, outbound, branch=ZF)
         assigned(rpc, complaint_no, ZF)
         zf_units = rpc.routing.visible_units(ZF)
         kw_units = rpc.routing.visible_units(KW)
@@ -132,16 +115,16 @@ def test_sla_breach_escalates_to_the_parent_and_a_review_goes_above_the_decider(
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
             run_services(settings, IntakeService, RoutingService), \
             ClusterRpcProxy(settings.nameko_config()) as rpc:
-        complaint_no = received(center, outbound, branch=ZF)
+        complaint_no = accepted(center, outbound, branch=ZF)
         assigned(rpc, complaint_no, ZF)
-        publish(center, "sla_breached", complaint_no, "sla", policy="cbirc-2020", clock="decision",
+        publish_fact(center, "sla_breached", complaint_no, "sla", policy="cbirc-2020", clock="decision",
                 due_by=timeutil.iso(timeutil.now()), unit=ZF)
         view = assigned(rpc, complaint_no, YT)
         assert view["assignment"]["department"] == "CPD"
         routed = rpc.routing.assignment(complaint_no, None)
         assert routed["escalations"][-1]["trigger"] == "sla_breach"
 
-        publish(center, "complaint_reopened", complaint_no, "intake", reason="客户申请核查",
+        publish_fact(center, "complaint_reopened", complaint_no, "intake", reason="客户申请核查",
                 decided_at=timeutil.iso(timeutil.now()), decided_by_unit=YT)
         view = assigned(rpc, complaint_no, "BANKA-SD")
         assert view["assignment"]["department"] == "CPD"
@@ -175,7 +158,7 @@ def test_a_broken_organization_is_refused_and_the_old_one_stays(settings, run_se
         assert any("BANKA-SD-XX" in p for p in invalid.value.details["organization"])
         assert rpc.routing.health()["version"] == before["version"]
 
-        complaint_no = received(center, outbound, branch=LS)
+        complaint_no = accepted(center, outbound, branch=LS)
         assert assigned(rpc, complaint_no, LS)["assignment"]["department"] == "CPC"
 
 
@@ -189,7 +172,7 @@ def rules_sending_everything_up(tmp_path):
 
 
 def route_all(rpc, center, outbound, bodies) -> dict:
-    numbers = {body["external_id"]: received(center, outbound, **body) for body in bodies}
+    numbers = {body["external_id"]: accepted(center, outbound, **body) for body in bodies}
     found = {}
     for external_id, complaint_no in numbers.items():
         view = assigned(rpc, complaint_no)

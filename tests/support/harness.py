@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from kombu import Connection, Exchange, Queue
 
-from services.common import amqp, events
+from services.common import amqp, events, timeutil
 from services.common.config import Settings
 from tests.support.infra import ROOT
 
@@ -156,6 +156,26 @@ def submission(**overrides) -> dict:
     }
     body.update(overrides)
     return body
+
+
+def publish_fact(center: CallCenter, name: str, complaint_no: str, producer: str, at=None, **body) -> dict:
+    """Publish a fact as its producing service would (checked against the catalogue)."""
+    from services.common.outbox import event_message
+
+    event = events.make_event(name, complaint_no, {"complaint_no": complaint_no,
+                                                    "at": timeutil.iso(at or timeutil.now()),
+                                                    "actor": "system", **body}, producer)
+    message = event_message(event)
+    center.publisher.publish(message["exchange"], message["routing_key"], message["body"])
+    return event
+
+
+def accepted(center: CallCenter, listener: Listener, **changes) -> str:
+    """Send a complaint and return its number once the accepted receipt arrived."""
+    message_id = center.send(submission(**changes))
+    [receipt] = listener.wait_for(lambda m: m["body"].get("message_id") == message_id)
+    assert receipt["body"]["status"] == "accepted", receipt["body"]
+    return receipt["body"]["complaint_no"]
 
 
 def wait_until(predicate, what: str, timeout: float = 30.0, interval: float = 0.1):
