@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit integration bench-intake clean
+.PHONY: run test lint unit integration bench-intake bench-sla clean
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ integration: $(STAMP)
 
 bench-intake: $(STAMP)
 	$(BIN)/python -m bench.intake
+
+bench-sla: $(STAMP)
+	$(BIN)/python -m bench.sla
 
 clean:
 	rm -rf $(VENV) var
