@@ -15,6 +15,7 @@ from nameko.exceptions import ContainerBeingKilled, RpcTimeout, UnknownService
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+from services.common import errors as domain
 from services.common.errors import DomainError
 
 _log = logging.getLogger(__name__)
@@ -22,16 +23,11 @@ _log = logging.getLogger(__name__)
 JSON = "application/json"
 
 
-class HttpError(Exception):
-    """An error the edge itself answers with (bad request, auth, validation...)."""
-
-    status = 400
-    code = "bad_request"
+class HttpError(DomainError):
+    """An error the edge itself answers with (bad request, auth...); it may add headers."""
 
     def __init__(self, message: str, details: dict | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.message = message
-        self.details = details or {}
+        super().__init__(message, details)
         self.headers = headers or {}
 
 
@@ -53,19 +49,14 @@ class Unauthorized(HttpError):
         super().__init__(message, details, headers={"WWW-Authenticate": 'Bearer realm="complaints"'})
 
 
-class Forbidden(HttpError):
-    status = 403
-    code = "forbidden"
+# The edge refuses a role or a body as a service would: 403, and 422 with field paths.
+Forbidden = domain.Forbidden
+ValidationFailed = domain.Invalid
 
 
 class PayloadTooLarge(HttpError):
     status = 413
     code = "payload_too_large"
-
-
-class ValidationFailed(HttpError):
-    status = 422
-    code = "validation_failed"
 
 
 class ServiceUnavailable(HttpError):
@@ -77,7 +68,7 @@ class ServiceUnavailable(HttpError):
 UNAVAILABLE = (RpcTimeout, UnknownService, ContainerBeingKilled, OperationalError, ConnectionError)
 
 # Exceptions that are answers, not bugs: nameko logs them as warnings, not tracebacks.
-EXPECTED = (HttpError, DomainError) + UNAVAILABLE
+EXPECTED = (DomainError,) + UNAVAILABLE
 
 # Werkzeug's names are fine as codes once snake-cased; these are the ones routing raises.
 _HTTP_CODES = {
@@ -107,10 +98,8 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
 
 
 def response_for_exception(exc: BaseException) -> Response:
-    if isinstance(exc, HttpError):
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
     if isinstance(exc, DomainError):
-        return error_response(exc.status, exc.code, exc.message, _details(exc.details))
+        return error_response(exc.status, exc.code, exc.message, _details(exc.details), getattr(exc, "headers", None))
     if isinstance(exc, UNAVAILABLE):
         _log.warning("dependency unavailable: %s: %s", type(exc).__name__, exc)
         return error_response(503, "service_unavailable", _unavailable_message(exc))
