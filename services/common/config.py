@@ -1,9 +1,9 @@
 """Configuration from the environment, read in one place.
 
 Every setting has a default that works on a developer's machine; production sets the
-environment. Nameko's own config dict is built from the same settings, so a service
-started by ``nameko run --config deploy/nameko.yaml`` and one started by the project's
-runner see the same values.
+environment. Nameko's config dict is built from the same settings (``nameko_config``), and
+extensions read them back from it (``from_container``), so tests can run containers with
+settings of their own.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The HTTP edge: nameko ``http`` entrypoints that translate HTTP to RPC (CONTRACTS §3).
 
-Run: ``nameko run services.gateway.service --config services/gateway/config.yaml``
+Run: ``python -m services.common.runner services.gateway.service``
 (listens on ``GATEWAY_ADDRESS``, default 127.0.0.1:8000). Each method is one route of
 ``routes.ROUTES``; the work is in ``views``. The handler actions' methods are made from
 ``routes.ACTION_ROUTES``, one per action, all served by ``views.act``.
