@@ -57,6 +57,7 @@ def test_an_older_fact_arriving_late_changes_no_state(settings, run_services, ce
         start = timeutil.now()
         publish_fact(center, "complaint_assigned", complaint_no, "routing", at=start, unit="BANKA-SD",
                      department=None, office=None, reason="routed", flags=[])
+        wait_until(lambda: rpc.intake.get(complaint_no, None)["status"] == "assigned", "the assignment was applied")
         publish_fact(center, "complaint_transferred", complaint_no, "routing", at=start + timedelta(seconds=2),
                      from_unit="BANKA-SD", to_unit="BANKA-ZJ", transfers=1)
         wait_until(lambda: rpc.intake.get(complaint_no, None)["unit"] == "BANKA-ZJ", "the transfer was applied")
