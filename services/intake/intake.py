@@ -526,6 +526,11 @@ def summary(complaint: dict) -> dict:
     }
 
 
+def in_time_order(complaint: dict, field: str) -> list[dict]:
+    """Entries recorded as facts arrived (from several services, in any order), by time."""
+    return sorted(complaint.get(field, []), key=lambda entry: timeutil.local(entry["at"]))
+
+
 def view(complaint: dict) -> dict:
     """The complaint as it stands (CONTRACTS.md §3), times in ISO 8601 with offset."""
     sla = complaint["sla"]
@@ -546,12 +551,8 @@ def view(complaint: dict) -> dict:
         "priority": complaint.get("priority"),
         "flags": complaint.get("flags", []),
         "first_responder": complaint["first_responder"],
-        "transfers": [{**entry, "at": timeutil.iso(entry["at"])} for entry in complaint.get("transfers", [])],
+        "transfers": [{**entry, "at": timeutil.iso(entry["at"])} for entry in in_time_order(complaint, "transfers")],
         "sla": {"policy": sla["policy"], "due_by": timeutil.iso(sla.get("due_by")), "state": sla["state"]},
         "mediation": complaint.get("mediation"),
-        # Facts arrive from several services in any order; the history reads in time order.
-        "history": [
-            {**entry, "at": timeutil.iso(entry["at"])}
-            for entry in sorted(complaint.get("history", []), key=lambda entry: timeutil.local(entry["at"]))
-        ],
+        "history": [{**entry, "at": timeutil.iso(entry["at"])} for entry in in_time_order(complaint, "history")],
     }

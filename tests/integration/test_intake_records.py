@@ -67,7 +67,7 @@ def test_an_older_fact_arriving_late_changes_no_state(settings, run_services, ce
         wait_until(lambda: len(rpc.intake.get(complaint_no, None)["history"]) == 4, "the late fact was recorded")
         view = rpc.intake.get(complaint_no, None)
         assert view["unit"] == "BANKA-ZJ"
-        assert view["status"] == "assigned"  # transfer_accept was not allowed from assigned; never transfer_pending
+        assert view["status"] == "in_progress"  # the accepted transfer; never back to transfer_pending
 
 
 def test_decision_close_and_review(settings, run_services, center):

@@ -41,7 +41,7 @@ def test_allowed_transitions(action, start, end):
 @pytest.mark.parametrize("action, start", [
     ("close", "received"),        # no decision yet
     ("decision", "closed"),       # reopen first
-    ("transfer_accept", "in_progress"),
+    ("transfer_accept", "decided"),
     ("reopen", "in_progress"),
     ("withdraw", "closed"),
     ("accept", "closed"),
