@@ -107,8 +107,11 @@ class Relay:
             return 0
         return self.publish_rows(self.collection.find({"_id": {"$in": claimed}}).sort("created_at", ASCENDING))
 
-    def pending(self) -> int:
-        return self.collection.count_documents({"sent_at": None})
+
+
+def pending(db) -> int:
+    """Messages a service staged and has not relayed yet (operators watch this)."""
+    return db[COLLECTION].count_documents({"sent_at": None})
 
 
 INDEXES = [

@@ -22,6 +22,7 @@ from services.common import events, ids, outbound, timeutil
 from services.common.consumers import Delivery
 from services.common.errors import Invalid, NotFound
 from services.common.outbox import event_message
+from services.common.outbox import pending as outbox_pending
 from services.common.policy import load_calendars, load_policies
 from services.common.store import in_transaction
 from services.intake.lifecycle import Lifecycle
@@ -434,7 +435,7 @@ class Intake:
         """Up, with what an operator watches: messages not yet relayed, rejections kept."""
         return {
             "status": "ok",
-            "outbox_pending": self.db["outbox"].count_documents({"sent_at": None}),
+            "outbox_pending": outbox_pending(self.db),
             "rejections_kept": self.db["rejections"].estimated_document_count(),
         }
 
