@@ -15,40 +15,13 @@ from services.common.policy import SHANGHAI, calendar_from_data, load_calendars,
 from services.common.policy.calendar import CalendarBook
 from services.common.store import client_for, ensure_indexes, in_transaction
 from services.sla.clocks import INDEXES, Clocks
+from tests.support.harness import Now, StagingOutbox
 
 pytestmark = pytest.mark.integration
 
 BOOK = load_policies()
 CALENDARS = load_calendars()
 HANDLER = {"sub": "sd-jn-001", "unit": "BANKA-SD-JN", "roles": ["handler"]}
-
-
-class Now:
-    def __init__(self, moment: datetime):
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-    def set(self, moment: datetime) -> None:
-        self.moment = moment
-
-
-class StagingOutbox:
-    """Stages into the database within the caller's transaction, as the real outbox does:
-    only what committed is there."""
-
-    def __init__(self, db):
-        self.rows = db["staged"]
-
-    def stage(self, session, *messages):
-        self.rows.insert_many([dict(m) for m in messages], session=session)
-
-    def events(self, type_: str | None = None) -> list[dict]:
-        found = [row["body"] for row in self.rows.find({}).sort("body.occurred_at", 1)]
-        for event in found:
-            assert not events.validate_event(event), event
-        return [e for e in found if type_ is None or e["type"] == type_]
 
 
 @pytest.fixture

@@ -197,3 +197,37 @@ def listening(amqp_uri: str, exchange: str, routing_key: str = "#"):
         yield listener
     finally:
         listener.close()
+
+
+class Now:
+    """A clock a test sets: domain objects take it as their ``now``."""
+
+    def __init__(self, moment: datetime):
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+    def set(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def advance(self, **delta) -> datetime:
+        self.moment += timedelta(**delta)
+        return self.moment
+
+
+class StagingOutbox:
+    """Stages into the database within the caller's transaction, as the real outbox does:
+    only what committed is there."""
+
+    def __init__(self, db):
+        self.rows = db["staged"]
+
+    def stage(self, session, *messages):
+        self.rows.insert_many([dict(m) for m in messages], session=session)
+
+    def events(self, type_: str | None = None) -> list[dict]:
+        found = [row["body"] for row in self.rows.find({}).sort("body.occurred_at", 1)]
+        for event in found:
+            assert not events.validate_event(event), event
+        return [e for e in found if type_ is None or e["type"] == type_]
