@@ -37,6 +37,16 @@ class Settings:
     # (the outbox relays a tick's events when it ends, so a short tick keeps the lag short).
     sla_sweep_batch: int = 100
     sla_sweep_budget: float = 0.5
+    # Mediation deliveries (CONTRACTS §4): the first retry within `base` seconds, doubling up
+    # to `cap`, jittered, for at least `retry_for` seconds; `timeout` is how long an
+    # organization has to answer one attempt.
+    mediation_retry_base: float = 10.0
+    mediation_retry_cap: float = 3600.0
+    mediation_retry_for: float = 24 * 3600.0
+    mediation_timeout: float = 10.0
+    # A YAML file of mediation organizations put in the registry at start when absent
+    # (local runs: the samples); empty: none.
+    mediation_organizations: str = ""
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -54,6 +64,11 @@ class Settings:
             rpc_timeout=float(env.get("RPC_TIMEOUT", default.rpc_timeout)),
             sla_sweep_batch=int(env.get("SLA_SWEEP_BATCH", default.sla_sweep_batch)),
             sla_sweep_budget=float(env.get("SLA_SWEEP_BUDGET", default.sla_sweep_budget)),
+            mediation_retry_base=float(env.get("MEDIATION_RETRY_BASE", default.mediation_retry_base)),
+            mediation_retry_cap=float(env.get("MEDIATION_RETRY_CAP", default.mediation_retry_cap)),
+            mediation_retry_for=float(env.get("MEDIATION_RETRY_FOR", default.mediation_retry_for)),
+            mediation_timeout=float(env.get("MEDIATION_TIMEOUT", default.mediation_timeout)),
+            mediation_organizations=env.get("MEDIATION_ORGANIZATIONS", default.mediation_organizations),
         )
 
     def nameko_config(self) -> dict:
@@ -70,6 +85,11 @@ class Settings:
             "RPC_TIMEOUT": self.rpc_timeout,
             "SLA_SWEEP_BATCH": self.sla_sweep_batch,
             "SLA_SWEEP_BUDGET": self.sla_sweep_budget,
+            "MEDIATION_RETRY_BASE": self.mediation_retry_base,
+            "MEDIATION_RETRY_CAP": self.mediation_retry_cap,
+            "MEDIATION_RETRY_FOR": self.mediation_retry_for,
+            "MEDIATION_TIMEOUT": self.mediation_timeout,
+            "MEDIATION_ORGANIZATIONS": self.mediation_organizations,
             # Serialize with JSON so other systems can read our messages.
             "serializer": "json",
         }

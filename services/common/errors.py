@@ -49,3 +49,12 @@ class Invalid(DomainError):
 class Forbidden(DomainError):
     status = 403
     code = "forbidden"
+
+
+@deserialize_to_instance
+class SignatureRefused(DomainError):
+    """A message signed for a mediation organization (CONTRACTS §4) whose signature is
+    missing, stale or wrong."""
+
+    status = 401
+    code = "bad_signature"

@@ -63,6 +63,8 @@ class OrganizationChanged(_Body):
     """The unit codes of each institution, announced whenever routing loads its organization."""
 
     institutions = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True)
+    # Each unit's region (GB/T 2260 code); mediation refers a complaint by its unit's region.
+    regions = fields.Dict(keys=fields.String(), values=fields.String(allow_none=True))
 
 
 class _ComplaintFact(_Body):
@@ -174,6 +176,74 @@ class MassComplaintDetected(_ComplaintFact):
     note = fields.String(allow_none=True)
 
 
+# -- mediation ---------------------------------------------------------------------------
+
+MEDIATION_STATUSES = ("referred", "accepted", "declined", "hearing_scheduled", "agreement_reached", "failed",
+                      "withdrawn", "carried_out")
+
+
+class _MediationFact(_ComplaintFact):
+    """Facts of a referral. ``mediation`` is the referral as it stands after the fact (the
+    complaint's view keeps the newest); it never holds the authority, which is the
+    institution's and the mediator's, nor personal data."""
+
+    referral_id = fields.String(required=True)
+    organization = fields.String(required=True)
+    mediation = fields.Dict(required=True)
+
+
+class ComplaintReferred(_MediationFact):
+    organization_name = fields.String(required=True)
+    contact = fields.Dict(required=True)
+    reason = fields.String(required=True)
+
+
+class MediationStatusChanged(_MediationFact):
+    """The organization reported a new status (a signed callback, CONTRACTS §4)."""
+
+    status = fields.String(required=True, validate=validate.OneOf(MEDIATION_STATUSES))
+    previous = fields.String(required=True, validate=validate.OneOf(MEDIATION_STATUSES))
+    callback_id = fields.String(required=True)
+    occurred_at = fields.AwareDateTime(required=True)
+    # The mediation ended without an agreement (declined, failed, withdrawn): the clocks
+    # paused for it resume.
+    ended = fields.Boolean(required=True)
+    # agreement_reached: {terms, signed_on, carry_out_by (None: the policy's limit), amount, currency}
+    agreement = fields.Dict(allow_none=True)
+
+
+class MediationAuthorityRaised(_MediationFact):
+    raise_no = fields.Integer(required=True)
+    authority = fields.Dict(required=True)
+
+
+class AgreementCarriedOut(_MediationFact):
+    note = fields.String(allow_none=True)
+
+
+class _DeliveryFact(_MediationFact):
+    message = fields.String(required=True, validate=validate.OneOf(["referral", "authority"]))
+    idempotency_key = fields.String(required=True)
+    attempts = fields.Integer(required=True)
+
+
+class MediationDelivered(_DeliveryFact):
+    pass
+
+
+class MediationDeliveryFailed(_DeliveryFact):
+    """Final: the organization refused it (a 4xx other than 408/429), or it answered nothing
+    good for the whole retry period. An operator corrects the registry and resends."""
+
+    cause = fields.String(required=True, validate=validate.OneOf(["refused", "gave_up"]))
+    status_code = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+
+
+class MediationDeliveryResent(_DeliveryFact):
+    pass
+
+
 # -- the SLA clocks ----------------------------------------------------------------------
 
 class _ClockFact(_ComplaintFact):
@@ -235,7 +305,7 @@ for _event in (
     EventType("complaint_reopened", "intake", ComplaintReopened, ("routing", "sla")),
     EventType("complaint_withdrawn", "intake", ComplaintWithdrawn, ("sla",)),
     EventType("complaint_repeated", "intake", ComplaintRepeated, ("sla",)),
-    EventType("organization_changed", "routing", OrganizationChanged, ("intake",)),
+    EventType("organization_changed", "routing", OrganizationChanged, ("intake", "mediation")),
     EventType("complaint_assigned", "routing", ComplaintAssigned, ("intake",)),
     EventType("complaint_accepted", "routing", ComplaintAccepted, ("intake",)),
     EventType("complaint_transfer_requested", "routing", ComplaintTransferRequested, ("intake",)),
@@ -252,6 +322,13 @@ for _event in (
     EventType("sla_extended", "sla", SlaExtended, ("intake",)),
     EventType("sla_paused", "sla", SlaPaused, ("intake",)),
     EventType("sla_resumed", "sla", SlaResumed, ("intake",)),
+    EventType("complaint_referred", "mediation", ComplaintReferred, ()),
+    EventType("mediation_status_changed", "mediation", MediationStatusChanged, ()),
+    EventType("mediation_authority_raised", "mediation", MediationAuthorityRaised, ()),
+    EventType("agreement_carried_out", "mediation", AgreementCarriedOut, ()),
+    EventType("mediation_delivered", "mediation", MediationDelivered, ()),
+    EventType("mediation_delivery_failed", "mediation", MediationDeliveryFailed, ()),
+    EventType("mediation_delivery_resent", "mediation", MediationDeliveryResent, ()),
 ):
     register(_event)
 

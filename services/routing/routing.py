@@ -189,8 +189,9 @@ class Routing:
         institutions = {code: sorted(u for u in organization.units
                                      if organization.unit(u).institution == code)
                         for code in organization.institutions}
-        event = events.make_event("organization_changed", None, {"institutions": institutions},
-                                  PRODUCER)
+        regions = {code: organization.unit(code).region or None for code in organization.units}
+        event = events.make_event("organization_changed", None,
+                                  {"institutions": institutions, "regions": regions}, PRODUCER)
         return event_message(event)
 
     def reload(self, outbox, organization: str | None = None, rules: str | None = None,

@@ -1,0 +1,96 @@
+"""Mediation's entrypoints: RPC for the HTTP edge and operators, the delivery timer, and
+routing's announcement of the units' regions. Everything else is in ``mediation``."""
+from __future__ import annotations
+
+import logging
+
+from nameko.rpc import rpc
+from nameko.timer import timer
+
+from services.common.consumers import subscribe
+from services.common.outbox import Outbox
+from services.common.store import Domain
+from services.mediation.mediation import INDEXES, Mediation
+
+log = logging.getLogger(__name__)
+
+
+class MediationService:
+    name = "mediation"
+
+    desk = Domain(Mediation, indexes=INDEXES, with_settings=True)
+    outbox = Outbox()
+
+    @subscribe("organization_changed")
+    def on_organization_changed(self, event: dict):
+        self.desk.organization_changed(event)
+
+    @timer(interval=1)
+    def deliver(self):
+        """One attempt for every referral due (also those that fell due while no instance
+        ran); the outbox publishes what they came to when this worker ends."""
+        attempts = self.desk.deliver_due(self.outbox)
+        if attempts:
+            log.info("delivery attempts: %s", ", ".join(f"{a['key']} {a['outcome']}" for a in attempts if a["key"]))
+        return len(attempts)
+
+    # -- the registry (admin) --------------------------------------------------------------
+
+    @rpc
+    def put_organization(self, code: str, data: dict) -> dict:
+        created, organization = self.desk.put_organization(code, data)
+        return {"created": created, "organization": organization}
+
+    @rpc
+    def organization(self, code: str) -> dict:
+        return self.desk.organization(code)
+
+    @rpc
+    def organizations(self) -> list:
+        return self.desk.organization_list()
+
+    @rpc
+    def retire_organization(self, code: str) -> dict:
+        return self.desk.retire_organization(code)
+
+    # -- handlers' actions, with the complaint as intake shows it to the caller --------------
+
+    @rpc
+    def refer(self, complaint: dict, data: dict, actor: dict) -> dict:
+        return self.desk.refer(complaint, data, actor, self.outbox)
+
+    @rpc
+    def raise_authority(self, complaint: dict, data: dict, actor: dict) -> dict:
+        return self.desk.raise_authority(complaint, data, actor, self.outbox)
+
+    @rpc
+    def carried_out(self, complaint: dict, data: dict, actor: dict) -> dict:
+        return self.desk.carried_out(complaint, data, actor, self.outbox)
+
+    @rpc
+    def referral(self, referral_id: str) -> dict:
+        return self.desk.referral(referral_id)
+
+    # -- the organizations, signed ------------------------------------------------------------
+
+    @rpc
+    def callback(self, referral_id: str, body_b64: str, signed: str | None) -> dict:
+        return self.desk.callback(referral_id, body_b64, signed, self.outbox)
+
+    @rpc
+    def referral_for_organization(self, referral_id: str, signed: str | None) -> dict:
+        return self.desk.referral_for_organization(referral_id, signed)
+
+    # -- operators ----------------------------------------------------------------------------
+
+    @rpc
+    def failed_deliveries(self, limit: int = 100) -> list:
+        return self.desk.failed(limit)
+
+    @rpc
+    def resend(self, referral_id: str, operator: str) -> dict:
+        return self.desk.resend(referral_id, operator, self.outbox)
+
+    @rpc
+    def health(self) -> dict:
+        return self.desk.health()

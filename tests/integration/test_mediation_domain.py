@@ -1,0 +1,398 @@
+"""The mediation domain against a real SecantusDB, with an injected clock and a scripted
+organization (no HTTP): the registry, referral, callbacks, and durable delivery with its
+backoff, refusals, give-up, leases and the order of what an organization receives."""
+from __future__ import annotations
+
+import base64
+import json
+import random
+import uuid
+from datetime import datetime, timedelta
+
+import pytest
+
+from services.common import events, timeutil
+from services.common.config import Settings
+from services.common.errors import Conflict, Forbidden, Invalid, NotFound, SignatureRefused
+from services.common.policy import SHANGHAI
+from services.common.store import client_for, ensure_indexes
+from services.mediation import signature
+from services.mediation.delivery import Answer
+from services.mediation.mediation import INDEXES, LEASE, Mediation
+from tests.support.harness import Now, StagingOutbox
+
+pytestmark = pytest.mark.integration
+
+SECRET = "sd-secret-0123456789abcdef"
+OTHER_SECRET = "zj-secret-0123456789abcdef"
+SUPERVISOR = {"sub": "banka-sd-yt-supervisor", "name": "张伟", "unit": "BANKA-SD-YT", "roles": ["supervisor"]}
+HANDLER = {"sub": "banka-sd-yt-handler", "name": "刘洋", "unit": "BANKA-SD-YT", "roles": ["handler"]}
+SETTINGS = Settings(mediation_retry_base=10.0, mediation_retry_cap=3600.0, mediation_retry_for=24 * 3600.0)
+
+
+class Organization:
+    """Answers each delivery with the next scripted status (then 200) and keeps what it got."""
+
+    def __init__(self, *statuses):
+        self.script = list(statuses)
+        self.received: list[dict] = []
+
+    def __call__(self, url, body, headers, timeout):
+        self.received.append({"url": url, "body": json.loads(body), "raw": body, "headers": headers})
+        status = self.script.pop(0) if self.script else 200
+        return Answer(status, None if status < 300 else f"HTTP {status}", None, 5)
+
+
+@pytest.fixture
+def db(mongo_uri):
+    database = client_for(mongo_uri)[f"t{uuid.uuid4().hex[:8]}_mediation"]
+    ensure_indexes(database, INDEXES)
+    yield database
+    database.client.drop_database(database.name)
+
+
+@pytest.fixture
+def now():
+    return Now(datetime(2026, 11, 20, 10, 0, tzinfo=SHANGHAI))
+
+
+@pytest.fixture
+def organization():
+    return Organization()
+
+
+@pytest.fixture
+def desk(db, now, organization):
+    desk = Mediation(db, SETTINGS, now=now, send=organization, rng=random.Random(7))
+    desk.organization_changed(events.make_event("organization_changed", None, {
+        "institutions": {"BANKA": ["BANKA-SD-YT", "BANKA-ZJ-SX", "BANKA-SD-YT-ZF"]},
+        "regions": {"BANKA-SD-YT": "370600", "BANKA-SD-YT-ZF": "370602", "BANKA-ZJ-SX": "330600"}}, "routing"))
+    desk.put_organization("SD-BIMC", register("山东省银行业保险业纠纷调解中心", ["370000"], SECRET))
+    desk.put_organization("ZJ-BIMC", register("浙江银行业保险业纠纷调解中心", ["330000"], OTHER_SECRET))
+    return desk
+
+
+@pytest.fixture
+def outbox(db):
+    return StagingOutbox(db)
+
+
+def register(name, regions, secret, url="https://mediator.example/referrals"):
+    return {"name": name, "regions": regions, "url": url, "secret": secret,
+            "contact": {"phone": "0531-12345678", "address": "济南市历下区"}}
+
+
+def complaint(no="BANKA-261120-0000017", status="in_progress", unit="BANKA-SD-YT", **changes) -> dict:
+    view = {"complaint_no": no, "status": status, "institution": "BANKA", "unit": unit, "product": "credit_card",
+            "subject": "信用卡年费未经同意扣收", "description": "客户称未激活即被扣年费", "demand": "退还年费",
+            "amount_in_dispute": "300.00", "currency": "CNY",
+            "customer": {"name": "王芳", "phone": "13800138000", "id_number": "370102198001011234"},
+            "respondent_staff": [], "history": [],
+            "allowed_actions": ["decision", "escalate", "mediation", "withdraw"]}
+    view.update(changes)
+    return view
+
+
+def request(**changes) -> dict:
+    body = {"reason": "协商未果，客户同意调解",
+            "negotiation": [{"at": "2026-11-18T15:00:00+08:00", "by": "banka-sd-yt-handler",
+                             "note": "客户不接受退一半"}],
+            "consent": {"given": True, "at": "2026-11-19T10:00:00+08:00", "how": "电话录音"},
+            "authority": {"max_settlement_amount": "200.00", "currency": "CNY"}}
+    body.update(changes)
+    return body
+
+
+def referred(desk, outbox, **changes) -> str:
+    return desk.refer(complaint(**changes), request(), SUPERVISOR, outbox)["referral_id"]
+
+
+def callback(desk, outbox, referral_id, status, secret=SECRET, event_id=None, at=None, details=None, raw=None,
+             signed_at=None):
+    body = raw if raw is not None else json.dumps({
+        "event_id": event_id or uuid.uuid4().hex, "status": status,
+        "occurred_at": timeutil.iso(at or desk.now()), "details": details or {}}).encode()
+    header = signature.sign(secret, body, now=(signed_at or desk.now()).timestamp())
+    return desk.callback(referral_id, base64.b64encode(body).decode(), header, outbox)
+
+
+# -- the registry ----------------------------------------------------------------------------------
+
+def test_the_registry_keeps_organizations_and_never_shows_a_secret(desk):
+    created, shown = desk.put_organization("SC-BIMC", register("四川", ["510000", "510100"], "s" * 20))
+    assert created and shown["code"] == "SC-BIMC" and shown["regions"] == ["510000", "510100"]
+    again, changed = desk.put_organization("SC-BIMC", register("四川银行业保险业纠纷调解中心", ["510000"], "s" * 20))
+    assert not again and changed["name"] == "四川银行业保险业纠纷调解中心"
+    assert changed["secret_set_at"] == shown["secret_set_at"]  # the same secret: not set anew
+    for view in (desk.organization("SC-BIMC"), *desk.organization_list()):
+        assert "secret" not in view and "s" * 20 not in json.dumps(view)
+    retired = desk.retire_organization("SC-BIMC")
+    assert retired["retired_at"]
+    assert "SC-BIMC" not in [o["code"] for o in desk.organization_list()]
+    with pytest.raises(NotFound):
+        desk.organization("NOPE")
+
+
+def test_the_registry_refuses_what_is_not_an_organization(desk):
+    with pytest.raises(Invalid) as bad:
+        desk.put_organization("SD-X", {"name": "x", "regions": ["370000", "999999", "3706"], "url": "ftp://x",
+                                       "secret": "short", "contact": {}})
+    assert set(bad.value.details) == {"regions", "url", "secret", "contact.phone"}
+    assert any("999999" in message for message in bad.value.details["regions"])
+    with pytest.raises(Invalid) as code:
+        desk.put_organization("sd bimc", register("x", ["370000"], SECRET))
+    assert "code" in code.value.details
+
+
+# -- referral --------------------------------------------------------------------------------------
+
+def test_a_referral_goes_to_the_organization_covering_the_units_region(desk, outbox):
+    answer = desk.refer(complaint(), request(), SUPERVISOR, outbox)
+    assert answer == {"referral_id": "BANKA-261120-0000017-M1", "organization": "SD-BIMC", "status": "referred"}
+    view = desk.referral(answer["referral_id"])
+    assert view["region"] == "370600" and view["authority"]["approver"] == SUPERVISOR["sub"]
+    body = view["referral"]
+    assert body["schema"] == "mediation.referral/1" and body["customer"] == {"name": "王芳", "phone": "13800138000"}
+    assert "id_number" not in json.dumps(body)
+    assert body["authority"] == {"max_settlement_amount": "200.00", "currency": "CNY",
+                                 "approver": "banka-sd-yt-supervisor"}
+    assert view["delivery"]["state"] == "pending" and view["delivery"]["messages"][0]["attempts"] == 0
+    [event] = outbox.events("complaint_referred")
+    assert event["body"]["organization_name"] == "山东省银行业保险业纠纷调解中心"
+    assert event["body"]["contact"]["phone"] == "0531-12345678"
+    assert "authority" not in json.dumps(event["body"]["mediation"])
+    # A prefecture's own organization comes before the province's.
+    desk.put_organization("YT-MC", register("烟台调解中心", ["370600"], SECRET))
+    assert desk.refer(complaint(no="BANKA-261120-0000025"), request(), SUPERVISOR, outbox)["organization"] == "YT-MC"
+
+
+def test_a_referral_is_refused_with_the_reason(desk, outbox):
+    with pytest.raises(Invalid) as no_consent:
+        desk.refer(complaint(), request(consent={"given": False, "at": "2026-11-19T10:00:00+08:00", "how": "x"}),
+                   SUPERVISOR, outbox)
+    assert set(no_consent.value.details) == {"consent.given"}
+    with pytest.raises(Invalid) as missing:
+        desk.refer(complaint(), {"reason": "x"}, SUPERVISOR, outbox)
+    assert set(missing.value.details) == {"negotiation", "consent", "authority"}
+    with pytest.raises(Conflict) as closed:
+        desk.refer(complaint(status="closed", allowed_actions=["reopen"]), request(), SUPERVISOR, outbox)
+    assert "closed" in closed.value.message
+    upheld = [{"type": "complaint_decided", "details": {"outcome": "upheld"}}]
+    with pytest.raises(Conflict):
+        desk.refer(complaint(status="decided", history=upheld), request(), SUPERVISOR, outbox)
+    desk.retire_organization("ZJ-BIMC")
+    with pytest.raises(Conflict) as uncovered:
+        desk.refer(complaint(unit="BANKA-ZJ-SX"), request(), SUPERVISOR, outbox)
+    assert "330600" in uncovered.value.message
+    with pytest.raises(Invalid) as elsewhere:
+        desk.refer(complaint(), request(organization="ZJ-BIMC"), SUPERVISOR, outbox)
+    assert set(elsewhere.value.details) == {"organization"}
+    with pytest.raises(Forbidden):  # a handler may refer, but not approve the authority alone
+        desk.refer(complaint(), request(), HANDLER, outbox)
+    with pytest.raises(Invalid) as named:
+        desk.refer(complaint(), request(authority={"max_settlement_amount": "200.00", "currency": "CNY",
+                                                   "approver": "someone-else"}), SUPERVISOR, outbox)
+    assert set(named.value.details) == {"authority.approver"}
+    with pytest.raises(Forbidden):
+        desk.refer(complaint(respondent_staff=[SUPERVISOR["sub"]]), request(), SUPERVISOR, outbox)
+    assert outbox.events() == []
+    desk.refer(complaint(status="decided", history=[{"type": "complaint_decided",
+                                                     "details": {"outcome": "partially_upheld"}}]),
+               request(), SUPERVISOR, outbox)
+    with pytest.raises(Conflict) as twice:
+        desk.refer(complaint(), request(), SUPERVISOR, outbox)
+    assert "already referred" in twice.value.message
+
+
+# -- delivery --------------------------------------------------------------------------------------
+
+def run_due(desk, outbox):
+    return desk.deliver_due(outbox)
+
+
+def test_delivered_once_after_three_500s_with_growing_jittered_waits(desk, outbox, now, organization):
+    organization.script = [500, 503, 500]
+    referral_id = referred(desk, outbox)
+    waits = []
+    for _ in range(3):
+        [attempt] = run_due(desk, outbox)
+        assert attempt["outcome"] == "retry"
+        due = timeutil.parse(desk.referral(referral_id)["delivery"]["next_attempt_at"])
+        waits.append((due - now()).total_seconds())
+        assert run_due(desk, outbox) == []  # not due before its time
+        now.set(due)
+    [attempt] = run_due(desk, outbox)
+    assert attempt["outcome"] == "delivered"
+    assert 5 <= waits[0] <= 10 and 10 <= waits[1] <= 20 and 20 <= waits[2] <= 40
+    view = desk.referral(referral_id)
+    assert view["delivery"]["state"] == "delivered" and view["delivery"]["next_attempt_at"] is None
+    message = view["delivery"]["messages"][0]
+    assert message["attempts"] == 4 and [a["status_code"] for a in message["recent_attempts"]] == [500, 503, 500, 200]
+    keys = {r["headers"]["Idempotency-Key"] for r in organization.received}
+    assert keys == {referral_id} and len({r["raw"] for r in organization.received}) == 1
+    for received in organization.received:
+        signature.verify(received["headers"][signature.HEADER], received["raw"], SECRET,
+                         now=now().timestamp())
+    assert [e["type"] for e in outbox.events() if e["type"].startswith("mediation_")] == ["mediation_delivered"]
+    now.advance(hours=2)
+    assert run_due(desk, outbox) == []
+
+
+def test_a_refusal_is_final_until_an_operator_resends(desk, outbox, now, organization):
+    organization.script = [401]
+    referral_id = referred(desk, outbox)
+    [attempt] = run_due(desk, outbox)
+    assert attempt["outcome"] == "refused"
+    now.advance(days=2)
+    assert run_due(desk, outbox) == []
+    [failed] = desk.failed()
+    assert failed["referral_id"] == referral_id and failed["failure"]["cause"] == "refused"
+    assert failed["failure"]["status_code"] == 401
+    [event] = outbox.events("mediation_delivery_failed")
+    assert event["body"]["cause"] == "refused" and event["body"]["mediation"]["delivery"] == "failed"
+    desk.put_organization("SD-BIMC", register("山东", ["370000"], SECRET, url="https://mediator.example/v2"))
+    desk.resend(referral_id, "ops-1", outbox)
+    [attempt] = run_due(desk, outbox)
+    assert attempt["outcome"] == "delivered"
+    assert organization.received[-1]["url"] == "https://mediator.example/v2"
+    assert desk.failed() == [] and outbox.events("mediation_delivery_resent")
+    with pytest.raises(Conflict):
+        desk.resend(referral_id, "ops-1", outbox)
+
+
+def test_408_and_429_are_retried_and_retries_give_up_after_the_period(desk, outbox, now, organization):
+    organization.script = [408, 429] + [500] * 100
+    referral_id = referred(desk, outbox)
+    started = now()
+    while True:
+        [attempt] = run_due(desk, outbox)
+        if attempt["outcome"] != "retry":
+            break
+        now.set(timeutil.parse(desk.referral(referral_id)["delivery"]["next_attempt_at"]))
+    assert attempt["outcome"] == "gave_up"
+    message = desk.referral(referral_id)["delivery"]["messages"][0]
+    last = timeutil.parse(message["recent_attempts"][-1]["at"])
+    assert last - started >= timedelta(hours=24)
+    gaps = [timeutil.parse(b["at"]) - timeutil.parse(a["at"])
+            for a, b in zip(message["recent_attempts"], message["recent_attempts"][1:], strict=False)]
+    assert max(gaps) <= timedelta(hours=1) and max(gaps) >= timedelta(minutes=30)
+    assert desk.failed()[0]["failure"]["cause"] == "gave_up"
+
+
+def test_one_attempt_in_flight_per_referral_and_a_lost_lease_is_taken_over(db, desk, outbox, now, organization):
+    referral_id = referred(desk, outbox)
+    other = Mediation(db, SETTINGS, now=now, send=organization)
+    [candidate] = desk.due(now(), 10)
+    [again] = other.due(now(), 10)
+    assert desk.claim(candidate, now()) and other.claim(again, now()) is None
+    # The instance holding it dies before sending: after the lease another takes over.
+    assert other.deliver_due(outbox) == []
+    now.advance(seconds=LEASE.total_seconds() + 1)
+    [attempt] = other.deliver_due(outbox)
+    assert attempt["outcome"] == "delivered" and len(organization.received) == 1
+    assert desk.referral(referral_id)["delivery"]["in_flight"] is False
+
+
+def test_a_raise_reaches_the_organization_after_the_referral(desk, outbox, now, organization):
+    organization.script = [500]
+    referral_id = referred(desk, outbox)
+    complaint_view = complaint()
+    run_due(desk, outbox)  # the referral waits for its retry
+    raised_at = now()
+    raised = desk.raise_authority(complaint_view, {"authority": {"max_settlement_amount": "300.00",
+                                                                "currency": "CNY"}}, SUPERVISOR, outbox)
+    assert raised["authority"]["max_settlement_amount"] == "300.00"
+    assert [m["idempotency_key"] for m in raised["delivery"]["messages"]] == [referral_id,
+                                                                               f"{referral_id}:authority:1"]
+    assert run_due(desk, outbox) == []  # the raise waits behind the referral
+    now.set(timeutil.parse(desk.referral(referral_id)["delivery"]["next_attempt_at"]))
+    run_due(desk, outbox)
+    run_due(desk, outbox)  # the raise is due as soon as the referral is delivered
+    assert [r["headers"]["Idempotency-Key"] for r in organization.received] == [
+        referral_id, referral_id, f"{referral_id}:authority:1"]
+    assert organization.received[-1]["body"] == {
+        "schema": "mediation.authority/1", "referral_id": referral_id, "raised_at": timeutil.iso(raised_at),
+        "authority": {"max_settlement_amount": "300.00", "currency": "CNY", "approver": SUPERVISOR["sub"]}}
+    with pytest.raises(Invalid) as lower:
+        desk.raise_authority(complaint_view, {"authority": {"max_settlement_amount": "250.00", "currency": "CNY"}},
+                             SUPERVISOR, outbox)
+    assert set(lower.value.details) == {"authority.max_settlement_amount"}
+    assert len(outbox.events("mediation_authority_raised")) == 1
+
+
+# -- callbacks ----------------------------------------------------------------------------------------
+
+def test_only_the_organizations_fresh_signature_is_accepted(desk, outbox, now):
+    referral_id = referred(desk, outbox)
+    for forged in ({"secret": OTHER_SECRET}, {"secret": "guessed-secret-000000"},
+                   {"secret": SECRET, "signed_at": now() - timedelta(minutes=6)}):
+        with pytest.raises(SignatureRefused):
+            callback(desk, outbox, referral_id, "accepted", **forged)
+    body = json.dumps({"event_id": "e1", "status": "accepted", "occurred_at": timeutil.iso(now())}).encode()
+    with pytest.raises(SignatureRefused):
+        desk.callback(referral_id, base64.b64encode(body).decode(), None, outbox)
+    with pytest.raises(NotFound):
+        callback(desk, outbox, "BANKA-261120-0000017-M9", "accepted")
+    assert desk.referral(referral_id)["status"] == "referred" and outbox.events("mediation_status_changed") == []
+    assert callback(desk, outbox, referral_id, "accepted", signed_at=now() - timedelta(minutes=4))["applied"]
+
+
+def test_the_same_callback_applies_once_and_statuses_keep_their_order(desk, outbox, now):
+    referral_id = referred(desk, outbox)
+    first = callback(desk, outbox, referral_id, "accepted", event_id="evt-1")
+    again = callback(desk, outbox, referral_id, "accepted", event_id="evt-1")
+    assert first["applied"] and not again["applied"]
+    assert len(outbox.events("mediation_status_changed")) == 1
+    with pytest.raises(Conflict):
+        callback(desk, outbox, referral_id, "accepted", event_id="evt-2")
+    with pytest.raises(Conflict):
+        callback(desk, outbox, referral_id, "declined")
+    callback(desk, outbox, referral_id, "hearing_scheduled", details={"hearing_at": "2026-11-25T09:30:00+08:00"})
+    callback(desk, outbox, referral_id, "hearing_scheduled")  # rescheduled
+    with pytest.raises(Invalid) as no_terms:
+        callback(desk, outbox, referral_id, "agreement_reached", details={"carry_out_by": "2026-12-01"})
+    assert set(no_terms.value.details) == {"details.terms"}
+    with pytest.raises(Invalid):
+        callback(desk, outbox, referral_id, "agreement_reached",
+                 details={"terms": "退还年费300元", "signed_on": "2026-11-20", "carry_out_by": "2026-11-19"})
+    with pytest.raises(Invalid) as not_json:
+        callback(desk, outbox, referral_id, "failed", raw=b"{not json")
+    assert set(not_json.value.details) == {"body"}
+    with pytest.raises(Invalid) as unknown:
+        callback(desk, outbox, referral_id, "settled")
+    assert set(unknown.value.details) == {"status"}
+    done = callback(desk, outbox, referral_id, "agreement_reached",
+                    details={"terms": "退还年费300元", "amount": "300.00", "currency": "CNY",
+                             "carry_out_by": "2026-12-05"})
+    agreement = done["referral"]["agreement"]
+    assert agreement == {"terms": "退还年费300元", "signed_on": "2026-11-20", "carry_out_by": "2026-12-05",
+                         "amount": "300.00", "currency": "CNY"}
+    changed = outbox.events("mediation_status_changed")
+    assert [e["body"]["status"] for e in changed] == ["accepted", "hearing_scheduled", "hearing_scheduled",
+                                                      "agreement_reached"]
+    assert changed[-1]["body"]["agreement"] == agreement and not changed[-1]["body"]["ended"]
+    with pytest.raises(Conflict):
+        desk.raise_authority(complaint(), {"authority": {"max_settlement_amount": "900.00", "currency": "CNY"}},
+                             SUPERVISOR, outbox)
+    carried = desk.carried_out(complaint(), {"note": "已退还"}, HANDLER, outbox)
+    assert carried["status"] == "carried_out" and carried["carried_out"]["by"] == HANDLER["sub"]
+    with pytest.raises(Conflict):
+        desk.carried_out(complaint(), {"note": "again"}, HANDLER, outbox)
+    [event] = outbox.events("agreement_carried_out")
+    assert event["body"]["mediation"]["status"] == "carried_out"
+
+
+def test_a_failed_mediation_ends_it_and_the_complaint_may_be_referred_again(desk, outbox):
+    referral_id = referred(desk, outbox)
+    callback(desk, outbox, referral_id, "accepted")
+    callback(desk, outbox, referral_id, "failed", details={"reason": "双方分歧过大"})
+    [*_, failed] = outbox.events("mediation_status_changed")
+    assert failed["body"]["ended"] and failed["body"]["previous"] == "accepted"
+    decided = [{"type": "complaint_decided", "details": {"outcome": "rejected"}}]
+    again = desk.refer(complaint(status="decided", history=decided), request(), SUPERVISOR, outbox)
+    assert again["referral_id"].endswith("-M2")
+    assert desk.referral(referral_id)["organization"]["contact"]["phone"] == "0531-12345678"
+    assert desk.referral_for_organization(
+        referral_id, signature.sign(SECRET, b"", now=desk.now().timestamp()))["status"] == "failed"
+    with pytest.raises(SignatureRefused):
+        desk.referral_for_organization(referral_id, signature.sign(OTHER_SECRET, b""))
