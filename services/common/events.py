@@ -322,13 +322,13 @@ for _event in (
     EventType("sla_extended", "sla", SlaExtended, ("intake",)),
     EventType("sla_paused", "sla", SlaPaused, ("intake",)),
     EventType("sla_resumed", "sla", SlaResumed, ("intake",)),
-    EventType("complaint_referred", "mediation", ComplaintReferred, ()),
-    EventType("mediation_status_changed", "mediation", MediationStatusChanged, ()),
-    EventType("mediation_authority_raised", "mediation", MediationAuthorityRaised, ()),
-    EventType("agreement_carried_out", "mediation", AgreementCarriedOut, ()),
-    EventType("mediation_delivered", "mediation", MediationDelivered, ()),
-    EventType("mediation_delivery_failed", "mediation", MediationDeliveryFailed, ()),
-    EventType("mediation_delivery_resent", "mediation", MediationDeliveryResent, ()),
+    EventType("complaint_referred", "mediation", ComplaintReferred, ("intake", "sla")),
+    EventType("mediation_status_changed", "mediation", MediationStatusChanged, ("intake", "sla")),
+    EventType("mediation_authority_raised", "mediation", MediationAuthorityRaised, ("intake",)),
+    EventType("agreement_carried_out", "mediation", AgreementCarriedOut, ("intake", "sla")),
+    EventType("mediation_delivered", "mediation", MediationDelivered, ("intake",)),
+    EventType("mediation_delivery_failed", "mediation", MediationDeliveryFailed, ("intake",)),
+    EventType("mediation_delivery_resent", "mediation", MediationDeliveryResent, ("intake",)),
 ):
     register(_event)
 

@@ -56,6 +56,7 @@ from services.common.policy import (
     ClockRule,
     ExtensionRefused,
     ReviewWindowClosed,
+    UnknownClock,
     end_of_day,
     load_calendars,
     load_policies,
@@ -68,6 +69,8 @@ PRODUCER = "sla"
 COLLECTION = "clocks"
 META = "meta"
 BREACH = "breach"
+MEDIATION = "mediation"  # the ground of a pause from a referral to the end of the mediation
+AGREEMENT_CLOCK = "agreement_performance"
 OPEN_STATES = ("running", "paused", "breached_open")
 CALENDAR_UNITS = ("working_days", "end_of_business_day")
 BREACH_AFTER = timedelta(milliseconds=1)
@@ -117,7 +120,9 @@ class Clocks:
     # -- computing a clock's schedule ---------------------------------------------------
 
     def _rule(self, doc: dict) -> ClockRule:
-        return self.policies.get(doc["policy"]).clock(doc["clock"])
+        rule = self.policies.get(doc["policy"]).clock(doc["clock"])
+        # A limit set for this clock alone (a mediation agreement's own date) replaces the policy's.
+        return rule if doc.get("limit") is None else rule.with_limit(doc["limit"])
 
     def _calendar(self, doc: dict):
         return self.calendars.for_institution(doc.get("institution"))
@@ -173,7 +178,7 @@ class Clocks:
         }
 
     def _new_clock(self, complaint_no: str, rule: ClockRule, started_at: datetime, *, institution: str,
-                   unit: str | None, now: datetime) -> dict:
+                   unit: str | None, now: datetime, limit: int | None = None) -> dict:
         doc = {
             "_id": clock_id(complaint_no, rule.name),
             "complaint_no": complaint_no,
@@ -186,7 +191,8 @@ class Clocks:
             "state": "running",
             "started_at": started_at,
             "pauses": [],
-            "total": rule.limit.value,
+            "total": rule.limit.value if limit is None else limit,
+            "limit": limit,
             "extensions": [],
             "warned": [],
             "breached": False,
@@ -269,13 +275,14 @@ class Clocks:
         """``complaint_closed``: a clock still open (e.g. closed after mediation) stops too."""
         self._stop_open(event, outbox)
 
-    def _stop_open(self, event: dict, outbox) -> None:
+    def _stop_open(self, event: dict, outbox, clock: str | None = None) -> None:
+        """Stop the open clocks of the event's complaint (only ``clock`` when named)."""
         body = event["body"]
         at = timeutil.parse(body["at"])
 
         def work(session):
             now = self.now()
-            docs = self._open(body["complaint_no"], session=session)
+            docs = [d for d in self._open(body["complaint_no"], session=session) if clock in (None, d["clock"])]
             if not docs and not self.clocks.find_one({"complaint_no": body["complaint_no"]}, {"_id": 1},
                                                      session=session):
                 # Facts of one complaint travel on different queues: the receipt may still be
@@ -387,6 +394,105 @@ class Clocks:
                     restarted=True, reason="new_facts", repeat=event["complaint_no"])))
 
         self._transaction(event, work)
+
+    # -- mediation (CONTRACTS §4): the time in mediation is not counted (Order 3/2020 Art. 23),
+    #    and an agreement is carried out in time (seed 000 §8) ------------------------------
+
+    def on_referred(self, event: dict, outbox) -> None:
+        """``complaint_referred``: every running clock pauses from the referral, on the ground
+        of mediation, until the mediation ends (see ``on_mediation_status_changed``)."""
+        body = event["body"]
+        at = timeutil.parse(body["at"])
+        reason = f"referred to mediation ({body['organization']}, {body['referral_id']})"
+
+        def work(session):
+            now = self.now()
+            for doc in [d for d in self._found(body["complaint_no"], session) if d["state"] == "running"]:
+                pause = {"start": at, "end": None, "reason": reason, "actor": body.get("actor"), "ground": MEDIATION,
+                         "referral_id": body["referral_id"]}
+                pauses = [*doc.get("pauses", []), pause]
+                staged = dict(doc, pauses=pauses, state="paused")
+                self._replace(session, doc, {"pauses": pauses, "state": "paused", **self._schedule(staged, now)})
+                outbox.stage(session, event_message(self._event(
+                    "sla_paused", doc, now, body.get("actor"), reason=reason, ground=MEDIATION,
+                    referral_id=body["referral_id"])))
+
+        self._transaction(event, work)
+
+    def on_mediation_status_changed(self, event: dict, outbox) -> None:
+        """``mediation_status_changed``: an agreement starts the clock of carrying it out; a
+        mediation that ended without one resumes the clocks its referral paused, where they
+        stopped. Other statuses change no clock."""
+        body = event["body"]
+        if body.get("agreement"):
+            self._start_agreement(event, outbox)
+        elif body["ended"]:
+            self._resume_after_mediation(event, outbox)
+
+    def _resume_after_mediation(self, event: dict, outbox) -> None:
+        body = event["body"]
+        at = timeutil.parse(body["at"])
+        reason = f"mediation {body['status']} ({body['organization']}, {body['referral_id']})"
+
+        def work(session):
+            now = self.now()
+            for doc in self._found(body["complaint_no"], session):
+                pauses = list(doc.get("pauses", []))
+                if doc["state"] != "paused" or not pauses or pauses[-1].get("referral_id") != body["referral_id"]:
+                    continue  # not paused by this referral (e.g. met before it, or paused on other grounds)
+                pauses[-1] = dict(pauses[-1], end=max(at, _local(pauses[-1]["start"])), resume_reason=reason)
+                staged = dict(doc, pauses=pauses, state="running")
+                self._replace(session, doc, {"pauses": pauses, "state": "running", **self._schedule(staged, now)})
+                outbox.stage(session, event_message(self._event(
+                    "sla_resumed", doc, now, body.get("actor"), reason=reason, ground=MEDIATION,
+                    referral_id=body["referral_id"])))
+
+        self._transaction(event, work)
+
+    def _start_agreement(self, event: dict, outbox) -> None:
+        """The ``agreement_performance`` clock of the complaint's policy, from the day the
+        terms were agreed to the day the agreement names (the policy's limit if none)."""
+        body = event["body"]
+        agreement = body["agreement"]
+        now = self.now()
+        source = self.clocks.find_one({"complaint_no": body["complaint_no"]}, sort=[("created_at", ASCENDING)])
+        if source is None:
+            raise NotFound(f"no clock for {body['complaint_no']} yet")
+        try:
+            rule = self.policies.get(source["policy"]).clock(AGREEMENT_CLOCK)
+        except UnknownClock:
+            log.warning("%s: policy %s has no %s clock; the agreement of %s is not timed", body["complaint_no"],
+                        source["policy"], AGREEMENT_CLOCK, body["referral_id"])
+            return
+        signed_on = date.fromisoformat(agreement["signed_on"])
+        limit = None
+        if agreement.get("carry_out_by"):
+            if rule.limit.unit == "calendar_days":
+                limit = (date.fromisoformat(agreement["carry_out_by"]) - signed_on).days
+            else:
+                log.warning("%s counts %s: the agreement's own date is not used", AGREEMENT_CLOCK, rule.limit.unit)
+        started_at = datetime.combine(signed_on, dt_time(0), tzinfo=SHANGHAI)
+        doc = self._new_clock(body["complaint_no"], rule, started_at, institution=source.get("institution"),
+                              unit=source.get("unit"), now=now, limit=limit)
+        started = self._event("sla_started", doc, now, body.get("actor"), started_at=timeutil.iso(started_at),
+                              reason="agreement_reached", referral_id=body["referral_id"])
+
+        def work(session):
+            existing = self.clocks.find_one({"_id": doc["_id"]}, session=session)
+            if existing is None:
+                self.clocks.insert_one(doc, session=session)
+            else:
+                # An agreement of a later referral: its own clock counts anew.
+                fresh = {k: v for k, v in doc.items() if k not in ("_id", "version", "created_at")}
+                fresh["generation"] = existing.get("generation", 0) + 1
+                self._replace(session, existing, fresh)
+            outbox.stage(session, event_message(started))
+
+        self._transaction(event, work)
+
+    def on_agreement_carried_out(self, event: dict, outbox) -> None:
+        """``agreement_carried_out``: the agreement's clock stops, met or breached."""
+        self._stop_open(event, outbox, clock=AGREEMENT_CLOCK)
 
     # -- firing -----------------------------------------------------------------------------
 
