@@ -456,7 +456,10 @@ class Intake:
         return complaint
 
     def get(self, complaint_no: str, visible_units: list[str] | None) -> dict:
-        return view(self.visible(complaint_no, visible_units))
+        complaint = self.visible(complaint_no, visible_units)
+        # An extension of the view: what the lifecycle allows now (consoles, and services that
+        # act on a complaint, such as mediation, ask it rather than keep a copy of the rules).
+        return dict(view(complaint), allowed_actions=self.lifecycle.actions_from(complaint["status"]))
 
     def list(self, filters: dict, visible_units: list[str] | None, limit: int = 50, cursor: str | None = None) -> dict:
         query: dict = within(visible_units)
