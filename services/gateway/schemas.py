@@ -317,3 +317,128 @@ class ExtendSchema(ReasonSchema):
 class MisconductSchema(ActionSchema):
     clue = fields.Str(required=True, validate=validate.OneOf(MISCONDUCT_CLUES))
     note = text(required=True, description="What was seen: the referral to discipline inspection keeps it.")
+
+
+# -- mediation (CONTRACTS §4; checked by the mediation service) ----------------------------------
+
+MEDIATION_STATUSES = ("referred", "accepted", "declined", "hearing_scheduled", "agreement_reached", "failed",
+                      "withdrawn", "carried_out")
+CALLBACK_STATUSES = ("accepted", "declined", "hearing_scheduled", "agreement_reached", "failed", "withdrawn")
+
+
+class MediationContactSchema(Schema):
+    phone = fields.Str(required=True)
+    address = fields.Str()
+
+
+class MediationOrganizationSchema(Schema):
+    """An organization of the registry; the code is in the path."""
+
+    name = fields.Str(required=True)
+    regions = fields.List(fields.Str(), required=True, metadata={
+        "description": "GB/T 2260 codes; a province's code covers its prefectures and counties.",
+        "example": ["370000"]})
+    url = fields.Url(required=True, metadata={"description": "Where referrals and raises are posted."})
+    secret = fields.Str(required=True, load_only=True, validate=validate.Length(min=16), metadata={
+        "description": "The shared HMAC secret; never shown back."})
+    contact = fields.Nested(MediationContactSchema, required=True)
+
+
+class MediationOrganizationViewSchema(Reply):
+    code = fields.Str(required=True)
+    name = fields.Str(required=True)
+    regions = fields.List(fields.Str(), required=True)
+    url = fields.Str(required=True)
+    contact = fields.Nested(MediationContactSchema)
+    secret_set_at = fields.AwareDateTime(metadata={"description": "When the secret was last set (never the secret)."})
+    retired_at = fields.AwareDateTime(allow_none=True, metadata={
+        "description": "Retired: no new referral goes to it; its open referrals keep going."})
+
+
+class OrganizationPathSchema(Schema):
+    code = fields.Str(required=True)
+
+
+class NegotiationEntrySchema(Schema):
+    at = fields.AwareDateTime(required=True)
+    by = fields.Str(required=True)
+    note = fields.Str(required=True)
+
+
+class ConsentSchema(Schema):
+    given = fields.Bool(required=True, metadata={"description": "Must be true: the customer agreed to mediation."})
+    at = fields.AwareDateTime(required=True)
+    how = fields.Str(required=True, metadata={"example": "电话录音"})
+
+
+class MediationAuthoritySchema(Schema):
+    max_settlement_amount = MoneyString(required=True, metadata={"example": "5000.00"})
+    currency = fields.Str(required=True, metadata={"example": "CNY"})
+    approver = fields.Str(metadata={"description": "The approver is the caller, by their token; if given, "
+                                                   "it must be the caller's own id."})
+
+
+class ReferralRequestSchema(ActionSchema):
+    reason = text(required=True)
+    negotiation = fields.List(fields.Nested(NegotiationEntrySchema), required=True,
+                              metadata={"description": "The negotiation record (at least one entry)."})
+    consent = fields.Nested(ConsentSchema, required=True)
+    authority = fields.Nested(MediationAuthoritySchema, required=True, metadata={
+        "description": "The mediator's authority to settle, approved by the caller's role."})
+    organization = fields.Str(validate=CODE, metadata={
+        "description": "An organization covering the handling unit's region; default the one covering it "
+                       "most closely."})
+
+
+class ReferralCreatedSchema(Reply):
+    referral_id = fields.Str(required=True)
+    organization = fields.Str(required=True)
+    status = fields.Str(required=True, validate=validate.OneOf(MEDIATION_STATUSES))
+
+
+class AuthorityRaiseSchema(ActionSchema):
+    authority = fields.Nested(MediationAuthoritySchema, required=True)
+
+
+class CarriedOutSchema(ActionSchema):
+    note = text(description="How the agreement was carried out.")
+
+
+class MediationDeliverySchema(Reply):
+    state = fields.Str(metadata={"description": "pending (being delivered or waiting for a retry), delivered, "
+                                                "or failed (waiting for an operator)."})
+    next_attempt_at = fields.AwareDateTime(allow_none=True)
+    messages = fields.List(fields.Dict(), metadata={
+        "description": "Each message (the referral, each raise) with its Idempotency-Key, state and attempts."})
+
+
+class ReferralSchema(Reply):
+    referral_id = fields.Str(required=True)
+    complaint_no = fields.Str(required=True)
+    organization = fields.Dict(metadata={"description": "code, name and contact."})
+    status = fields.Str(required=True, validate=validate.OneOf(MEDIATION_STATUSES))
+    authority = fields.Nested(MediationAuthoritySchema)
+    events = fields.List(fields.Dict(), metadata={"description": "The organization's callbacks applied."})
+    agreement = fields.Dict(allow_none=True)
+    delivery = fields.Nested(MediationDeliverySchema)
+    referral = fields.Dict(metadata={"description": "The mediation.referral/1 body as delivered."})
+
+
+class ReferralPathSchema(Schema):
+    referral_id = fields.Str(required=True)
+
+
+class MediationCallbackSchema(Schema):
+    """An organization's report, signed with its secret (``X-Complaint-Signature``)."""
+
+    event_id = fields.Str(required=True, metadata={"description": "Applied once: the same id again answers 200."})
+    status = fields.Str(required=True, validate=validate.OneOf(CALLBACK_STATUSES))
+    occurred_at = fields.AwareDateTime(required=True)
+    details = fields.Dict(metadata={
+        "description": "For agreement_reached: terms (required), signed_on, carry_out_by (dates), amount, "
+                       "currency."})
+
+
+class CallbackAnswerSchema(Reply):
+    applied = fields.Bool(required=True, metadata={"description": "False when this event_id was applied before."})
+    referral = fields.Nested(ReferralSchema, required=True)

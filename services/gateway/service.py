@@ -7,7 +7,7 @@ Run: ``python -m services.common.runner services.gateway.service``
 """
 from __future__ import annotations
 
-from . import views
+from . import mediation, views
 from .entrypoint import endpoint
 from .routes import ACTION_ROUTES, Route
 from .rpc import TimedRpcProxy
@@ -19,6 +19,7 @@ class GatewayService:
     intake = TimedRpcProxy("intake")
     routing = TimedRpcProxy("routing")
     sla = TimedRpcProxy("sla")
+    mediation = TimedRpcProxy("mediation")
 
     @endpoint("health")
     def health(self, request, identity):
@@ -47,6 +48,45 @@ class GatewayService:
     @endpoint("complaint_clocks")
     def complaint_clocks(self, request, identity, complaint_no):
         return views.complaint_clocks(self, identity, complaint_no)
+
+
+    # -- mediation (CONTRACTS §4) ------------------------------------------------------------
+
+    @endpoint("put_mediation_organization")
+    def put_mediation_organization(self, request, identity, code):
+        return mediation.put_organization(self, request, code)
+
+    @endpoint("list_mediation_organizations")
+    def list_mediation_organizations(self, request, identity):
+        return mediation.list_organizations(self)
+
+    @endpoint("get_mediation_organization")
+    def get_mediation_organization(self, request, identity, code):
+        return mediation.get_organization(self, code)
+
+    @endpoint("retire_mediation_organization")
+    def retire_mediation_organization(self, request, identity, code):
+        return mediation.retire_organization(self, code)
+
+    @endpoint("refer_complaint")
+    def refer_complaint(self, request, identity, complaint_no):
+        return mediation.refer(self, request, identity, complaint_no)
+
+    @endpoint("raise_mediation_authority")
+    def raise_mediation_authority(self, request, identity, complaint_no):
+        return mediation.raise_authority(self, request, identity, complaint_no)
+
+    @endpoint("record_agreement_carried_out")
+    def record_agreement_carried_out(self, request, identity, complaint_no):
+        return mediation.carried_out(self, request, identity, complaint_no)
+
+    @endpoint("get_mediation_referral")
+    def get_mediation_referral(self, request, identity, referral_id):
+        return mediation.get_referral(self, request, identity, referral_id)
+
+    @endpoint("mediation_callback")
+    def mediation_callback(self, request, identity, referral_id):
+        return mediation.callback(self, request, referral_id)
 
 
 def _action_method(route: Route):

@@ -60,14 +60,18 @@ def test_bearer_scheme_and_security_per_operation():
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
         "description": "HS256 JWT with claims sub, name, unit, roles, exp."}
+    assert doc["components"]["securitySchemes"]["complaintSignature"]["name"] == "X-Complaint-Signature"
     for route in ROUTES:
         operation = doc["paths"][route.path][route.method.lower()]
-        if route.roles is None:
-            assert operation["security"] == []
+        expected = ([{"bearerAuth": []}] if route.roles is not None else []) + (
+            [{"complaintSignature": []}] if route.signed else [])
+        assert operation["security"] == expected
+        if route.roles is None and not route.signed:
             assert "401" not in operation["responses"]
-        else:
-            assert operation["security"] == [{"bearerAuth": []}]
+        if route.roles is not None:
             assert {"401", "403"} <= set(operation["responses"])
+        if route.signed:
+            assert "401" in operation["responses"]
 
 
 def test_every_error_response_uses_the_error_schema():
@@ -122,7 +126,6 @@ def test_every_action_is_documented_with_body_and_responses():
         "accept", "transfer", "transfer/accept", "transfer/reject", "escalate", "misconduct", "extend", "pause",
         "resume", "decision", "close", "reopen", "withdraw", "clocks")}
     assert paths <= set(doc["paths"])
-    assert "/api/v1/complaints/{complaint_no}/mediation" not in doc["paths"]
     for action in ACTIONS:
         operation = doc["paths"][f"/api/v1/complaints/{{complaint_no}}/{action.suffix}"]["post"]
         body = operation["requestBody"]["content"]["application/json"]["schema"]
@@ -211,3 +214,21 @@ def test_details_survive():
 def test_405_names_the_allowed_methods():
     response = response_for_exception(MethodNotAllowed(valid_methods=["GET", "POST"]))
     assert response.headers["Allow"] == "GET, POST"
+
+
+def test_the_mediation_operations():
+    doc = document()
+    refer = doc["paths"]["/api/v1/complaints/{complaint_no}/mediation"]["post"]
+    assert refer["responses"]["201"]["content"]["application/json"]["schema"] == {"$ref": REF + "ReferralCreated"}
+    assert {"404", "409", "422"} <= set(refer["responses"])
+    assert set(document()["components"]["schemas"]["ReferralRequest"]["required"]) == {
+        "reason", "negotiation", "consent", "authority"}
+    callback = doc["paths"]["/api/v1/mediation/referrals/{referral_id}/events"]["post"]
+    assert callback["security"] == [{"complaintSignature": []}]
+    assert {"401", "404", "409", "422"} <= set(callback["responses"])
+    referral = doc["paths"]["/api/v1/mediation/referrals/{referral_id}"]["get"]
+    assert referral["security"] == [{"bearerAuth": []}, {"complaintSignature": []}]
+    put = doc["paths"]["/api/v1/mediation/organizations/{code}"]["put"]
+    assert put["x-roles"] == ["admin"] and {"200", "201"} <= set(put["responses"])
+    organization = doc["components"]["schemas"]["MediationOrganizationView"]
+    assert "secret" not in organization["properties"]

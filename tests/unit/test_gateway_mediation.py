@@ -1,0 +1,97 @@
+"""The mediation endpoints' translation with fake peers: what each passes on, no broker."""
+import base64
+import json
+
+import pytest
+from werkzeug.test import EnvironBuilder
+
+from services.gateway import mediation
+from services.gateway.auth import Identity
+from services.gateway.entrypoint import Endpoint
+from services.gateway.errors import Unauthorized
+from services.gateway.routes import BY_NAME
+
+SUPERVISOR = Identity("s1", "张伟", "BANKA-SD-YT", ("supervisor",), 0)
+ACTOR = {"sub": "s1", "name": "张伟", "unit": "BANKA-SD-YT", "roles": ["supervisor"]}
+UNITS = ["BANKA-SD-YT"]
+COMPLAINT = {"complaint_no": "C1", "status": "in_progress"}
+
+
+class Recorder:
+    def __init__(self, name, log, answers):
+        self._name, self._log, self._answers = name, log, answers
+
+    def __getattr__(self, method):
+        def call(*args):
+            self._log.append((f"{self._name}.{method}", *args))
+            return self._answers.get(method)
+        return call
+
+
+class Peers:
+    def __init__(self, log, **answers):
+        self.intake = Recorder("intake", log, {"get": COMPLAINT})
+        self.routing = Recorder("routing", log, {"visible_units": UNITS})
+        self.mediation = Recorder("mediation", log, answers)
+
+
+def request(method="POST", body=None, raw=None, headers=None):
+    data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+    return EnvironBuilder(method=method, data=data, content_type="application/json",
+                          headers=headers or {}).get_request()
+
+
+def test_a_referral_reads_the_complaint_as_the_caller_sees_it_and_answers_201():
+    log = []
+    peers = Peers(log, refer={"referral_id": "C1-M1", "organization": "SD-BIMC", "status": "referred"})
+    body = {"reason": "协商未果", "actor": "工号 7"}
+    status, headers, answer = mediation.refer(peers, request(body=body), SUPERVISOR, "C1")
+    assert status == 201 and headers == {"Location": "/api/v1/mediation/referrals/C1-M1"}
+    assert answer["referral_id"] == "C1-M1"
+    assert log == [("routing.visible_units", "BANKA-SD-YT"), ("intake.get", "C1", UNITS),
+                   ("mediation.refer", COMPLAINT, body, {**ACTOR, "note": "工号 7"})]
+
+
+def test_a_callback_passes_the_exact_bytes_and_the_signature():
+    log = []
+    raw = b'{"event_id":"e1","status":"accepted"}  '
+    peers = Peers(log, callback={"applied": True})
+    answer = mediation.callback(peers, request(raw=raw, headers={"X-Complaint-Signature": "t=1,v1=ab"}), "C1-M1")
+    assert answer == {"applied": True}
+    [(name, referral_id, body, signed)] = log
+    assert name == "mediation.callback" and referral_id == "C1-M1" and signed == "t=1,v1=ab"
+    assert base64.b64decode(body) == raw
+
+
+def test_a_referral_is_read_with_a_token_or_a_signature():
+    log = []
+    peers = Peers(log, referral={"referral_id": "C1-M1", "complaint_no": "C1"},
+                  referral_for_organization={"referral_id": "C1-M1"})
+    assert mediation.get_referral(peers, request("GET"), SUPERVISOR, "C1-M1")["complaint_no"] == "C1"
+    assert log == [("mediation.referral", "C1-M1"), ("routing.visible_units", "BANKA-SD-YT"),
+                   ("intake.get", "C1", UNITS)]
+    log.clear()
+    mediation.get_referral(peers, request("GET", headers={"X-Complaint-Signature": "t=1,v1=ab"}), None, "C1-M1")
+    assert log == [("mediation.referral_for_organization", "C1-M1", "t=1,v1=ab")]
+    with pytest.raises(Unauthorized):
+        mediation.get_referral(peers, request("GET"), None, "C1-M1")
+
+
+def test_registering_answers_201_then_200():
+    log = []
+    peers = Peers(log, put_organization={"created": True, "organization": {"code": "SD"}})
+    assert mediation.put_organization(peers, request("PUT", body={"name": "x"}), "SD") == (201, {"code": "SD"})
+    peers.mediation._answers["put_organization"] = {"created": False, "organization": {"code": "SD"}}
+    assert mediation.put_organization(peers, request("PUT", body={"name": "x"}), "SD")[0] == 200
+
+
+def test_a_signed_route_needs_no_token_from_an_organization():
+    callback = Endpoint("mediation_callback")
+    referral = Endpoint("get_mediation_referral")
+    complaint = Endpoint("get_complaint")
+    bare = request("GET", headers={"X-Complaint-Signature": "t=1,v1=ab"})
+    with_token = request("GET", headers={"Authorization": "Bearer x"})
+    assert callback.signed_instead(bare) and referral.signed_instead(bare)
+    assert not referral.signed_instead(with_token)  # a token present is verified as usual
+    assert not complaint.signed_instead(bare)
+    assert BY_NAME["get_mediation_referral"].roles and BY_NAME["mediation_callback"].roles is None
