@@ -35,6 +35,9 @@ def env_for(settings: Settings, **extra) -> dict:
         "AMQP_URI": settings.amqp_uri, "MONGO_URI": settings.mongo_uri, "DB_PREFIX": settings.db_prefix,
         "RETRY_DELAYS": ",".join(str(d) for d in settings.retry_delays), "OUTBOX_GRACE": str(settings.outbox_grace),
         "MAX_WORKERS": str(settings.max_workers), "PYTHONUNBUFFERED": "1",
+        "MEDIATION_RETRY_BASE": str(settings.mediation_retry_base),
+        "MEDIATION_RETRY_CAP": str(settings.mediation_retry_cap),
+        "MEDIATION_RETRY_FOR": str(settings.mediation_retry_for), "MEDIATION_TIMEOUT": str(settings.mediation_timeout),
     })
     env.update(extra)
     return env
