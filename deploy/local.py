@@ -10,7 +10,10 @@
    (``var/secantus``, git-ignored)) and waits until it answers a ping. With ``MONGO_URI``
    set, uses that and starts no store.
 3. Runs with honcho the lines of ``deploy/Procfile`` whose ``services/<name>/service.py``
-   exists (the HTTP edge on ``GATEWAY_ADDRESS``, 127.0.0.1:8000), in the foreground.
+   exists (the HTTP edge on ``GATEWAY_ADDRESS``, 127.0.0.1:8000), in the foreground. With
+   the mediation service, the sample mediation organizations are registered
+   (``MEDIATION_ORGANIZATIONS``) and the simulator that plays them listens on
+   127.0.0.1:8100, where their urls point (unless that port is taken).
    Ctrl-C or SIGTERM stops them (honcho sends SIGTERM to each process group, SIGKILL
    after 5 s), then the store, which stops last so that services can finish their writes.
 """
@@ -37,6 +40,9 @@ BIN = Path(sys.executable).parent  # the virtualenv's bin: python, secantusd-py
 DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_STORE_PORT = 27117
 DEFAULT_STORE_PATH = "var/secantus"
+# The simulated mediation organizations: the sample file's urls point at this address.
+MEDIATOR_ADDRESS = "127.0.0.1:8100"
+SAMPLE_ORGANIZATIONS = ROOT / "services" / "mediation" / "data" / "organizations.yaml"
 BROKER_TIMEOUT = 3.0
 STORE_TIMEOUT = 30.0
 
@@ -184,18 +190,26 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def banner(gateway: str, store_uri: str, store_note: str, amqp_uri: str, services: list[str]) -> str:
+def banner(gateway: str, store_uri: str, store_note: str, amqp_uri: str, services: list[str],
+           mediator: str | None = None) -> str:
     python = os.path.relpath(sys.executable, Path.cwd()) if sys.executable.startswith(str(ROOT)) else sys.executable
-    return "\n".join([
+    lines = [
         "Complaints platform, local run",
         f"  HTTP edge  http://{gateway}  (GET /health, GET /api/v1/openapi.json)",
         f"  store      {store_uri}  ({store_note})",
         f"  broker     {redact(amqp_uri)}",
         f"  services   {', '.join(services)}",
         f"  token      {python} -m services.gateway.tokens <user>   (--list shows the sample users)",
-        "  stop       Ctrl-C",
-        "",
-    ])
+    ]
+    if mediator:
+        lines.append(f"  mediator   {mediator}")
+    return "\n".join([*lines, "  stop       Ctrl-C", ""])
+
+
+def mediator_command(gateway: str) -> str:
+    """The simulator playing the sample organizations: it takes each referral and accepts it."""
+    return (f"python -m services.mediation.simulator --listen {MEDIATOR_ADDRESS} --platform http://{gateway} "
+            f"--organizations {SAMPLE_ORGANIZATIONS} --plan accepted --pace 2")
 
 
 def main() -> int:
@@ -221,14 +235,25 @@ def main() -> int:
             store.start()
             store.wait_ready()
             store_uri, store_note = store.uri, f"embedded SecantusDB, data in {store_path}"
-        print(banner(gateway, store_uri, store_note, amqp_uri, list(services)), flush=True)
+        mediator = None
+        if "mediation" in services:
+            if port_taken(*split_address(MEDIATOR_ADDRESS)):
+                mediator = (f"not started: {MEDIATOR_ADDRESS} is taken; referrals to the sample organizations "
+                            "wait for it (nothing is lost)")
+            else:
+                mediator = (f"http://{MEDIATOR_ADDRESS}  (simulated sample organizations; "
+                            "python -m services.mediation.simulator --help)")
+        print(banner(gateway, store_uri, store_note, amqp_uri, list(services), mediator), flush=True)
 
         child_env = dict(env, MONGO_URI=store_uri, AMQP_URI=amqp_uri, GATEWAY_ADDRESS=gateway,
                          PYTHONUNBUFFERED="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+        child_env.setdefault("MEDIATION_ORGANIZATIONS", str(SAMPLE_ORGANIZATIONS))
         manager = Manager(printer)
         for name, command in services.items():
             # exec: the service replaces honcho's shell, so its own exit code is reported
             manager.add_process(name, f"exec {command}", env=child_env, cwd=str(ROOT))
+        if mediator and mediator.startswith("http"):
+            manager.add_process("mediator", f"exec {mediator_command(gateway)}", env=child_env, cwd=str(ROOT))
         manager.loop()  # returns once every process has stopped (after a signal or a crash)
         return manager.returncode or 0
     except Abort as exc:

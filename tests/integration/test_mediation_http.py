@@ -220,3 +220,22 @@ def test_callbacks_are_signed_by_their_organization_applied_once_and_in_order(ed
                                   .json()["history"] if h["type"].startswith("mediation_")].count(
         "mediation_status_changed") == 2, "intake followed the callbacks")
     assert history
+
+
+def test_the_simulator_answers_slowly_then_plays_a_mediation_to_an_agreement(edge):
+    edge.register("SD-BIMC")
+    edge.mediator.behave("SD-BIMC", slow=3.0, plan=["accepted", "hearing_scheduled", "agreement_reached"], pace=0.2)
+    number = edge.complaint()
+    referral_id = edge.refer(number).json()["referral_id"]
+    # Slower than the 2 s an organization has to answer: no answer, retried.
+    timed_out = wait_until(lambda: (m := edge.referral(referral_id)["delivery"]["messages"][0])["attempts"] >= 1
+                           and m, "the first attempt timed out", timeout=20)
+    assert timed_out["recent_attempts"][0]["status_code"] is None
+    assert "no answer within 2 s" in timed_out["recent_attempts"][0]["error"]
+    edge.mediator.behave("SD-BIMC", slow=0.0)
+    agreed = wait_until(lambda: (r := edge.referral(referral_id))["status"] == "agreement_reached" and r,
+                        "the organization reported an agreement", timeout=30)
+    assert [e["status"] for e in agreed["events"]] == ["accepted", "hearing_scheduled", "agreement_reached"]
+    # The simulator agrees to the customer's demand within the authority granted (300.00 asked, 200.00 granted).
+    assert agreed["agreement"]["amount"] == "200.00" and agreed["agreement"]["carry_out_by"]
+    assert len(edge.mediator.taken("SD-BIMC")) == 1
