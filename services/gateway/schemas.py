@@ -220,6 +220,8 @@ class ComplaintSchema(Reply):
     history = fields.List(fields.Nested(HistoryEventSchema),
                           metadata={"description": "Every event, oldest first."})
     mediation = fields.Dict(allow_none=True, metadata={"description": "Where referred."})
+    allowed_actions = fields.List(fields.Str(), metadata={
+        "description": "The lifecycle actions the complaint's status allows now (an extension)."})
 
 
 class ComplaintPageSchema(Reply):
