@@ -80,8 +80,8 @@ REFERRALS = "referrals"
 CALLBACKS = "callbacks"
 UNITS = "units"
 REGIONS_DOC = "regions"
-# An attempt in flight holds its referral this long; a process killed mid-attempt leaves it
-# due again after it. Longer than any attempt may take (the timeout, then one transaction).
+# An attempt in flight holds its referral at least this long (and three timeouts); a process
+# killed mid-attempt leaves it due again after it. Longer than any attempt may take.
 LEASE = timedelta(seconds=60)
 # The attempts kept on each message for the operator (the count is kept whole).
 ATTEMPTS_SHOWN = 20
@@ -156,6 +156,7 @@ class Mediation:
         self.backoff = Backoff(settings.mediation_retry_base, settings.mediation_retry_cap,
                                settings.mediation_retry_for)
         self.timeout = settings.mediation_timeout
+        self.lease = max(LEASE, timedelta(seconds=3 * self.timeout))
         self.now = now
         self.send = send
         self.rng = rng or random.Random()
@@ -532,7 +533,7 @@ class Mediation:
         token = uuid.uuid4().hex
         result = self.referrals.update_one(
             {"_id": candidate["_id"], "next_attempt_at": candidate["next_attempt_at"]},
-            {"$set": {"next_attempt_at": now + LEASE, "lease": token}, "$inc": {"version": 1}})
+            {"$set": {"next_attempt_at": now + self.lease, "lease": token}, "$inc": {"version": 1}})
         return token if result.modified_count == 1 else None
 
     def deliver_due(self, outbox, limit: int = 20) -> list[dict]:

@@ -18,7 +18,7 @@ from services.common.policy import SHANGHAI
 from services.common.store import client_for, ensure_indexes
 from services.mediation import signature
 from services.mediation.delivery import Answer
-from services.mediation.mediation import INDEXES, LEASE, Mediation
+from services.mediation.mediation import INDEXES, Mediation
 from tests.support.harness import Now, StagingOutbox
 
 pytestmark = pytest.mark.integration
@@ -287,7 +287,7 @@ def test_one_attempt_in_flight_per_referral_and_a_lost_lease_is_taken_over(db, d
     assert desk.claim(candidate, now()) and other.claim(again, now()) is None
     # The instance holding it dies before sending: after the lease another takes over.
     assert other.deliver_due(outbox) == []
-    now.advance(seconds=LEASE.total_seconds() + 1)
+    now.advance(seconds=desk.lease.total_seconds() + 1)
     [attempt] = other.deliver_due(outbox)
     assert attempt["outcome"] == "delivered" and len(organization.received) == 1
     assert desk.referral(referral_id)["delivery"]["in_flight"] is False
