@@ -7,7 +7,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from services.common.fields import CURRENCY, MoneyString, StrictBoolean
 from services.mediation import regions
-from services.mediation.referral import statuses
+from services.mediation.rules import statuses
 
 ORGANIZATION_CODE = validate.Regexp(r"^[A-Z0-9][A-Z0-9_-]{1,31}$",
                                     error="must be 2-32 capital letters, digits, - or _")

@@ -17,8 +17,8 @@ from services.common.errors import Conflict, Forbidden, Invalid, NotFound, Signa
 from services.common.policy import SHANGHAI
 from services.common.store import client_for, ensure_indexes
 from services.mediation import signature
-from services.mediation.delivery import Answer
 from services.mediation.mediation import INDEXES, Mediation
+from services.mediation.webhook import Answer
 from tests.support.harness import Now, StagingOutbox
 
 pytestmark = pytest.mark.integration
@@ -64,11 +64,11 @@ def organization():
 @pytest.fixture
 def desk(db, now, organization):
     desk = Mediation(db, SETTINGS, now=now, send=organization, rng=random.Random(7))
-    desk.organization_changed(events.make_event("organization_changed", None, {
+    desk.registry.organization_changed(events.make_event("organization_changed", None, {
         "institutions": {"BANKA": ["BANKA-SD-YT", "BANKA-ZJ-SX", "BANKA-SD-YT-ZF"]},
         "regions": {"BANKA-SD-YT": "370600", "BANKA-SD-YT-ZF": "370602", "BANKA-ZJ-SX": "330600"}}, "routing"))
-    desk.put_organization("SD-BIMC", register("山东省银行业保险业纠纷调解中心", ["370000"], SECRET))
-    desk.put_organization("ZJ-BIMC", register("浙江银行业保险业纠纷调解中心", ["330000"], OTHER_SECRET))
+    desk.registry.put("SD-BIMC", register("山东省银行业保险业纠纷调解中心", ["370000"], SECRET))
+    desk.registry.put("ZJ-BIMC", register("浙江银行业保险业纠纷调解中心", ["330000"], OTHER_SECRET))
     return desk
 
 
@@ -104,52 +104,52 @@ def request(**changes) -> dict:
 
 
 def referred(desk, outbox, **changes) -> str:
-    return desk.refer(complaint(**changes), request(), SUPERVISOR, outbox)["referral_id"]
+    return desk.referrals.refer(complaint(**changes), request(), SUPERVISOR, outbox)["referral_id"]
 
 
 def callback(desk, outbox, referral_id, status, secret=SECRET, event_id=None, at=None, details=None, raw=None,
              signed_at=None):
     body = raw if raw is not None else json.dumps({
         "event_id": event_id or uuid.uuid4().hex, "status": status,
-        "occurred_at": timeutil.iso(at or desk.now()), "details": details or {}}).encode()
-    header = signature.sign(secret, body, now=(signed_at or desk.now()).timestamp())
-    return desk.callback(referral_id, base64.b64encode(body).decode(), header, outbox)
+        "occurred_at": timeutil.iso(at or desk.referrals.now()), "details": details or {}}).encode()
+    header = signature.sign(secret, body, now=(signed_at or desk.referrals.now()).timestamp())
+    return desk.referrals.callback(referral_id, base64.b64encode(body).decode(), header, outbox)
 
 
 # -- the registry ----------------------------------------------------------------------------------
 
 def test_the_registry_keeps_organizations_and_never_shows_a_secret(desk):
-    created, shown = desk.put_organization("SC-BIMC", register("四川", ["510000", "510100"], "s" * 20))
+    created, shown = desk.registry.put("SC-BIMC", register("四川", ["510000", "510100"], "s" * 20))
     assert created and shown["code"] == "SC-BIMC" and shown["regions"] == ["510000", "510100"]
-    again, changed = desk.put_organization("SC-BIMC", register("四川银行业保险业纠纷调解中心", ["510000"], "s" * 20))
+    again, changed = desk.registry.put("SC-BIMC", register("四川银行业保险业纠纷调解中心", ["510000"], "s" * 20))
     assert not again and changed["name"] == "四川银行业保险业纠纷调解中心"
     assert changed["secret_set_at"] == shown["secret_set_at"]  # the same secret: not set anew
-    for view in (desk.organization("SC-BIMC"), *desk.organization_list()):
+    for view in (desk.registry.show("SC-BIMC"), *desk.registry.in_service()):
         assert "secret" not in view and "s" * 20 not in json.dumps(view)
-    retired = desk.retire_organization("SC-BIMC")
+    retired = desk.registry.retire("SC-BIMC")
     assert retired["retired_at"]
-    assert "SC-BIMC" not in [o["code"] for o in desk.organization_list()]
+    assert "SC-BIMC" not in [o["code"] for o in desk.registry.in_service()]
     with pytest.raises(NotFound):
-        desk.organization("NOPE")
+        desk.registry.show("NOPE")
 
 
 def test_the_registry_refuses_what_is_not_an_organization(desk):
     with pytest.raises(Invalid) as bad:
-        desk.put_organization("SD-X", {"name": "x", "regions": ["370000", "999999", "3706"], "url": "ftp://x",
-                                       "secret": "short", "contact": {}})
+        desk.registry.put("SD-X", {"name": "x", "regions": ["370000", "999999", "3706"], "url": "ftp://x",
+                                   "secret": "short", "contact": {}})
     assert set(bad.value.details) == {"regions", "url", "secret", "contact.phone"}
     assert any("999999" in message for message in bad.value.details["regions"])
     with pytest.raises(Invalid) as code:
-        desk.put_organization("sd bimc", register("x", ["370000"], SECRET))
+        desk.registry.put("sd bimc", register("x", ["370000"], SECRET))
     assert "code" in code.value.details
 
 
 # -- referral --------------------------------------------------------------------------------------
 
 def test_a_referral_goes_to_the_organization_covering_the_units_region(desk, outbox):
-    answer = desk.refer(complaint(), request(), SUPERVISOR, outbox)
+    answer = desk.referrals.refer(complaint(), request(), SUPERVISOR, outbox)
     assert answer == {"referral_id": "BANKA-261120-0000017-M1", "organization": "SD-BIMC", "status": "referred"}
-    view = desk.referral(answer["referral_id"])
+    view = desk.referrals.referral(answer["referral_id"])
     assert view["region"] == "370600" and view["authority"]["approver"] == SUPERVISOR["sub"]
     body = view["referral"]
     assert body["schema"] == "mediation.referral/1" and body["customer"] == {"name": "王芳", "phone": "13800138000"}
@@ -162,52 +162,52 @@ def test_a_referral_goes_to_the_organization_covering_the_units_region(desk, out
     assert event["body"]["contact"]["phone"] == "0531-12345678"
     assert "authority" not in json.dumps(event["body"]["mediation"])
     # A prefecture's own organization comes before the province's.
-    desk.put_organization("YT-MC", register("烟台调解中心", ["370600"], SECRET))
-    assert desk.refer(complaint(no="BANKA-261120-0000025"), request(), SUPERVISOR, outbox)["organization"] == "YT-MC"
+    desk.registry.put("YT-MC", register("烟台调解中心", ["370600"], SECRET))
+    second = desk.referrals.refer(complaint(no="BANKA-261120-0000025"), request(), SUPERVISOR, outbox)
+    assert second["organization"] == "YT-MC"
 
 
 def test_a_referral_is_refused_with_the_reason(desk, outbox):
     with pytest.raises(Invalid) as no_consent:
-        desk.refer(complaint(), request(consent={"given": False, "at": "2026-11-19T10:00:00+08:00", "how": "x"}),
-                   SUPERVISOR, outbox)
+        desk.referrals.refer(complaint(), request(consent={"given": False, "at": "2026-11-19T10:00:00+08:00",
+                                                           "how": "x"}), SUPERVISOR, outbox)
     assert set(no_consent.value.details) == {"consent.given"}
     with pytest.raises(Invalid) as missing:
-        desk.refer(complaint(), {"reason": "x"}, SUPERVISOR, outbox)
+        desk.referrals.refer(complaint(), {"reason": "x"}, SUPERVISOR, outbox)
     assert set(missing.value.details) == {"negotiation", "consent", "authority"}
     with pytest.raises(Conflict) as closed:
-        desk.refer(complaint(status="closed", allowed_actions=["reopen"]), request(), SUPERVISOR, outbox)
+        desk.referrals.refer(complaint(status="closed", allowed_actions=["reopen"]), request(), SUPERVISOR, outbox)
     assert "closed" in closed.value.message
     upheld = [{"type": "complaint_decided", "details": {"outcome": "upheld"}}]
     with pytest.raises(Conflict):
-        desk.refer(complaint(status="decided", history=upheld), request(), SUPERVISOR, outbox)
-    desk.retire_organization("ZJ-BIMC")
+        desk.referrals.refer(complaint(status="decided", history=upheld), request(), SUPERVISOR, outbox)
+    desk.registry.retire("ZJ-BIMC")
     with pytest.raises(Conflict) as uncovered:
-        desk.refer(complaint(unit="BANKA-ZJ-SX"), request(), SUPERVISOR, outbox)
+        desk.referrals.refer(complaint(unit="BANKA-ZJ-SX"), request(), SUPERVISOR, outbox)
     assert "330600" in uncovered.value.message
     with pytest.raises(Invalid) as elsewhere:
-        desk.refer(complaint(), request(organization="ZJ-BIMC"), SUPERVISOR, outbox)
+        desk.referrals.refer(complaint(), request(organization="ZJ-BIMC"), SUPERVISOR, outbox)
     assert set(elsewhere.value.details) == {"organization"}
     with pytest.raises(Forbidden):  # a handler may refer, but not approve the authority alone
-        desk.refer(complaint(), request(), HANDLER, outbox)
+        desk.referrals.refer(complaint(), request(), HANDLER, outbox)
     with pytest.raises(Invalid) as named:
-        desk.refer(complaint(), request(authority={"max_settlement_amount": "200.00", "currency": "CNY",
+        desk.referrals.refer(complaint(), request(authority={"max_settlement_amount": "200.00", "currency": "CNY",
                                                    "approver": "someone-else"}), SUPERVISOR, outbox)
     assert set(named.value.details) == {"authority.approver"}
     with pytest.raises(Forbidden):
-        desk.refer(complaint(respondent_staff=[SUPERVISOR["sub"]]), request(), SUPERVISOR, outbox)
+        desk.referrals.refer(complaint(respondent_staff=[SUPERVISOR["sub"]]), request(), SUPERVISOR, outbox)
     assert outbox.events() == []
-    desk.refer(complaint(status="decided", history=[{"type": "complaint_decided",
-                                                     "details": {"outcome": "partially_upheld"}}]),
-               request(), SUPERVISOR, outbox)
+    partly = [{"type": "complaint_decided", "details": {"outcome": "partially_upheld"}}]
+    desk.referrals.refer(complaint(status="decided", history=partly), request(), SUPERVISOR, outbox)
     with pytest.raises(Conflict) as twice:
-        desk.refer(complaint(), request(), SUPERVISOR, outbox)
+        desk.referrals.refer(complaint(), request(), SUPERVISOR, outbox)
     assert "already referred" in twice.value.message
 
 
 # -- delivery --------------------------------------------------------------------------------------
 
 def run_due(desk, outbox):
-    return desk.deliver_due(outbox)
+    return desk.courier.deliver_due(outbox)
 
 
 def test_delivered_once_after_three_500s_with_growing_jittered_waits(desk, outbox, now, organization):
@@ -217,14 +217,14 @@ def test_delivered_once_after_three_500s_with_growing_jittered_waits(desk, outbo
     for _ in range(3):
         [attempt] = run_due(desk, outbox)
         assert attempt["outcome"] == "retry"
-        due = timeutil.parse(desk.referral(referral_id)["delivery"]["next_attempt_at"])
+        due = timeutil.parse(desk.referrals.referral(referral_id)["delivery"]["next_attempt_at"])
         waits.append((due - now()).total_seconds())
         assert run_due(desk, outbox) == []  # not due before its time
         now.set(due)
     [attempt] = run_due(desk, outbox)
     assert attempt["outcome"] == "delivered"
     assert 5 <= waits[0] <= 10 and 10 <= waits[1] <= 20 and 20 <= waits[2] <= 40
-    view = desk.referral(referral_id)
+    view = desk.referrals.referral(referral_id)
     assert view["delivery"]["state"] == "delivered" and view["delivery"]["next_attempt_at"] is None
     message = view["delivery"]["messages"][0]
     assert message["attempts"] == 4 and [a["status_code"] for a in message["recent_attempts"]] == [500, 503, 500, 200]
@@ -245,19 +245,19 @@ def test_a_refusal_is_final_until_an_operator_resends(desk, outbox, now, organiz
     assert attempt["outcome"] == "refused"
     now.advance(days=2)
     assert run_due(desk, outbox) == []
-    [failed] = desk.failed()
+    [failed] = desk.courier.failed()
     assert failed["referral_id"] == referral_id and failed["failure"]["cause"] == "refused"
     assert failed["failure"]["status_code"] == 401
     [event] = outbox.events("mediation_delivery_failed")
     assert event["body"]["cause"] == "refused" and event["body"]["mediation"]["delivery"] == "failed"
-    desk.put_organization("SD-BIMC", register("山东", ["370000"], SECRET, url="https://mediator.example/v2"))
-    desk.resend(referral_id, "ops-1", outbox)
+    desk.registry.put("SD-BIMC", register("山东", ["370000"], SECRET, url="https://mediator.example/v2"))
+    desk.courier.resend(referral_id, "ops-1", outbox)
     [attempt] = run_due(desk, outbox)
     assert attempt["outcome"] == "delivered"
     assert organization.received[-1]["url"] == "https://mediator.example/v2"
-    assert desk.failed() == [] and outbox.events("mediation_delivery_resent")
+    assert desk.courier.failed() == [] and outbox.events("mediation_delivery_resent")
     with pytest.raises(Conflict):
-        desk.resend(referral_id, "ops-1", outbox)
+        desk.courier.resend(referral_id, "ops-1", outbox)
 
 
 def test_408_and_429_are_retried_and_retries_give_up_after_the_period(desk, outbox, now, organization):
@@ -268,29 +268,29 @@ def test_408_and_429_are_retried_and_retries_give_up_after_the_period(desk, outb
         [attempt] = run_due(desk, outbox)
         if attempt["outcome"] != "retry":
             break
-        now.set(timeutil.parse(desk.referral(referral_id)["delivery"]["next_attempt_at"]))
+        now.set(timeutil.parse(desk.referrals.referral(referral_id)["delivery"]["next_attempt_at"]))
     assert attempt["outcome"] == "gave_up"
-    message = desk.referral(referral_id)["delivery"]["messages"][0]
+    message = desk.referrals.referral(referral_id)["delivery"]["messages"][0]
     last = timeutil.parse(message["recent_attempts"][-1]["at"])
     assert last - started >= timedelta(hours=24)
     gaps = [timeutil.parse(b["at"]) - timeutil.parse(a["at"])
             for a, b in zip(message["recent_attempts"], message["recent_attempts"][1:], strict=False)]
     assert max(gaps) <= timedelta(hours=1) and max(gaps) >= timedelta(minutes=30)
-    assert desk.failed()[0]["failure"]["cause"] == "gave_up"
+    assert desk.courier.failed()[0]["failure"]["cause"] == "gave_up"
 
 
 def test_one_attempt_in_flight_per_referral_and_a_lost_lease_is_taken_over(db, desk, outbox, now, organization):
     referral_id = referred(desk, outbox)
     other = Mediation(db, SETTINGS, now=now, send=organization)
-    [candidate] = desk.due(now(), 10)
-    [again] = other.due(now(), 10)
-    assert desk.claim(candidate, now()) and other.claim(again, now()) is None
+    [candidate] = desk.courier.due(now(), 10)
+    [again] = other.courier.due(now(), 10)
+    assert desk.courier.claim(candidate, now()) and other.courier.claim(again, now()) is None
     # The instance holding it dies before sending: after the lease another takes over.
-    assert other.deliver_due(outbox) == []
-    now.advance(seconds=desk.lease.total_seconds() + 1)
-    [attempt] = other.deliver_due(outbox)
+    assert other.courier.deliver_due(outbox) == []
+    now.advance(seconds=desk.courier.lease.total_seconds() + 1)
+    [attempt] = other.courier.deliver_due(outbox)
     assert attempt["outcome"] == "delivered" and len(organization.received) == 1
-    assert desk.referral(referral_id)["delivery"]["in_flight"] is False
+    assert desk.referrals.referral(referral_id)["delivery"]["in_flight"] is False
 
 
 def test_a_raise_reaches_the_organization_after_the_referral(desk, outbox, now, organization):
@@ -299,13 +299,13 @@ def test_a_raise_reaches_the_organization_after_the_referral(desk, outbox, now, 
     complaint_view = complaint()
     run_due(desk, outbox)  # the referral waits for its retry
     raised_at = now()
-    raised = desk.raise_authority(complaint_view, {"authority": {"max_settlement_amount": "300.00",
-                                                                "currency": "CNY"}}, SUPERVISOR, outbox)
+    raise_ = {"authority": {"max_settlement_amount": "300.00", "currency": "CNY"}}
+    raised = desk.referrals.raise_authority(complaint_view, raise_, SUPERVISOR, outbox)
     assert raised["authority"]["max_settlement_amount"] == "300.00"
     assert [m["idempotency_key"] for m in raised["delivery"]["messages"]] == [referral_id,
                                                                                f"{referral_id}:authority:1"]
     assert run_due(desk, outbox) == []  # the raise waits behind the referral
-    now.set(timeutil.parse(desk.referral(referral_id)["delivery"]["next_attempt_at"]))
+    now.set(timeutil.parse(desk.referrals.referral(referral_id)["delivery"]["next_attempt_at"]))
     run_due(desk, outbox)
     run_due(desk, outbox)  # the raise is due as soon as the referral is delivered
     assert [r["headers"]["Idempotency-Key"] for r in organization.received] == [
@@ -314,10 +314,22 @@ def test_a_raise_reaches_the_organization_after_the_referral(desk, outbox, now, 
         "schema": "mediation.authority/1", "referral_id": referral_id, "raised_at": timeutil.iso(raised_at),
         "authority": {"max_settlement_amount": "300.00", "currency": "CNY", "approver": SUPERVISOR["sub"]}}
     with pytest.raises(Invalid) as lower:
-        desk.raise_authority(complaint_view, {"authority": {"max_settlement_amount": "250.00", "currency": "CNY"}},
-                             SUPERVISOR, outbox)
+        desk.referrals.raise_authority(complaint_view, {"authority": {"max_settlement_amount": "250.00",
+                                                                     "currency": "CNY"}}, SUPERVISOR, outbox)
     assert set(lower.value.details) == {"authority.max_settlement_amount"}
     assert len(outbox.events("mediation_authority_raised")) == 1
+
+
+def test_a_raise_during_an_attempt_in_flight_waits_for_it(desk, outbox, now, organization):
+    referral_id = referred(desk, outbox)
+    [candidate] = desk.courier.due(now(), 10)
+    token = desk.courier.claim(candidate, now())
+    desk.referrals.raise_authority(complaint(), {"authority": {"max_settlement_amount": "300.00", "currency": "CNY"}},
+                                   SUPERVISOR, outbox)
+    assert desk.courier.due(now(), 10) == []  # no second attempt while one is in flight
+    assert desk.courier.attempt(referral_id, token, outbox)["outcome"] == "delivered"
+    [attempt] = desk.courier.deliver_due(outbox)  # the raise is due as soon as the attempt ends
+    assert attempt["key"] == f"{referral_id}:authority:1" and attempt["outcome"] == "delivered"
 
 
 # -- callbacks ----------------------------------------------------------------------------------------
@@ -330,10 +342,11 @@ def test_only_the_organizations_fresh_signature_is_accepted(desk, outbox, now):
             callback(desk, outbox, referral_id, "accepted", **forged)
     body = json.dumps({"event_id": "e1", "status": "accepted", "occurred_at": timeutil.iso(now())}).encode()
     with pytest.raises(SignatureRefused):
-        desk.callback(referral_id, base64.b64encode(body).decode(), None, outbox)
+        desk.referrals.callback(referral_id, base64.b64encode(body).decode(), None, outbox)
     with pytest.raises(NotFound):
         callback(desk, outbox, "BANKA-261120-0000017-M9", "accepted")
-    assert desk.referral(referral_id)["status"] == "referred" and outbox.events("mediation_status_changed") == []
+    assert desk.referrals.referral(referral_id)["status"] == "referred"
+    assert outbox.events("mediation_status_changed") == []
     assert callback(desk, outbox, referral_id, "accepted", signed_at=now() - timedelta(minutes=4))["applied"]
 
 
@@ -372,12 +385,12 @@ def test_the_same_callback_applies_once_and_statuses_keep_their_order(desk, outb
                                                       "agreement_reached"]
     assert changed[-1]["body"]["agreement"] == agreement and not changed[-1]["body"]["ended"]
     with pytest.raises(Conflict):
-        desk.raise_authority(complaint(), {"authority": {"max_settlement_amount": "900.00", "currency": "CNY"}},
-                             SUPERVISOR, outbox)
-    carried = desk.carried_out(complaint(), {"note": "已退还"}, HANDLER, outbox)
+        desk.referrals.raise_authority(complaint(), {"authority": {"max_settlement_amount": "900.00",
+                                                                  "currency": "CNY"}}, SUPERVISOR, outbox)
+    carried = desk.referrals.carried_out(complaint(), {"note": "已退还"}, HANDLER, outbox)
     assert carried["status"] == "carried_out" and carried["carried_out"]["by"] == HANDLER["sub"]
     with pytest.raises(Conflict):
-        desk.carried_out(complaint(), {"note": "again"}, HANDLER, outbox)
+        desk.referrals.carried_out(complaint(), {"note": "again"}, HANDLER, outbox)
     [event] = outbox.events("agreement_carried_out")
     assert event["body"]["mediation"]["status"] == "carried_out"
 
@@ -389,10 +402,10 @@ def test_a_failed_mediation_ends_it_and_the_complaint_may_be_referred_again(desk
     [*_, failed] = outbox.events("mediation_status_changed")
     assert failed["body"]["ended"] and failed["body"]["previous"] == "accepted"
     decided = [{"type": "complaint_decided", "details": {"outcome": "rejected"}}]
-    again = desk.refer(complaint(status="decided", history=decided), request(), SUPERVISOR, outbox)
+    again = desk.referrals.refer(complaint(status="decided", history=decided), request(), SUPERVISOR, outbox)
     assert again["referral_id"].endswith("-M2")
-    assert desk.referral(referral_id)["organization"]["contact"]["phone"] == "0531-12345678"
-    assert desk.referral_for_organization(
-        referral_id, signature.sign(SECRET, b"", now=desk.now().timestamp()))["status"] == "failed"
+    assert desk.referrals.referral(referral_id)["organization"]["contact"]["phone"] == "0531-12345678"
+    assert desk.referrals.referral_for_organization(
+        referral_id, signature.sign(SECRET, b"", now=desk.referrals.now().timestamp()))["status"] == "failed"
     with pytest.raises(SignatureRefused):
-        desk.referral_for_organization(referral_id, signature.sign(OTHER_SECRET, b""))
+        desk.referrals.referral_for_organization(referral_id, signature.sign(OTHER_SECRET, b""))

@@ -138,11 +138,11 @@ def seed_due_referrals(settings, url: str, count: int) -> list[str]:
     db = database(settings, "mediation")
     ensure_indexes(db, INDEXES)
     desk = Mediation(db, settings)
-    desk.put_organization("SD-BIMC", {"name": "山东调解中心", "regions": ["370000"], "url": url, "secret": SECRET,
-                                      "contact": {"phone": "0531-81000000"}})
-    desk.organization_changed(events.make_event("organization_changed", None, {
+    desk.registry.put("SD-BIMC", {"name": "山东调解中心", "regions": ["370000"], "url": url, "secret": SECRET,
+                                  "contact": {"phone": "0531-81000000"}})
+    desk.registry.organization_changed(events.make_event("organization_changed", None, {
         "institutions": {"BANKA": ["BANKA-SD-YT"]}, "regions": {"BANKA-SD-YT": "370600"}}, "routing"))
-    return [desk.refer(complaint(f"BANKA-261120-{n:06d}0"), REQUEST, SUPERVISOR, Discard())["referral_id"]
+    return [desk.referrals.refer(complaint(f"BANKA-261120-{n:06d}0"), REQUEST, SUPERVISOR, Discard())["referral_id"]
             for n in range(count)]
 
 

@@ -10,7 +10,7 @@ import pytest
 from services.common.errors import Forbidden, Invalid
 from services.common.policy import SHANGHAI
 from services.mediation import access, regions, signature
-from services.mediation.referral import Backoff, judge, statuses
+from services.mediation.rules import Backoff, judge, statuses
 
 SECRET = "a-shared-secret-of-the-organization"
 

@@ -1,0 +1,148 @@
+"""The registry of mediation organizations (CONTRACTS §4), and the regions of the units.
+
+- ``organizations``: ``{_id: code, name, regions, url, secret, contact, retired_at, ...}``.
+  A retired organization takes no new referral; its open referrals keep going
+  (deliveries, callbacks). The secret is never shown.
+- ``units``: the region of every unit, as routing last announced it
+  (``organization_changed``): a referral goes to the organization covering the region of
+  the unit handling the complaint.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import datetime
+
+import yaml
+from pymongo import ASCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
+
+from services.common import timeutil
+from services.common.errors import Conflict, Invalid, NotFound
+from services.mediation import regions
+from services.mediation.documents import load, timed
+from services.mediation.schemas import ORGANIZATION_CODE, OrganizationSchema
+
+log = logging.getLogger(__name__)
+
+ORGANIZATIONS = "organizations"
+UNITS = "units"
+REGIONS_DOC = "regions"
+
+INDEXES = {
+    ORGANIZATIONS: [IndexModel([("regions", ASCENDING)]), IndexModel([("retired_at", ASCENDING)])],
+    UNITS: [],
+}
+
+
+class Registry:
+    def __init__(self, db, now: Callable[[], datetime] = timeutil.now):
+        self.organizations = db[ORGANIZATIONS]
+        self.units = db[UNITS]
+        self.now = now
+
+    # -- organizations ------------------------------------------------------------------
+
+    def put(self, code: str, data: dict) -> tuple[bool, dict]:
+        """Register or change an organization; (created, the organization as shown)."""
+        if not isinstance(code, str) or ORGANIZATION_CODE.regex.match(code) is None:
+            raise Invalid("the organization's code is invalid", {"code": [ORGANIZATION_CODE.error]})
+        fields = load(OrganizationSchema(), data)
+        now = self.now()
+        existing = self.organizations.find_one({"_id": code})
+        changes = {**fields, "regions": sorted(set(fields["regions"])), "updated_at": now, "retired_at": None}
+        if existing is None or existing.get("secret") != fields["secret"]:
+            changes["secret_set_at"] = now
+        if existing is None:
+            try:
+                self.organizations.insert_one({"_id": code, "created_at": now, "version": 1, **changes})
+                return True, self.show(code)
+            except DuplicateKeyError:
+                pass  # registered meanwhile by another call: this one changes it
+        self.organizations.update_one({"_id": code}, {"$set": changes, "$inc": {"version": 1}})
+        return False, self.show(code)
+
+    def find(self, code: str) -> dict:
+        """The stored organization, secret and all, retired or not (deliveries, signatures)."""
+        doc = self.organizations.find_one({"_id": code})
+        if doc is None:
+            raise NotFound(f"no mediation organization {code!r}")
+        return doc
+
+    def show(self, code: str) -> dict:
+        return self._view(self.find(code))
+
+    def in_service(self) -> list[dict]:
+        """The organizations in service (retired ones are shown one by one, by code)."""
+        return [self._view(doc) for doc in self.organizations.find({"retired_at": None}).sort("_id", ASCENDING)]
+
+    def retire(self, code: str) -> dict:
+        """No new referral goes to it; its open referrals keep going."""
+        self.organizations.update_one({"_id": code, "retired_at": None},
+                                      {"$set": {"retired_at": self.now()}, "$inc": {"version": 1}})
+        return self.show(code)
+
+    @staticmethod
+    def _view(doc: dict) -> dict:
+        """Never the secret: when it was set is enough to tell it changed."""
+        shown = ("name", "regions", "url", "contact", "created_at", "updated_at", "secret_set_at", "retired_at")
+        return timed({"code": doc["_id"], **{key: doc.get(key) for key in shown}})
+
+    def load(self, path: str) -> list[str]:
+        """Register the organizations of a YAML file that are not registered yet (the local
+        samples); one registered already is left as an operator may have changed it."""
+        with open(path, encoding="utf-8") as handle:
+            listed = yaml.safe_load(handle)["organizations"]
+        added = []
+        for item in listed:
+            item = dict(item)
+            code = item.pop("code")
+            if self.organizations.find_one({"_id": code}, {"_id": 1}) is None:
+                with suppress(DuplicateKeyError):  # another instance loads the same file
+                    created, _ = self.put(code, item)
+                    if created:
+                        added.append(code)
+        if added:
+            log.info("registered mediation organizations %s from %s", ", ".join(added), path)
+        return added
+
+    # -- who covers a unit ------------------------------------------------------------------
+
+    def organization_changed(self, event: dict) -> None:
+        """Keep the units' regions routing announced, unless a newer announcement is kept."""
+        occurred = timeutil.parse(event["occurred_at"])
+        kept = self.units.find_one({"_id": REGIONS_DOC}, {"occurred_at": 1})
+        if kept is not None and timeutil.local(kept["occurred_at"]) > occurred:
+            return
+        self.units.replace_one({"_id": REGIONS_DOC},
+                               {"regions": event["body"].get("regions") or {}, "occurred_at": occurred},
+                               upsert=True)
+
+    def region_of(self, unit: str) -> str | None:
+        doc = self.units.find_one({"_id": REGIONS_DOC}, {f"regions.{unit}": 1})
+        return ((doc or {}).get("regions") or {}).get(unit) or None
+
+    def covering(self, region: str | None, named: str | None) -> dict:
+        """The organization a referral from ``region`` goes to: ``named`` if it is in service
+        and covers the region (Invalid otherwise), else the one covering it most closely
+        (Conflict when none does)."""
+        if named is not None:
+            doc = self.organizations.find_one({"_id": named})
+            if doc is None or doc.get("retired_at") is not None:
+                raise Invalid(f"no mediation organization {named!r} in service",
+                              {"organization": ["is not a registered organization in service"]})
+            if region is not None and not any(regions.covers(r, region) for r in doc["regions"]):
+                raise Invalid(f"{named} does not cover region {region}",
+                              {"organization": [f"does not cover region {region} of the handling unit"]})
+            return doc
+        if region is None:
+            raise Conflict("the handling unit's region is not known: name the organization",
+                           {"organization": ["is required: the handling unit has no region on record"]})
+        candidates = [dict(doc, code=doc["_id"]) for doc in self.organizations.find(
+            {"regions": {"$in": regions.ancestors(region)}, "retired_at": None})]
+        chosen = regions.covering(region, candidates)
+        if chosen is None:
+            raise Conflict(f"no mediation organization covers region {region}",
+                           {"region": [f"no registered organization covers {region}"]})
+        return chosen
