@@ -18,8 +18,8 @@ from .views import actor_of, read_object, visible_units
 SIGNATURE_HEADER = "X-Complaint-Signature"
 
 
-def put_organization(peers, request, code: str):
-    result = peers.mediation.put_organization(code, read_object(request))
+def put_organization(peers, request, identity: Identity, code: str):
+    result = peers.mediation.put_organization(code, read_object(request), actor_of(identity))
     return (201 if result["created"] else 200), result["organization"]
 
 
@@ -31,8 +31,8 @@ def get_organization(peers, code: str) -> dict:
     return peers.mediation.organization(code)
 
 
-def retire_organization(peers, code: str) -> dict:
-    return peers.mediation.retire_organization(code)
+def retire_organization(peers, identity: Identity, code: str) -> dict:
+    return peers.mediation.retire_organization(code, actor_of(identity))
 
 
 def _complaint_and_actor(peers, request, identity: Identity, complaint_no: str) -> tuple[dict, dict, dict]:

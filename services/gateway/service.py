@@ -54,7 +54,7 @@ class GatewayService:
 
     @endpoint("put_mediation_organization")
     def put_mediation_organization(self, request, identity, code):
-        return mediation.put_organization(self, request, code)
+        return mediation.put_organization(self, request, identity, code)
 
     @endpoint("list_mediation_organizations")
     def list_mediation_organizations(self, request, identity):
@@ -66,7 +66,7 @@ class GatewayService:
 
     @endpoint("retire_mediation_organization")
     def retire_mediation_organization(self, request, identity, code):
-        return mediation.retire_organization(self, code)
+        return mediation.retire_organization(self, identity, code)
 
     @endpoint("refer_complaint")
     def refer_complaint(self, request, identity, complaint_no):

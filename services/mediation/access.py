@@ -22,6 +22,13 @@ ACTION_ROLES = {
 AUTHORITY_APPROVERS = frozenset({"supervisor", "consumer_protection"})
 
 
+def may_manage_registry(actor: dict) -> None:
+    """Forbidden unless ``actor`` is a platform operator: the registry is the platform's."""
+    if ADMIN not in roles_of(actor):
+        raise Forbidden("the registry of mediation organizations is managed by platform operators (admin)",
+                        {"roles": ["admin is required"]})
+
+
 def roles_of(actor: dict) -> set[str]:
     return set(actor.get("roles") or ())
 

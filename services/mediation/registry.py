@@ -20,7 +20,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.common import timeutil
 from services.common.errors import Conflict, Invalid, NotFound
-from services.mediation import regions
+from services.mediation import access, regions
 from services.mediation.documents import load, timed
 from services.mediation.schemas import ORGANIZATION_CODE, OrganizationSchema
 
@@ -44,14 +44,16 @@ class Registry:
 
     # -- organizations ------------------------------------------------------------------
 
-    def put(self, code: str, data: dict) -> tuple[bool, dict]:
+    def put(self, code: str, data: dict, actor: dict) -> tuple[bool, dict]:
         """Register or change an organization; (created, the organization as shown)."""
+        access.may_manage_registry(actor)
         if not isinstance(code, str) or ORGANIZATION_CODE.regex.match(code) is None:
             raise Invalid("the organization's code is invalid", {"code": [ORGANIZATION_CODE.error]})
         fields = load(OrganizationSchema(), data)
         now = self.now()
         existing = self.organizations.find_one({"_id": code})
-        changes = {**fields, "regions": sorted(set(fields["regions"])), "updated_at": now, "retired_at": None}
+        changes = {**fields, "regions": sorted(set(fields["regions"])), "updated_at": now,
+                   "updated_by": actor.get("sub"), "retired_at": None}
         if existing is None or existing.get("secret") != fields["secret"]:
             changes["secret_set_at"] = now
         if existing is None:
@@ -77,10 +79,12 @@ class Registry:
         """The organizations in service (retired ones are shown one by one, by code)."""
         return [self._view(doc) for doc in self.organizations.find({"retired_at": None}).sort("_id", ASCENDING)]
 
-    def retire(self, code: str) -> dict:
+    def retire(self, code: str, actor: dict) -> dict:
         """No new referral goes to it; its open referrals keep going."""
+        access.may_manage_registry(actor)
         self.organizations.update_one({"_id": code, "retired_at": None},
-                                      {"$set": {"retired_at": self.now()}, "$inc": {"version": 1}})
+                                      {"$set": {"retired_at": self.now(), "retired_by": actor.get("sub")},
+                                       "$inc": {"version": 1}})
         return self.show(code)
 
     @staticmethod
@@ -91,7 +95,9 @@ class Registry:
 
     def load(self, path: str) -> list[str]:
         """Register the organizations of a YAML file that are not registered yet (the local
-        samples); one registered already is left as an operator may have changed it."""
+        samples); one registered already is left as an operator may have changed it. The
+        file is the operator's who configured it (``MEDIATION_ORGANIZATIONS``)."""
+        operator = {"sub": f"file:{path}", "roles": [access.ADMIN]}
         with open(path, encoding="utf-8") as handle:
             listed = yaml.safe_load(handle)["organizations"]
         added = []
@@ -100,7 +106,7 @@ class Registry:
             code = item.pop("code")
             if self.organizations.find_one({"_id": code}, {"_id": 1}) is None:
                 with suppress(DuplicateKeyError):  # another instance loads the same file
-                    created, _ = self.put(code, item)
+                    created, _ = self.put(code, item, operator)
                     if created:
                         added.append(code)
         if added:

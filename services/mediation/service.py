@@ -37,8 +37,8 @@ class MediationService:
     # -- the registry (admin) --------------------------------------------------------------
 
     @rpc
-    def put_organization(self, code: str, data: dict) -> dict:
-        created, organization = self.desk.registry.put(code, data)
+    def put_organization(self, code: str, data: dict, actor: dict) -> dict:
+        created, organization = self.desk.registry.put(code, data, actor)
         return {"created": created, "organization": organization}
 
     @rpc
@@ -50,8 +50,8 @@ class MediationService:
         return self.desk.registry.in_service()
 
     @rpc
-    def retire_organization(self, code: str) -> dict:
-        return self.desk.registry.retire(code)
+    def retire_organization(self, code: str, actor: dict) -> dict:
+        return self.desk.registry.retire(code, actor)
 
     # -- handlers' actions, with the complaint as intake shows it to the caller --------------
 

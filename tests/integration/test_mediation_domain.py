@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 SECRET = "sd-secret-0123456789abcdef"
 OTHER_SECRET = "zj-secret-0123456789abcdef"
 SUPERVISOR = {"sub": "banka-sd-yt-supervisor", "name": "张伟", "unit": "BANKA-SD-YT", "roles": ["supervisor"]}
+ADMIN = {"sub": "ops-1", "name": "平台管理员", "unit": "BANKA", "roles": ["admin"]}
 HANDLER = {"sub": "banka-sd-yt-handler", "name": "刘洋", "unit": "BANKA-SD-YT", "roles": ["handler"]}
 SETTINGS = Settings(mediation_retry_base=10.0, mediation_retry_cap=3600.0, mediation_retry_for=24 * 3600.0)
 
@@ -67,8 +68,8 @@ def desk(db, now, organization):
     desk.registry.organization_changed(events.make_event("organization_changed", None, {
         "institutions": {"BANKA": ["BANKA-SD-YT", "BANKA-ZJ-SX", "BANKA-SD-YT-ZF"]},
         "regions": {"BANKA-SD-YT": "370600", "BANKA-SD-YT-ZF": "370602", "BANKA-ZJ-SX": "330600"}}, "routing"))
-    desk.registry.put("SD-BIMC", register("山东省银行业保险业纠纷调解中心", ["370000"], SECRET))
-    desk.registry.put("ZJ-BIMC", register("浙江银行业保险业纠纷调解中心", ["330000"], OTHER_SECRET))
+    desk.registry.put("SD-BIMC", register("山东省银行业保险业纠纷调解中心", ["370000"], SECRET), ADMIN)
+    desk.registry.put("ZJ-BIMC", register("浙江银行业保险业纠纷调解中心", ["330000"], OTHER_SECRET), ADMIN)
     return desk
 
 
@@ -119,28 +120,33 @@ def callback(desk, outbox, referral_id, status, secret=SECRET, event_id=None, at
 # -- the registry ----------------------------------------------------------------------------------
 
 def test_the_registry_keeps_organizations_and_never_shows_a_secret(desk):
-    created, shown = desk.registry.put("SC-BIMC", register("四川", ["510000", "510100"], "s" * 20))
+    created, shown = desk.registry.put("SC-BIMC", register("四川", ["510000", "510100"], "s" * 20), ADMIN)
     assert created and shown["code"] == "SC-BIMC" and shown["regions"] == ["510000", "510100"]
-    again, changed = desk.registry.put("SC-BIMC", register("四川银行业保险业纠纷调解中心", ["510000"], "s" * 20))
+    again, changed = desk.registry.put("SC-BIMC", register("四川银行业保险业纠纷调解中心", ["510000"], "s" * 20),
+                                       ADMIN)
     assert not again and changed["name"] == "四川银行业保险业纠纷调解中心"
     assert changed["secret_set_at"] == shown["secret_set_at"]  # the same secret: not set anew
     for view in (desk.registry.show("SC-BIMC"), *desk.registry.in_service()):
         assert "secret" not in view and "s" * 20 not in json.dumps(view)
-    retired = desk.registry.retire("SC-BIMC")
+    retired = desk.registry.retire("SC-BIMC", ADMIN)
     assert retired["retired_at"]
     assert "SC-BIMC" not in [o["code"] for o in desk.registry.in_service()]
     with pytest.raises(NotFound):
         desk.registry.show("NOPE")
+    with pytest.raises(Forbidden):  # the registry is the platform operators'
+        desk.registry.put("SC-BIMC", register("四川", ["510000"], "s" * 20), SUPERVISOR)
+    with pytest.raises(Forbidden):
+        desk.registry.retire("SD-BIMC", SUPERVISOR)
 
 
 def test_the_registry_refuses_what_is_not_an_organization(desk):
     with pytest.raises(Invalid) as bad:
         desk.registry.put("SD-X", {"name": "x", "regions": ["370000", "999999", "3706"], "url": "ftp://x",
-                                   "secret": "short", "contact": {}})
+                                   "secret": "short", "contact": {}}, ADMIN)
     assert set(bad.value.details) == {"regions", "url", "secret", "contact.phone"}
     assert any("999999" in message for message in bad.value.details["regions"])
     with pytest.raises(Invalid) as code:
-        desk.registry.put("sd bimc", register("x", ["370000"], SECRET))
+        desk.registry.put("sd bimc", register("x", ["370000"], SECRET), ADMIN)
     assert "code" in code.value.details
 
 
@@ -162,7 +168,7 @@ def test_a_referral_goes_to_the_organization_covering_the_units_region(desk, out
     assert event["body"]["contact"]["phone"] == "0531-12345678"
     assert "authority" not in json.dumps(event["body"]["mediation"])
     # A prefecture's own organization comes before the province's.
-    desk.registry.put("YT-MC", register("烟台调解中心", ["370600"], SECRET))
+    desk.registry.put("YT-MC", register("烟台调解中心", ["370600"], SECRET), ADMIN)
     second = desk.referrals.refer(complaint(no="BANKA-261120-0000025"), request(), SUPERVISOR, outbox)
     assert second["organization"] == "YT-MC"
 
@@ -181,7 +187,7 @@ def test_a_referral_is_refused_with_the_reason(desk, outbox):
     upheld = [{"type": "complaint_decided", "details": {"outcome": "upheld"}}]
     with pytest.raises(Conflict):
         desk.referrals.refer(complaint(status="decided", history=upheld), request(), SUPERVISOR, outbox)
-    desk.registry.retire("ZJ-BIMC")
+    desk.registry.retire("ZJ-BIMC", ADMIN)
     with pytest.raises(Conflict) as uncovered:
         desk.referrals.refer(complaint(unit="BANKA-ZJ-SX"), request(), SUPERVISOR, outbox)
     assert "330600" in uncovered.value.message
@@ -250,7 +256,7 @@ def test_a_refusal_is_final_until_an_operator_resends(desk, outbox, now, organiz
     assert failed["failure"]["status_code"] == 401
     [event] = outbox.events("mediation_delivery_failed")
     assert event["body"]["cause"] == "refused" and event["body"]["mediation"]["delivery"] == "failed"
-    desk.registry.put("SD-BIMC", register("山东", ["370000"], SECRET, url="https://mediator.example/v2"))
+    desk.registry.put("SD-BIMC", register("山东", ["370000"], SECRET, url="https://mediator.example/v2"), ADMIN)
     desk.courier.resend(referral_id, "ops-1", outbox)
     [attempt] = run_due(desk, outbox)
     assert attempt["outcome"] == "delivered"

@@ -19,6 +19,7 @@ from tests.support.harness import ServiceProcess, listening, settings_for, wait_
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SECRET = "sd-bimc-secret-for-the-fault-tests"
+ADMIN = {"sub": "ops-1", "name": "平台管理员", "unit": "BANKA", "roles": ["admin"]}
 SUPERVISOR = {"sub": "banka-sd-yt-supervisor", "name": "张伟", "unit": "BANKA-SD-YT", "roles": ["supervisor"]}
 
 
@@ -71,7 +72,7 @@ def answers(rpc) -> bool:
 def ready(rpc, url):
     wait_until(lambda: answers(rpc), "the mediation service answers", timeout=60, interval=0.2)
     rpc.mediation.put_organization("SD-BIMC", {"name": "山东调解中心", "regions": ["370000"], "url": url,
-                                               "secret": SECRET, "contact": {"phone": "0531-81000000"}})
+                                               "secret": SECRET, "contact": {"phone": "0531-81000000"}}, ADMIN)
     wait_until(lambda: _refers(rpc), "mediation knows the units' regions")
 
 
@@ -139,7 +140,7 @@ def seed_due_referrals(settings, url: str, count: int) -> list[str]:
     ensure_indexes(db, INDEXES)
     desk = Mediation(db, settings)
     desk.registry.put("SD-BIMC", {"name": "山东调解中心", "regions": ["370000"], "url": url, "secret": SECRET,
-                                  "contact": {"phone": "0531-81000000"}})
+                                  "contact": {"phone": "0531-81000000"}}, ADMIN)
     desk.registry.organization_changed(events.make_event("organization_changed", None, {
         "institutions": {"BANKA": ["BANKA-SD-YT"]}, "regions": {"BANKA-SD-YT": "370600"}}, "routing"))
     return [desk.referrals.refer(complaint(f"BANKA-261120-{n:06d}0"), REQUEST, SUPERVISOR, Discard())["referral_id"]

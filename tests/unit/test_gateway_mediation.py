@@ -80,9 +80,11 @@ def test_a_referral_is_read_with_a_token_or_a_signature():
 def test_registering_answers_201_then_200():
     log = []
     peers = Peers(log, put_organization={"created": True, "organization": {"code": "SD"}})
-    assert mediation.put_organization(peers, request("PUT", body={"name": "x"}), "SD") == (201, {"code": "SD"})
+    assert mediation.put_organization(peers, request("PUT", body={"name": "x"}), SUPERVISOR, "SD") == (
+        201, {"code": "SD"})
+    assert log == [("mediation.put_organization", "SD", {"name": "x"}, ACTOR)]
     peers.mediation._answers["put_organization"] = {"created": False, "organization": {"code": "SD"}}
-    assert mediation.put_organization(peers, request("PUT", body={"name": "x"}), "SD")[0] == 200
+    assert mediation.put_organization(peers, request("PUT", body={"name": "x"}), SUPERVISOR, "SD")[0] == 200
 
 
 def test_a_signed_route_needs_no_token_from_an_organization():
