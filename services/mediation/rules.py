@@ -51,9 +51,6 @@ class Statuses:
     def may_follow(self, current: str, new: str) -> bool:
         return new in self.statuses[current].get("next", [])
 
-    def is_open(self, status: str) -> bool:
-        return bool(self.statuses[status].get("open"))
-
     def in_mediation(self, status: str) -> bool:
         return bool(self.statuses[status].get("in_mediation"))
 

@@ -16,6 +16,7 @@ hearing, agree, fail, withdraw).
 Its control API, for tests and the demo:
 
     GET  /_control/received                what each organization received, oldest first
+    GET  /_control/callbacks               the callbacks it sent and the platform's answers
     POST /_control/<CODE>                  change its behaviour: {"fail_first", "fail_status",
                                            "slow", "refuse", "plan", "pace"}
     POST /_control/<CODE>/callback         {"referral_id", "status", "details", "event_id"}:
@@ -149,6 +150,8 @@ class Mediator:
     def _control(self, request: Request, parts: list[str]) -> Response:
         if parts == ["received"] and request.method == "GET":
             return _json([asdict(item) for item in self.received])
+        if parts == ["callbacks"] and request.method == "GET":
+            return _json(self.callbacks)
         if not parts or parts[0] not in self.secrets or request.method != "POST":
             return _json({"error": "not found"}, 404)
         data = request.get_json(silent=True) or {}

@@ -239,3 +239,6 @@ def test_the_simulator_answers_slowly_then_plays_a_mediation_to_an_agreement(edg
     # The simulator agrees to the customer's demand within the authority granted (300.00 asked, 200.00 granted).
     assert agreed["agreement"]["amount"] == "200.00" and agreed["agreement"]["carry_out_by"]
     assert len(edge.mediator.taken("SD-BIMC")) == 1
+    reported = requests.get(f"{edge.mediator_base}/_control/callbacks", timeout=5).json()
+    assert [(c["status"], c["answered"]) for c in reported] == [
+        ("accepted", 200), ("hearing_scheduled", 200), ("agreement_reached", 200)]
