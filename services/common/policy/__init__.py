@@ -10,8 +10,11 @@ Pure Python: policies and calendars are data (``data/policies.yaml``,
     due = clock.due_by(received_at, calendar=calendars.for_institution("BANKA"))
     clock.warning_points(due, calendar)                            # [(label, when), ...]
     clock.extend(15, 15, {"supervisor"})                          # -> 30, or ExtensionRefused
+    clock.provisional_years(received_at, due, calendar)             # (2027,): counted provisionally
 
-See ``engine`` for the due-date conventions and ``calendar`` for working days.
+See ``engine`` for the due-date conventions and ``calendar`` for working days and the
+provisional calendar of years not published yet. Every "no due date can be computed" error
+(a calendar year, a policy, a clock the data lacks) is a ``NoDueDate``.
 """
 
 from services.common.policy.calendar import (
@@ -20,12 +23,16 @@ from services.common.policy.calendar import (
     CalendarBook,
     CalendarYearUnknown,
     DeclaredYear,
+    ProvisionalRule,
+    StatutoryHoliday,
     calendar_from_data,
     end_of_day,
     load_calendars,
+    provisional_rule_from_data,
     to_shanghai,
 )
 from services.common.policy.engine import (
+    CALENDAR_LIMIT_UNITS,
     KINDS,
     LIMIT_UNITS,
     ClockRule,
@@ -43,8 +50,10 @@ from services.common.policy.engine import (
     load_policies,
     policies_from_data,
 )
+from services.common.policy.errors import NoDueDate
 
 __all__ = [
+    "CALENDAR_LIMIT_UNITS",
     "KINDS",
     "LIMIT_UNITS",
     "SHANGHAI",
@@ -56,11 +65,14 @@ __all__ = [
     "ExtensionRefused",
     "ExtensionStep",
     "Limit",
+    "NoDueDate",
     "Policy",
     "PolicyBook",
     "PolicyError",
+    "ProvisionalRule",
     "ReviewWindowClosed",
     "SelectionRule",
+    "StatutoryHoliday",
     "UnknownClock",
     "UnknownPolicy",
     "WarningOffset",
@@ -69,5 +81,6 @@ __all__ = [
     "load_calendars",
     "load_policies",
     "policies_from_data",
+    "provisional_rule_from_data",
     "to_shanghai",
 ]
