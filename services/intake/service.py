@@ -5,6 +5,7 @@ from nameko.rpc import rpc
 
 from services.common.consumers import Delivery, inbound, subscribe, subscribe_each
 from services.common.outbox import Outbox
+from services.common.policy import book_loaders
 from services.common.store import Domain
 from services.intake.intake import HTTP_APP_ID, INDEXES, Intake
 from services.intake.records import FOLLOWED_FACTS
@@ -13,7 +14,7 @@ from services.intake.records import FOLLOWED_FACTS
 class IntakeService:
     name = "intake"
 
-    desk = Domain(Intake, indexes=INDEXES)
+    desk = Domain(Intake, indexes=INDEXES, options=book_loaders)
     outbox = Outbox()
 
     @inbound()

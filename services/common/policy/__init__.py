@@ -17,6 +17,8 @@ provisional calendar of years not published yet. Every "no due date can be compu
 (a calendar year, a policy, a clock the data lacks) is a ``NoDueDate``.
 """
 
+from functools import partial
+
 from services.common.policy.calendar import (
     SHANGHAI,
     BusinessCalendar,
@@ -52,6 +54,17 @@ from services.common.policy.engine import (
 )
 from services.common.policy.errors import NoDueDate
 
+
+def book_loaders(settings) -> dict:
+    """How a service loads its policies and calendars: from the files its settings name
+    (``policies_path``, ``calendars_path``), else the shipped data. Keyword arguments of
+    the domains that count due dates."""
+    return {
+        "load_policy_book": partial(load_policies, settings.policies_path),
+        "load_calendar_book": partial(load_calendars, settings.calendars_path),
+    }
+
+
 __all__ = [
     "CALENDAR_LIMIT_UNITS",
     "KINDS",
@@ -76,6 +89,7 @@ __all__ = [
     "UnknownClock",
     "UnknownPolicy",
     "WarningOffset",
+    "book_loaders",
     "calendar_from_data",
     "end_of_day",
     "load_calendars",
