@@ -115,7 +115,8 @@ def test_the_state_intake_shows_and_whether_a_schedule_changed(clocks):
     assert schedule.same_schedule(doc, clocks._schedule(doc, at(2026, 9, 21, 10, 0)))
     doc["points"][0]["fired_at"] = doc["points"][0]["at"]
     assert schedule.sla_state(doc) == "warning"
-    assert not schedule.same_schedule(dict(doc, total=30), clocks._schedule(dict(doc, total=30), doc["points"][0]["at"]))
+    extended = dict(doc, total=30)
+    assert not schedule.same_schedule(extended, clocks._schedule(extended, doc["points"][0]["at"]))
 
 
 def test_point_event_ids_are_stable_per_generation():
