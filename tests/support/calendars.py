@@ -25,24 +25,26 @@ def first_working_day(year: int) -> date:
     return SHIPPED.default.add_working_days(date(year, 1, 1), 1)
 
 
-def write_calendars(path: Path, declared: dict[int, dict] | None = None) -> Path:
+def write_calendars(path: Path | str, declared: dict[int, dict] | None = None) -> Path:
     """The shipped calendars with ``declared`` years under the default's ``years``."""
     raw = yaml.safe_load(DEFAULT_CALENDARS_PATH.read_text(encoding="utf-8"))
     raw["default"]["years"] = {year: {key: [d.isoformat() for d in days] for key, days in body.items()}
                                for year, body in (declared or {}).items()}
+    path = Path(path)
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     return path
 
 
-def declare_year(path: Path, year: int, also_off: list[date]) -> Path:
+def declare_year(path: Path | str, year: int, also_off: list[date]) -> Path:
     """``year`` published: its statutory holidays and the days in ``also_off`` (bridging days)."""
     holidays = sorted({*SHIPPED.default.provisional.holidays_of(year), *also_off})
     return write_calendars(path, {year: {"holidays": holidays, "working_days": []}})
 
 
-def write_policies(path: Path, selection: list[dict]) -> Path:
+def write_policies(path: Path | str, selection: list[dict]) -> Path:
     """The shipped policies chosen by ``selection`` instead of the shipped rules."""
     raw = yaml.safe_load(DEFAULT_POLICIES_PATH.read_text(encoding="utf-8"))
     raw["selection"] = selection
+    path = Path(path)
     path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     return path
