@@ -212,6 +212,7 @@ class Records:
                     updates["sla.due_by"] = timeutil.parse(body["due_by"])
                     updates["due_by"] = updates["sla.due_by"]
                     updates["sla.provisional"] = bool(body.get("provisional"))
+                    updates["sla.error"] = None  # a due date at last: the data counts it now
             details = {k: v for k, v in body.items() if k not in ("complaint_no", "at", "actor")}
             tell = (rule["tell"], _told(event["type"], body)) if rule.get("tell") and moved else None
             wanted = rule.get("notify") and (not rule.get("notify_if") or body.get(rule["notify_if"]))

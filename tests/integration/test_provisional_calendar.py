@@ -140,5 +140,6 @@ def test_without_a_policy_for_it_a_complaint_is_answered_and_the_operators_alert
         wait_until(lambda: rpc.sla.recompute_job(job["job_id"])["state"] == "done", "the job is done")
         assert rpc.sla.recompute_job(job["job_id"])["started"] == 1
         wait_until(lambda: intake_rpc.intake.get(number, None)["due_by"], "intake has the due date")
+        assert intake_rpc.intake.get(number, None)["sla"]["error"] is None
         assert rpc.sla.health()["complaints_without_clock"] == 0
         assert intake_rpc.intake.health()["complaints_without_due_date"] == 0

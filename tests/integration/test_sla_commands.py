@@ -14,7 +14,7 @@ from services.common import timeutil
 from services.common.policy import SHANGHAI, load_calendars, load_policies
 from services.sla.service import SlaService
 from tests.support.calendars import declare_year, first_unpublished_year, first_working_day, write_calendars
-from tests.support.harness import env_for, listening, publish_fact, wait_until
+from tests.support.harness import env_for, listening, publish_fact
 from tests.support.infra import ROOT
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,10 @@ def test_the_recompute_command_moves_the_open_clocks_a_published_year_changes(se
         assert started.returncode == 0, started.stderr
         job = json.loads(started.stdout)
         assert job["state"] == "pending" and job["total"] == 1
-        wait_until(lambda: rpc.sla.recompute_job(job["job_id"])["state"] == "done", "the INSA job is done")
+        followed = recompute(settings, "--job", job["job_id"])
+        assert followed.returncode == 0, followed.stderr
+        assert {k: v for k, v in json.loads(followed.stdout).items() if k in ("job_id", "state", "rescheduled")} == {
+            "job_id": job["job_id"], "state": "done", "rescheduled": 1}
         assert rpc.sla.clocks("INSA-DECEMBER")[0]["provisional"] is False
         sla.wait_for(of("INSA-DECEMBER", "sla_rescheduled"))
         moved = [m for m in sla.drain() if m["routing_key"] == "sla_rescheduled"]
