@@ -51,12 +51,12 @@ from typing import Any
 import yaml
 
 from services.common.policy.calendar import BusinessCalendar, end_of_day, to_shanghai
+from services.common.reference import KINDS
 
 DEFAULT_POLICIES_PATH = Path(__file__).with_name("data") / "policies.yaml"
 
 LIMIT_UNITS = ("calendar_days", "working_days", "hours", "end_of_business_day")
 OFFSET_UNITS = ("calendar_days", "working_days", "hours")
-KINDS = ("complaint", "suggestion", "consultation")
 
 Pause = tuple[datetime, datetime | None]
 
