@@ -7,6 +7,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 
 from services.common import errors as domain
+from services.common import reference
 from services.gateway import schemas
 from services.gateway.errors import (
     MalformedJson,
@@ -82,16 +83,15 @@ def test_every_error_response_uses_the_error_schema():
 
 def test_submit_operation():
     operation = document()["paths"]["/api/v1/complaints"]["post"]
-    assert operation["requestBody"]["content"]["application/json"]["schema"] == {"$ref": REF + "SubmitComplaint"}
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {"$ref": REF + "Submission"}
     assert {"200", "201", "400", "401", "403", "422", "503"} <= set(operation["responses"])
-    assert operation["responses"]["201"]["content"]["application/json"]["schema"] == {
-        "$ref": REF + "ComplaintReceipt"}
+    assert operation["responses"]["201"]["content"]["application/json"]["schema"] == {"$ref": REF + "Receipt"}
     header = [p for p in operation["parameters"] if p["in"] == "header"]
     assert header[0]["name"] == "Idempotency-Key" and header[0]["required"] is True
-    body = document()["components"]["schemas"]["SubmitComplaint"]
+    body = document()["components"]["schemas"]["Submission"]
     assert set(body["required"]) >= {"channel", "schema", "received_at", "institution", "kind", "customer",
                                       "product", "subject", "description"}
-    assert body["properties"]["channel"]["enum"] == list(schemas.CHANNELS)
+    assert body["properties"]["channel"]["enum"] == list(reference.CHANNELS)
 
 
 def test_list_operation_parameters():
