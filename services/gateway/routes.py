@@ -103,7 +103,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("accept", "accept", "routing", schemas.ActionSchema,
            "Accept the complaint assigned to the caller's unit."),
     Action("transfer", "transfer", "routing", schemas.TransferSchema,
-           "Ask another unit to take the complaint, with a reason; the clock runs on."),
+           "Ask another unit to take the complaint, with a reason; the clock runs on.",
+           semantic=("to_unit", "reason")),
     Action("transfer_accept", "transfer/accept", "routing", schemas.ActionSchema,
            "Take a complaint another unit transferred to the caller's unit."),
     Action("transfer_reject", "transfer/reject", "routing", schemas.ReasonSchema,
@@ -116,7 +117,7 @@ ACTIONS: tuple[Action, ...] = (
     # Clocks: sla.
     Action("extend", "extend", "sla", schemas.ExtendSchema,
            "Extend the time limit by some days, with a reason and the approvals the policy asks.",
-           args=("days", "reason", ACTOR, "approvals")),
+           args=("days", "reason", ACTOR, "approvals"), semantic=("days", "approvals")),
     Action("pause", "pause", "sla", schemas.ReasonSchema,
            "Stop the clock for an outside appraisal or test (an extension).",
            args=("reason", ACTOR)),
