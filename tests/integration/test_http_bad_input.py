@@ -11,8 +11,10 @@ from datetime import timedelta
 
 import pytest
 import requests
+from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.common import timeutil
+from services.common.errors import Forbidden
 from services.gateway.auth import issue_token
 from services.gateway.routes import ROUTES
 from tests.support.harness import CallCenter, http_platform, listening, submission, wait_until
@@ -85,6 +87,19 @@ def test_an_object_nested_deeper_than_the_limit_inside_a_field_is_malformed(plat
     nested = {"customer": json.loads('{"a":' * 200 + "1" + "}" * 200)}
     response = submit(base, settings, "admin", body(**nested))
     assert error_of(response, 400)["code"] == "malformed_json"
+
+
+@pytest.mark.parametrize("raw, says", [
+    ('"subject": "\\ud800"', "not Unicode"),                # a lone surrogate: no store can hold it
+    ('"group_size": ' + "9" * 5000, "not valid JSON"),        # past Python's limit of digits
+])
+def test_json_no_part_of_the_platform_can_hold_is_malformed(platform, raw, says):
+    base, settings = platform
+    text = json.dumps(body())[:-1] + ", " + raw + "}"
+    response = requests.post(f"{base}/api/v1/complaints", data=text.encode(), timeout=30, headers={
+        **headers(settings, "admin"), "Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"})
+    error = error_of(response, 400)
+    assert error["code"] == "malformed_json" and says in error["message"]
 
 
 @pytest.mark.parametrize("query", [
@@ -190,6 +205,20 @@ def test_a_user_submits_for_their_own_institution(platform):
     readable = requests.get(f"{base}/api/v1/complaints/{own.json()['complaint_no']}",
                             headers=headers(settings, "chengdu"), timeout=30)
     assert readable.status_code == 200
+
+
+def test_intake_refuses_a_submitter_of_another_institution_too(platform):
+    _, settings = platform
+    payload = submission(institution="INSA", branch="INSA-SC-CD", product="auto_insurance")
+    with ClusterRpcProxy(settings.nameko_config()) as rpc:
+        with pytest.raises(Forbidden) as refused:
+            rpc.intake.submit(payload, "web", uuid.uuid4().hex, "http", submitter=USERS["yantai"])
+        assert list(refused.value.details) == ["institution"]
+        own = rpc.intake.submit(payload, "web", uuid.uuid4().hex, "http", submitter=USERS["chengdu"])
+        assert own["outcome"] == "accepted"
+        forwarded = rpc.intake.submit(dict(payload, regulator_ref="SC-2026-78"), "regulator", uuid.uuid4().hex,
+                                      "http", submitter=USERS["yantai"])
+        assert forwarded["outcome"] == "accepted"
 
 
 def test_admin_and_the_regulator_channel_may_submit_for_any_institution(platform):
