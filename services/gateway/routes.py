@@ -173,7 +173,9 @@ ROUTES: tuple[Route, ...] = (
         description=(
             "The body is complaint.submit/1 plus channel. The same Idempotency-Key from the "
             "same user answers 200 with the first receipt instead of creating a second "
-            "complaint. Invalid bodies answer 422 with details mapping field paths to messages."
+            "complaint. Invalid bodies answer 422 with details mapping field paths to messages. "
+            "A user submits for their own institution (403 otherwise); an admin and channel "
+            "regulator may name any."
         ),
         roles=SUBMITTERS,
         body=SubmissionSchema,

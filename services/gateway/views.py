@@ -1,7 +1,9 @@
 """What each endpoint does: read the request, call the peers, shape the answer.
 
-No business rules: intake validates complaints and owns their numbering, state and
-visibility checks; routing owns the organization and assignments; sla owns the clocks.
+No business rules: intake validates complaints (the edge checks a submission against the
+same schema first, and that the caller's unit is of the institution named, to answer
+early) and owns their numbering, state and visibility checks; routing owns the
+organization and assignments; sla owns the clocks.
 These functions only translate, so unit tests drive them with fake peers and no broker.
 ``peers`` is anything with ``intake``, ``routing`` and ``sla`` attributes that behave like
 nameko RPC proxies (the service instance).
