@@ -32,9 +32,9 @@ DEEP = 10_000
 @pytest.fixture(scope="module")
 def platform(mongo_uri):
     with http_platform(mongo_uri) as (base, settings):
-        # Intake knows the organization once routing announced it: a branch it lists is accepted.
-        wait_until(lambda: submit(base, settings, "admin", body(branch="BANKA-SD-YT")).status_code == 201,
-                   "intake knows the organization")
+        # Intake knows the organization once routing announced it: a branch it does not list is refused.
+        wait_until(lambda: "branch" in submit(base, settings, "admin", body(branch="BANKA-NOWHERE")).json()
+                   .get("error", {}).get("details", {}), "intake knows the organization")
         yield base, settings
 
 
