@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
-from services.common import ids, timeutil
+from services.common import ids, reference, timeutil
 
 ENVELOPE_VERSION = 1
 
@@ -41,7 +41,7 @@ class ComplaintReceived(_Body):
     complaint_no = fields.String(required=True)
     institution = fields.String(required=True)
     branch = fields.String(allow_none=True)
-    kind = fields.String(required=True, validate=validate.OneOf(["complaint", "suggestion", "consultation"]))
+    kind = fields.String(required=True, validate=validate.OneOf(reference.KINDS))
     channel = fields.String(required=True)
     product = fields.String(required=True)
     received_at = fields.AwareDateTime(required=True)
@@ -77,14 +77,14 @@ class _ComplaintFact(_Body):
 # -- intake's lifecycle ------------------------------------------------------------------
 
 class ComplaintDecided(_ComplaintFact):
-    outcome = fields.String(required=True, validate=validate.OneOf(["upheld", "partially_upheld", "rejected"]))
+    outcome = fields.String(required=True, validate=validate.OneOf(reference.OUTCOMES))
     unit = fields.String(required=True)
     remedy = fields.String(allow_none=True)
     amount = fields.String(allow_none=True)
 
 
 class ComplaintClosed(_ComplaintFact):
-    satisfaction = fields.String(required=True, validate=validate.OneOf(["satisfied", "unsatisfied", "no_response"]))
+    satisfaction = fields.String(required=True, validate=validate.OneOf(reference.SATISFACTION))
     root_cause = fields.String(required=True)
 
 
@@ -112,7 +112,7 @@ class ComplaintRepeated(_ComplaintFact):
 class ComplaintAssigned(_ComplaintFact):
     unit = fields.String(required=True)
     department = fields.String(required=True, allow_none=True)
-    office = fields.String(required=True, allow_none=True, validate=validate.OneOf(["front", "middle", "back"]))
+    office = fields.String(required=True, allow_none=True, validate=validate.OneOf(reference.OFFICES))
     handler = fields.String(allow_none=True)
     reason = fields.String(required=True)  # routed, transfer_accepted, transfer_rejected, escalated, review
     first_responder = fields.Dict(allow_none=True)
@@ -224,7 +224,7 @@ class SlaRescheduled(_ClockFact):
     previous_provisional = fields.Boolean(required=True)
     moved = fields.Boolean(required=True)
     reason = fields.String(required=True, validate=validate.OneOf(["year_published", "calendar_changed"]))
-    state = fields.String(required=True, validate=validate.OneOf(["on_track", "warning"]))
+    state = fields.String(required=True, validate=validate.OneOf(reference.RUNNING_SLA_STATES))
 
 
 @dataclass(frozen=True)

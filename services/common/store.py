@@ -55,8 +55,8 @@ def ensure_indexes(db, indexes: dict) -> None:
 
 class Domain(DependencyProvider):
     """Builds a service's domain object once per process, over the service's own database
-    (its indexes created first), and hands it to every worker. ``options`` turns the
-    settings into further keyword arguments of ``factory``."""
+    (its indexes created first), and hands it to every worker. ``options(settings)``, when
+    given, says which keyword arguments of the factory come from the settings."""
 
     def __init__(self, factory, indexes: dict | None = None, options=None):
         self.factory = factory

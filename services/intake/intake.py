@@ -22,14 +22,14 @@ from pymongo.errors import DuplicateKeyError
 
 from services.common import events, ids, metrics, outbound, timeutil
 from services.common.consumers import Delivery
-from services.common.errors import Invalid, NotFound
+from services.common.errors import Forbidden, Invalid, NotFound, flatten_errors
 from services.common.outbox import event_message
 from services.common.outbox import pending as outbox_pending
 from services.common.policy import NoDueDate, load_calendars, load_policies
 from services.common.store import in_transaction
+from services.common.submission import ReceivedWindow, SubmissionSchema, for_any_institution
 from services.intake.lifecycle import Lifecycle
 from services.intake.records import Records
-from services.intake.schemas import SubmitSchema
 
 log = logging.getLogger(__name__)
 
@@ -94,25 +94,6 @@ class Outcome:
         return {"outcome": self.status, "complaint": summary, "errors": self.errors or {}}
 
 
-def flatten_errors(errors, prefix: str = "") -> dict[str, list[str]]:
-    """marshmallow's nested errors as a map from field path (``customer.phone``) to messages."""
-    flat: dict[str, list[str]] = {}
-    if isinstance(errors, dict):
-        for key, value in errors.items():
-            path = prefix if key == "_schema" and prefix else (f"{prefix}.{key}" if prefix else str(key))
-            for sub_path, messages in flatten_errors(value, path).items():
-                flat.setdefault(sub_path, []).extend(messages)
-    elif isinstance(errors, list) and all(isinstance(item, str) for item in errors):
-        flat[prefix or "_schema"] = list(errors)
-    elif isinstance(errors, list):
-        for item in errors:
-            for sub_path, messages in flatten_errors(item, prefix).items():
-                flat.setdefault(sub_path, []).extend(messages)
-    else:
-        flat[prefix or "_schema"] = [str(errors)]
-    return flat
-
-
 def parse_delivery(delivery: Delivery) -> tuple[dict | None, dict]:
     """The submission a delivery carries, with the channel from its routing key, or the
     errors that make it unparseable (keyed ``properties.*``, ``routing_key``, ``body``)."""
@@ -144,8 +125,10 @@ def parse_delivery(delivery: Delivery) -> tuple[dict | None, dict]:
 class Intake:
     """The system of record's write side for new submissions, and its read side."""
 
-    def __init__(self, db, serial_block: int = 50, load_policy_book=load_policies, load_calendar_book=load_calendars):
+    def __init__(self, db, serial_block: int = 50, load_policy_book=load_policies, load_calendar_book=load_calendars,
+                 window: ReceivedWindow = ReceivedWindow()):
         self.db = db
+        self.window = window
         self.complaints = db["complaints"]
         self.merged = db[MERGED]
         self.serials = ids.SerialBlocks(db["serials"], block=serial_block)
@@ -187,7 +170,8 @@ class Intake:
             return self._reject(app_id, message_id, None, errors, outbox, delivery=delivery, kind="unparseable")
         return self.submit(payload, app_id, message_id, outbox, delivery=delivery)
 
-    def submit(self, payload: dict, app_id: str, message_id: str, outbox, delivery: Delivery | None = None) -> Outcome:
+    def submit(self, payload: dict, app_id: str, message_id: str, outbox, delivery: Delivery | None = None,
+               submitter: dict | None = None) -> Outcome:
         """One receipt for one submission: ``accepted``, ``duplicate`` or ``rejected``.
 
         A submission naming ``repeat_of`` (the agent knows the customer called back about
@@ -207,10 +191,13 @@ class Intake:
 
         The same message delivered again is a ``duplicate`` with the first answer's number,
         whether it was merged or became a complaint.
+
+        ``submitter`` (over HTTP: who submits) must be of the institution named, unless
+        ``for_any_institution``: else ``Forbidden``, nothing kept (the caller has the answer).
         """
         external_id = payload.get("external_id") if isinstance(payload.get("external_id"), str) else None
         try:
-            data = SubmitSchema(known_units=self.known_units()).load(payload)
+            data = SubmissionSchema(known_units=self.known_units(), window=self.window).load(payload)
         except ValidationError as exc:
             # A redelivery of an accepted message is a duplicate, whatever holds now.
             first = self._first_of(app_id, message_id)
@@ -218,6 +205,7 @@ class Intake:
                 return self._duplicate(first, message_id, outbox)
             return self._reject(app_id, message_id, external_id, flatten_errors(exc.messages), outbox,
                                 delivery=delivery, payload=payload, kind="invalid")
+        self._check_submitter(data, submitter)
         try:
             if data.get("repeat_of"):
                 return self._repeat(data, app_id, message_id, outbox, delivery, payload)
@@ -225,6 +213,14 @@ class Intake:
         except DuplicateKeyError:
             # Delivered before (or to another instance at once): the stored one is the answer.
             return self._duplicate(self._first_of(app_id, message_id), message_id, outbox)
+
+    def _check_submitter(self, data: dict, submitter: dict | None) -> None:
+        if submitter is None or for_any_institution(submitter.get("roles"), data["channel"]):
+            return
+        units = (self.known_units() or {}).get(data["institution"])
+        if units is not None and submitter.get("unit") not in units:
+            raise Forbidden(f"you may submit complaints only for your own institution, not {data['institution']}",
+                            {"institution": [f"is not the institution of your unit {submitter.get('unit')}"]})
 
     def _first_of(self, app_id, message_id) -> dict | None:
         """The first answer to a message: the complaint it created, or the merge it made."""

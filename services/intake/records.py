@@ -12,10 +12,10 @@ from marshmallow import ValidationError
 
 from services.common import events, inbox, outbound, reference, timeutil
 from services.common.errors import Conflict, Forbidden, Invalid, NotFound
+from services.common.fields import MoneyString
 from services.common.outbox import event_message
 from services.common.policy import ReviewWindowClosed
 from services.common.store import in_transaction
-from services.intake.schemas import MoneyString
 
 PRODUCER = "intake"
 FACTS = Path(__file__).parent / "data" / "facts.yaml"
@@ -32,8 +32,6 @@ ACTION_ROLES = {
     "reopen": {"handler", "supervisor", "consumer_protection"},
     "withdraw": {"handler", "supervisor", "consumer_protection"},
 }
-OUTCOMES = ("upheld", "partially_upheld", "rejected")
-SATISFACTION = ("satisfied", "unsatisfied", "no_response")
 
 
 def _required(data: dict, *names: str) -> None:
@@ -76,7 +74,7 @@ class Records:
 
     def _decision(self, complaint, data, actor, now) -> dict:
         _required(data, "outcome", "message")
-        _one_of(data, "outcome", OUTCOMES)
+        _one_of(data, "outcome", reference.OUTCOMES)
         if data.get("amount") is not None:
             try:
                 data = dict(data, amount=MoneyString().deserialize(data["amount"]))
@@ -99,7 +97,7 @@ class Records:
 
     def _close(self, complaint, data, actor, now) -> dict:
         _required(data, "satisfaction", "root_cause")
-        _one_of(data, "satisfaction", SATISFACTION)
+        _one_of(data, "satisfaction", reference.SATISFACTION)
         _one_of(data, "root_cause", reference.causes())
         body = {"satisfaction": data["satisfaction"], "root_cause": data["root_cause"]}
         return {"record": {"closure": {**body, "at": now, "by": actor.get("sub")}},

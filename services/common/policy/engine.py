@@ -52,6 +52,7 @@ import yaml
 
 from services.common.policy.calendar import BusinessCalendar, end_of_day, to_shanghai
 from services.common.policy.errors import NoDueDate
+from services.common.reference import KINDS
 
 DEFAULT_POLICIES_PATH = Path(__file__).with_name("data") / "policies.yaml"
 
@@ -59,7 +60,6 @@ LIMIT_UNITS = ("calendar_days", "working_days", "hours", "end_of_business_day")
 # Limits whose due date the business calendar decides.
 CALENDAR_LIMIT_UNITS = ("working_days", "end_of_business_day")
 OFFSET_UNITS = ("calendar_days", "working_days", "hours")
-KINDS = ("complaint", "suggestion", "consultation")
 
 Pause = tuple[datetime, datetime | None]
 
