@@ -10,9 +10,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import yaml
 from bson import Binary
 from marshmallow import ValidationError
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -25,14 +23,16 @@ from services.common.outbox import event_message
 from services.common.outbox import pending as outbox_pending
 from services.common.policy import load_calendars, load_policies
 from services.common.store import in_transaction
+from services.intake import notices
+from services.intake.contacts import Contacts
 from services.intake.lifecycle import Lifecycle
+from services.intake.notices import Notices
 from services.intake.records import Records
 from services.intake.schemas import SubmitSchema
 
 PRODUCER = "intake"
 ROUTING_PREFIX = "complaint.submit."
 HTTP_APP_ID = "http"
-CONTACTS = Path(__file__).parent / "data" / "contacts.yaml"
 ORGANIZATION_DOC = "units"
 KNOWN_UNITS_TTL = 5.0
 MERGED = "merged_messages"
@@ -55,6 +55,7 @@ INDEXES = {
     "rejections": [IndexModel([("at", DESCENDING)]), IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)])],
     # Messages answered by merging them into an open complaint: one per message, ever.
     MERGED: [IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)], unique=True, name="one_per_message")],
+    **notices.INDEXES,
     "serials": [],
     "organization": [],
 }
@@ -125,7 +126,7 @@ def parse_delivery(delivery: Delivery) -> tuple[dict | None, dict]:
 class Intake:
     """The system of record's write side for new submissions, and its read side."""
 
-    def __init__(self, db, serial_block: int = 50):
+    def __init__(self, db, serial_block: int = 50, notice_policy: notices.NoticePolicy | None = None):
         self.db = db
         self.complaints = db["complaints"]
         self.merged = db[MERGED]
@@ -133,8 +134,8 @@ class Intake:
         self.policies = load_policies()
         self.calendars = load_calendars()
         self.lifecycle = Lifecycle.load()
-        with open(CONTACTS, encoding="utf-8") as handle:
-            self.contacts = yaml.safe_load(handle)
+        self.contacts = Contacts.load()
+        self.notices = Notices(db, self.policies, notice_policy)
         self._known_units: tuple[float, dict | None] = (0.0, None)
         self.records = Records(self)
 
@@ -192,6 +193,7 @@ class Intake:
         external_id = payload.get("external_id") if isinstance(payload.get("external_id"), str) else None
         try:
             data = SubmitSchema(known_units=self.known_units()).load(payload)
+            self._contact(data)
         except ValidationError as exc:
             # A redelivery of an accepted message is a duplicate, whatever holds now.
             first = self._first_of(app_id, message_id)
@@ -304,10 +306,14 @@ class Intake:
         policy = self.policies.select(data["institution"], data["kind"], data["channel"])
         return policy, policy.primary_clock
 
-    def _contact(self, institution: str, branch: str | None) -> dict:
-        return (self.contacts["branches"].get(branch or "")
-                or self.contacts["institutions"].get(institution)
-                or self.contacts["default"])
+    def _contact(self, data: dict) -> dict:
+        """The institution's own contact the acknowledgement names; a submission for an
+        institution without one is refused (``contacts``)."""
+        contact = self.contacts.of(data["institution"], data.get("branch"))
+        if contact is None:
+            raise ValidationError({"institution": [
+                f"{data['institution']} has no contact for its customers (services/intake/data/contacts.yaml)"]})
+        return contact
 
     def _accept(self, data: dict, app_id: str, message_id: str, outbox, not_merged: str | None = None) -> Outcome:
         received_at = timeutil.local(data["received_at"])
@@ -350,19 +356,19 @@ class Intake:
             messages.append(outbound.receipt(app_id, {
                 "message_id": message_id, "external_id": data.get("external_id"), "status": "accepted",
                 "complaint_no": complaint_no, "due_by": receipt["due_by"], "errors": {}}))
-        notice = outbound.notification(complaint_no, data["customer"], "acknowledged", {
+        notice = self.notices.compose(complaint, "acknowledged", {
             "complaint_no": complaint_no,
             "kind": data["kind"],
             "received_at": timeutil.iso(received_at),
             "due_by": receipt["due_by"],
             "time_limit": clock.description or str(clock.limit),
-            "contact": self._contact(data["institution"], data.get("branch")),
-        })
-        if notice is not None:
-            messages.append(notice)
+            "contact": self._contact(data),
+        }, ("complaint_received", now), now)
+
         def store(session):
             self.complaints.insert_one(complaint, session=session)
             outbox.stage(session, *messages)
+            self.notices.stage(session, outbox, [notice])
 
         in_transaction(self.db, store)
         return Outcome("accepted", complaint)
@@ -433,10 +439,14 @@ class Intake:
 
     def health(self) -> dict:
         """Up, with what an operator watches: messages not yet relayed, rejections kept."""
+        known = self.known_units()
         return {
             "status": "ok",
             "outbox_pending": outbox_pending(self.db),
             "rejections_kept": self.db["rejections"].estimated_document_count(),
+            **self.notices.health(),
+            # The organization's institutions whose submissions are refused for want of a contact.
+            "institutions_without_contact": self.contacts.missing(known or ()),
         }
 
     def rejections(self, limit: int = 50) -> list[dict]:
@@ -456,7 +466,8 @@ class Intake:
         return complaint
 
     def get(self, complaint_no: str, visible_units: list[str] | None) -> dict:
-        return view(self.visible(complaint_no, visible_units))
+        complaint = self.visible(complaint_no, visible_units)
+        return view(complaint, self.notices.of_complaint(complaint_no))
 
     def list(self, filters: dict, visible_units: list[str] | None, limit: int = 50, cursor: str | None = None) -> dict:
         query: dict = within(visible_units)
@@ -527,14 +538,16 @@ def summary(complaint: dict) -> dict:
     }
 
 
-def in_time_order(complaint: dict, field: str) -> list[dict]:
+def in_time_order(entries) -> list[dict]:
     """Entries recorded as facts arrived (from several services, in any order), by time."""
-    return sorted(complaint.get(field, []), key=lambda entry: timeutil.local(entry["at"]))
+    return sorted(entries, key=lambda entry: timeutil.local(entry["at"]))
 
 
-def view(complaint: dict) -> dict:
-    """The complaint as it stands (CONTRACTS.md §3), times in ISO 8601 with offset."""
+def view(complaint: dict, notices_sent: list[dict] = ()) -> dict:
+    """The complaint as it stands (CONTRACTS.md §3), times in ISO 8601 with offset; the
+    history shows each notice to the customer with the gateway's reports beside it."""
     sla = complaint["sla"]
+    history = [*complaint.get("history", []), *(notices.history_entry(notice) for notice in notices_sent)]
     return {
         **summary(complaint),
         "external_id": complaint.get("external_id"),
@@ -552,8 +565,19 @@ def view(complaint: dict) -> dict:
         "priority": complaint.get("priority"),
         "flags": complaint.get("flags", []),
         "first_responder": complaint["first_responder"],
-        "transfers": [{**entry, "at": timeutil.iso(entry["at"])} for entry in in_time_order(complaint, "transfers")],
+        "transfers": [{**entry, "at": timeutil.iso(entry["at"])}
+                      for entry in in_time_order(complaint.get("transfers", []))],
         "sla": {"policy": sla["policy"], "due_by": timeutil.iso(sla.get("due_by")), "state": sla["state"]},
         "mediation": complaint.get("mediation"),
-        "history": [{**entry, "at": timeutil.iso(entry["at"])} for entry in in_time_order(complaint, "history")],
+        "decision": _decision_view(complaint.get("decision")),
+        "history": [{**entry, "at": timeutil.iso(entry["at"])} for entry in in_time_order(history)],
     }
+
+
+def _decision_view(decision: dict | None) -> dict | None:
+    """The decision, with when the customer received it and until when they may ask for a review."""
+    if decision is None:
+        return None
+    times = ("at", "delivered_at", "review_until")
+    return {**{k: v for k, v in decision.items() if k not in times},
+            **{k: timeutil.iso(decision.get(k)) for k in times}}

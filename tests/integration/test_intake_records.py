@@ -47,7 +47,10 @@ def test_facts_from_routing_and_sla_reach_the_record_and_the_center(settings, ru
         assert view["assignment"] == {"unit": "BANKA-SD-JN", "department": "BANKA-SD-JN-RETAIL", "office": "front",
                                       "handler": "sd-jn-001"}
         assert view["sla"]["due_by"] == timeutil.iso(later)
-        assert [h["type"] for h in view["history"]] == ["complaint_received", "complaint_assigned", "sla_extended"]
+        assert [h["type"] for h in view["history"]] == [
+            "complaint_received", "notice_requested", "complaint_assigned", "sla_extended", "notice_requested"]
+        assert [h["details"]["template"] for h in view["history"] if h["type"] == "notice_requested"] == [
+            "acknowledged", "extended"]
 
 
 def test_an_older_fact_arriving_late_changes_no_state(settings, run_services, center):
