@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_MONGO_URI = "mongodb://127.0.0.1:27117/?directConnection=true"
 LOCAL_JWT_SECRET = "local-development-secret-not-for-production"
+# Complaint records are kept at least one year after closing (seed 003 §8, REGULATION.md).
+MIN_RETENTION_DAYS = 365
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -37,6 +39,14 @@ class Settings:
     # (the outbox relays a tick's events when it ends, so a short tick keeps the lag short).
     sla_sweep_batch: int = 100
     sla_sweep_budget: float = 0.5
+    # Days a closed or withdrawn complaint, with its history and proof of notice, is kept
+    # after closing before the operators' purge may remove it; at least MIN_RETENTION_DAYS.
+    retention_days: int = 3 * 365
+
+    def __post_init__(self):
+        if self.retention_days < MIN_RETENTION_DAYS:
+            raise ValueError(f"RETENTION_DAYS must be at least {MIN_RETENTION_DAYS}: records are kept "
+                             f"at least one year after closing, not {self.retention_days} days")
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
@@ -54,6 +64,7 @@ class Settings:
             rpc_timeout=float(env.get("RPC_TIMEOUT", default.rpc_timeout)),
             sla_sweep_batch=int(env.get("SLA_SWEEP_BATCH", default.sla_sweep_batch)),
             sla_sweep_budget=float(env.get("SLA_SWEEP_BUDGET", default.sla_sweep_budget)),
+            retention_days=int(env.get("RETENTION_DAYS", default.retention_days)),
         )
 
     def nameko_config(self) -> dict:
@@ -70,6 +81,7 @@ class Settings:
             "RPC_TIMEOUT": self.rpc_timeout,
             "SLA_SWEEP_BATCH": self.sla_sweep_batch,
             "SLA_SWEEP_BUDGET": self.sla_sweep_budget,
+            "RETENTION_DAYS": self.retention_days,
             # Serialize with JSON so other systems can read our messages.
             "serializer": "json",
         }

@@ -51,10 +51,12 @@ INDEXES = {
         IndexModel([("transfer_to", ASCENDING)], sparse=True),
         IndexModel([("status", ASCENDING), ("received_at", DESCENDING)]),
         IndexModel([("due_by", ASCENDING), ("status", ASCENDING)]),
+        IndexModel([("closed_at", ASCENDING)]),  # retention: closed longest ago first
     ],
     "rejections": [IndexModel([("at", DESCENDING)]), IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)])],
     # Messages answered by merging them into an open complaint: one per message, ever.
-    MERGED: [IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)], unique=True, name="one_per_message")],
+    MERGED: [IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)], unique=True, name="one_per_message"),
+             IndexModel([("merged_into", ASCENDING)])],
     **notices.INDEXES,
     "serials": [],
     "organization": [],

@@ -109,7 +109,8 @@ class Records:
         _one_of(data, "satisfaction", SATISFACTION)
         _one_of(data, "root_cause", reference.causes())
         body = {"satisfaction": data["satisfaction"], "root_cause": data["root_cause"]}
-        return {"record": {"closure": {**body, "at": now, "by": actor.get("sub")}},
+        # closed_at: retention counts from here (``retention``); a review request clears it.
+        return {"record": {"closure": {**body, "at": now, "by": actor.get("sub")}, "closed_at": now},
                 "event": ("complaint_closed", body), "tell": ("closed", body), "notify": ("closed", {})}
 
     def _reopen(self, complaint, data, actor, now) -> dict:
@@ -128,11 +129,12 @@ class Records:
                 raise Conflict("the window to ask for a review has passed", {"reason": [str(exc)]}) from None
         body = {"reason": data["reason"], "decided_at": timeutil.iso(decision["at"]),
                 "delivered_at": timeutil.iso(delivered_at), "decided_by_unit": decision["unit"]}
-        return {"record": {"review": {"reason": data["reason"], "requested_at": now}},
+        return {"record": {"review": {"reason": data["reason"], "requested_at": now}, "closed_at": None},
                 "event": ("complaint_reopened", body), "tell": ("reopened", {"reason": data["reason"]})}
 
     def _withdraw(self, complaint, data, actor, now) -> dict:
-        return {"record": {"withdrawal": {"reason": data.get("reason"), "at": now}},
+        # A withdrawal ends handling (Art. 15): retention counts from it as from a closure.
+        return {"record": {"withdrawal": {"reason": data.get("reason"), "at": now}, "closed_at": now},
                 "event": ("complaint_withdrawn", {"reason": data.get("reason")})}
 
     def _commit(self, complaint, action, status, actor, now, outbox, *, record, event, tell=None, notify=None):
