@@ -63,10 +63,11 @@ class Contacts:
         """The contact told to a customer of ``unit`` (its own entry, else its institution's);
         None when the institution has none."""
         own = self.units.get(unit or "")
-        if own is not None and own["institution"] == institution:
-            return {name: own.get(name) for name in (*FIELDS, "hours")}
-        contact = self.institutions.get(institution)
-        return None if contact is None else {name: contact.get(name) for name in (*FIELDS, "hours")}
+        contact = own if own is not None and own["institution"] == institution else self.institutions.get(institution)
+        if contact is None:
+            return None
+        # name: what the acknowledgement's contact carried before unit and department (templates use it).
+        return {**{key: contact.get(key) for key in (*FIELDS, "hours")}, "name": contact["department"]}
 
     def missing(self, institutions) -> list[str]:
         """Which of ``institutions`` have no contact."""

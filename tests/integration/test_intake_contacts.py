@@ -32,11 +32,11 @@ def test_the_acknowledgement_names_the_institution_s_own_contact(settings, run_s
         jinan = acknowledgement(center, receipts, notices, branch="BANKA-SD-JN")  # no contact of its own
         insurer = acknowledgement(center, receipts, notices, institution="INSA", product="auto_insurance")
 
-    assert shandong == {"unit": "甲银行山东省分行 Bank A Shandong Branch",
-                        "department": "消费者权益保护部 Consumer Protection Department",
-                        "phone": "0531-8690-9559", "hours": "09:00-17:30 on working days"}
-    assert jinan == CONTACTS.institutions["BANKA"] and jinan["phone"] == "95599"
-    assert insurer == CONTACTS.institutions["INSA"]
+    department = "消费者权益保护部 Consumer Protection Department"
+    assert shandong == {"unit": "甲银行山东省分行 Bank A Shandong Branch", "department": department,
+                        "phone": "0531-8690-9559", "hours": "09:00-17:30 on working days", "name": department}
+    assert jinan == CONTACTS.of("BANKA", None) and jinan["phone"] == "95599"
+    assert insurer == CONTACTS.of("INSA", None) and insurer["unit"].startswith("甲财产保险")
     for contact in (shandong, jinan, insurer):
         assert contact["phone"] != "12378" and contact["unit"] and contact["department"]
 
