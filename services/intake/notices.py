@@ -212,19 +212,25 @@ class Notices:
         change: dict = {"$push": {"reports": entry, "report_keys": key}}
         if report["status"] == DELIVERED:
             # The proof, even late and after a retry on another medium.
-            change.update({"$set": {"state": DELIVERED, "needs_operator": None}, "$unset": {"report_due_by": ""}})
+            change.update({"$set": {"state": DELIVERED}, "$unset": {"report_due_by": ""}})
         self.notices.update_one({"_id": notice["_id"]}, change, session=session)
         if report["status"] == DELIVERED:
-            self._delivered(session, notice, report["at"])
+            # The customer was told: no attempt at the same notice waits for an operator.
+            self.notices.update_many({"complaint_no": notice["complaint_no"], "template": notice["template"],
+                                      "tells_of.type": notice["tells_of"]["type"],
+                                      "tells_of.at": notice["tells_of"]["at"], "needs_operator": True},
+                                     {"$unset": {"needs_operator": ""}}, session=session)
+            self._delivered(session, notice, report["at"], now)
         elif notice["state"] == REQUESTED:
             self._flag(session, notice, FAILED, now, outbox)
         return "recorded"
 
-    def _delivered(self, session, notice: dict, at) -> None:
-        """A decision reaches the customer: the review window (Art. 20) runs from now on."""
+    def _delivered(self, session, notice: dict, at, now) -> None:
+        """A decision reaches the customer: the review window (Art. 20) runs from then."""
         if notice["template"] != "decided":
             return
-        delivered_at = max(timeutil.local(at), timeutil.local(notice["requested_at"]))
+        # Not before it was asked for, nor after the report came: a gateway's clock may be off.
+        delivered_at = min(max(timeutil.local(at), timeutil.local(notice["requested_at"])), now)
         complaint = self.complaints.find_one(
             {"_id": notice["complaint_no"], "decision.at": notice["tells_of"]["at"], "decision.delivered_at": None},
             {"sla.policy": 1}, session=session)
@@ -280,7 +286,7 @@ class Notices:
         retry = None if reach is None else self._notice(
             notice["complaint_no"], reach, notice["template"], notice["params"], notice["tells_of"], now,
             tried=tried, retry_of=notice["_id"])
-        flag = {"state": state, "flagged_at": now, "retried_by": retry and retry.doc["_id"]}
+        flag = {"state": state, "flagged_at": now, "retried_by": None if retry is None else retry.doc["_id"]}
         if retry is None:
             flag["needs_operator"] = True
         # The state read is a condition: a report or another instance may have come first.

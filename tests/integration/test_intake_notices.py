@@ -186,9 +186,11 @@ def test_a_notice_not_reported_delivered_is_flagged_and_sent_on_the_next_medium(
         assert chain[1]["reports"][0]["detail"] == "550 mailbox unavailable"
         assert len([m for m in sent.drain() if m["body"]["complaint_no"] == complaint_no]) == 3  # once each
 
-        # A late report still proves the first notice reached the customer.
+        # A late report still proves the first notice reached the customer: nothing waits for people.
         report(center, sms["body"], at=timeutil.now())
         wait_until(lambda: notices_of(rpc, complaint_no)[0]["state"] == "delivered", "the late report")
+        assert [n["needs_operator"] for n in notices_of(rpc, complaint_no)] == [False, False, False]
+        assert rpc.intake.health()["notices_needing_operator"] == 0
 
 
 def backdate_decision(settings, complaint_no: str, days: int) -> None:
