@@ -10,8 +10,9 @@ notice. A notice reported ``failed``, or not reported ``delivered`` within its m
 none left it waits for an operator. The complaint's view shows each notice in its history
 with its reports.
 
-A report that names no notice, or that is not a report at all, is kept whole for an operator
-and the message is done with: never an error, so never a retry loop.
+A report that names no notice, or that is not a report at all, is kept for an operator (whole,
+or a body over a MiB, which no report is, by its first MiB and its size) and the message is
+done with: never an error, so never a retry loop.
 """
 from __future__ import annotations
 
