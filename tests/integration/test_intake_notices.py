@@ -123,11 +123,14 @@ def test_a_report_for_no_notice_is_kept_for_an_operator_not_retried(settings, ru
         report(center, unknown, status="failed", at=bounced, detail="mailbox full")  # again: kept once
         center.publisher.publish(amqp.INBOUND_EXCHANGE, "notification.report.sms", b"\xff not json")
         center.publisher.publish(amqp.INBOUND_EXCHANGE, "notification.report.sms", {"status": "lost"})
-        wait_until(lambda: handled(settings.amqp_uri), "all four handled", interval=0.5)
-        wait_until(lambda: rpc.intake.health()["reports_unmatched"] == 3, "three messages kept")
+        center.publisher.publish(amqp.INBOUND_EXCHANGE, "notification.report.sms", b"x" * (2 << 20))  # 2 MiB
+        wait_until(lambda: handled(settings.amqp_uri), "all five handled", interval=0.5)
+        wait_until(lambda: rpc.intake.health()["reports_unmatched"] == 4, "four messages kept")
 
-        kept = {json.dumps(row["errors"], sort_keys=True): row
-                for row in Intake(database(settings, "intake")).notices.unmatched_reports()}
+        rows = Intake(database(settings, "intake")).notices.unmatched_reports()
+        [large] = [row for row in rows if row["body_bytes"] == 2 << 20]
+        assert large["body"] == "x" * (1 << 20)  # its first MiB: no report is that long
+        kept = {json.dumps(row["errors"], sort_keys=True): row for row in rows if row is not large}
         assert len(kept) == 3
         by_error = {next(iter(row["errors"])): row for row in kept.values()}
         assert by_error["notification_id"]["errors"] == {"notification_id": ["no notice no-such-notice was requested"]}
