@@ -369,8 +369,7 @@ class Intake:
 
         def store(session):
             self.complaints.insert_one(complaint, session=session)
-            outbox.stage(session, *messages)
-            self.notices.stage(session, outbox, [notice])
+            outbox.stage(session, *messages, *self.notices.keep(session, [notice]))
 
         in_transaction(self.db, store)
         return Outcome("accepted", complaint)

@@ -182,12 +182,13 @@ class Notices:
         }
         return Notice(doc, message)
 
-    def stage(self, session, outbox, notices) -> None:
-        """Keep the notices and stage their requests, in the caller's transaction."""
+    def keep(self, session, notices) -> list[dict]:
+        """Keep the notices in the caller's transaction; their requests, for the caller to
+        stage in the outbox with its own messages."""
         notices = [notice for notice in notices if notice is not None]
         if notices:
             self.notices.insert_many([notice.doc for notice in notices], session=session)
-            outbox.stage(session, *(notice.message for notice in notices))
+        return [notice.message for notice in notices]
 
     # -- the gateway's reports ----------------------------------------------------------
 
@@ -294,7 +295,7 @@ class Notices:
         result = self.notices.update_one({"_id": notice["_id"], "state": REQUESTED},
                                          {"$set": flag, "$unset": {"report_due_by": ""}}, session=session)
         if result.matched_count == 1 and retry is not None:
-            self.stage(session, outbox, [retry])
+            outbox.stage(session, *self.keep(session, [retry]))
 
     # -- reading ------------------------------------------------------------------------
 

@@ -156,8 +156,7 @@ class Records:
                 session=session)
             if result.matched_count != 1:
                 raise Conflict("the complaint changed meanwhile; read it again", {"action": action})
-            outbox.stage(session, *messages)
-            self.notices.stage(session, outbox, [notice])
+            outbox.stage(session, *messages, *self.notices.keep(session, [notice]))
 
         in_transaction(self.db, write)
 
@@ -250,8 +249,7 @@ class Records:
                                                 session=session)
             if result.matched_count != 1:
                 raise _Stale()
-            outbox.stage(session, *messages)
-            self.notices.stage(session, outbox, [notice])
+            outbox.stage(session, *messages, *self.notices.keep(session, [notice]))
 
         in_transaction(self.db, write)
 
