@@ -39,6 +39,10 @@ class Settings:
     # (the outbox relays a tick's events when it ends, so a short tick keeps the lag short).
     sla_sweep_batch: int = 100
     sla_sweep_budget: float = 0.5
+    # The SLA policies and business calendars (None: the shipped data in
+    # services/common/policy/data/), read by intake and sla.
+    policies_path: str | None = None
+    calendars_path: str | None = None
     # Days a closed or withdrawn complaint, with its history and proof of notice, is kept
     # after closing before the operators' purge may remove it; at least MIN_RETENTION_DAYS.
     retention_days: int = 3 * 365
@@ -64,6 +68,8 @@ class Settings:
             rpc_timeout=float(env.get("RPC_TIMEOUT", default.rpc_timeout)),
             sla_sweep_batch=int(env.get("SLA_SWEEP_BATCH", default.sla_sweep_batch)),
             sla_sweep_budget=float(env.get("SLA_SWEEP_BUDGET", default.sla_sweep_budget)),
+            policies_path=env.get("POLICIES_PATH") or default.policies_path,
+            calendars_path=env.get("CALENDARS_PATH") or default.calendars_path,
             retention_days=int(env.get("RETENTION_DAYS", default.retention_days)),
         )
 
@@ -81,6 +87,8 @@ class Settings:
             "RPC_TIMEOUT": self.rpc_timeout,
             "SLA_SWEEP_BATCH": self.sla_sweep_batch,
             "SLA_SWEEP_BUDGET": self.sla_sweep_budget,
+            "POLICIES_PATH": self.policies_path or "",
+            "CALENDARS_PATH": self.calendars_path or "",
             "RETENTION_DAYS": self.retention_days,
             # Serialize with JSON so other systems can read our messages.
             "serializer": "json",

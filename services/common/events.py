@@ -45,7 +45,8 @@ class ComplaintReceived(_Body):
     channel = fields.String(required=True)
     product = fields.String(required=True)
     received_at = fields.AwareDateTime(required=True)
-    policy = fields.String(required=True)
+    # None when the policy data selects none (intake answered without a due date).
+    policy = fields.String(required=True, allow_none=True)
     due_by = fields.AwareDateTime(required=True, allow_none=True)
     amount_in_dispute = fields.String(allow_none=True)
     currency = fields.String(allow_none=True)
@@ -183,6 +184,8 @@ class _ClockFact(_ComplaintFact):
     policy = fields.String(required=True)
     clock = fields.String(required=True)
     due_by = fields.AwareDateTime(required=True, allow_none=True)
+    # due_by was counted on a calendar year the State Council has not published yet.
+    provisional = fields.Boolean()
 
 
 class SlaStarted(_ClockFact):
@@ -214,6 +217,17 @@ class SlaPaused(_ClockFact):
 
 class SlaResumed(_ClockFact):
     reason = fields.String(required=True)
+
+
+class SlaRescheduled(_ClockFact):
+    """A recompute after a calendar change moved the due date (``moved``), or kept it while
+    the year it was counted on was published (no longer provisional)."""
+
+    previous_due_by = fields.AwareDateTime(required=True, allow_none=True)
+    previous_provisional = fields.Boolean(required=True)
+    moved = fields.Boolean(required=True)
+    reason = fields.String(required=True, validate=validate.OneOf(["year_published", "calendar_changed"]))
+    state = fields.String(required=True, validate=validate.OneOf(["on_track", "warning"]))
 
 
 @dataclass(frozen=True)
@@ -255,6 +269,7 @@ for _event in (
     EventType("sla_extended", "sla", SlaExtended, ("intake",)),
     EventType("sla_paused", "sla", SlaPaused, ("intake",)),
     EventType("sla_resumed", "sla", SlaResumed, ("intake",)),
+    EventType("sla_rescheduled", "sla", SlaRescheduled, ("intake",)),
 ):
     register(_event)
 

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from bson import Binary
 from marshmallow import ValidationError
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from services.common import events, ids, outbound, timeutil
+from services.common import events, ids, metrics, outbound, timeutil
 from services.common.consumers import Delivery
 from services.common.errors import Invalid, NotFound
 from services.common.outbox import event_message
 from services.common.outbox import pending as outbox_pending
-from services.common.policy import load_calendars, load_policies
+from services.common.policy import NoDueDate, load_calendars, load_policies
 from services.common.store import in_transaction
 from services.intake import notices
 from services.intake.contacts import Contacts
@@ -29,6 +31,8 @@ from services.intake.lifecycle import Lifecycle
 from services.intake.notices import Notices
 from services.intake.records import Records
 from services.intake.schemas import SubmitSchema
+
+log = logging.getLogger(__name__)
 
 PRODUCER = "intake"
 ROUTING_PREFIX = "complaint.submit."
@@ -61,6 +65,21 @@ INDEXES = {
     "serials": [],
     "organization": [],
 }
+
+
+@dataclass(frozen=True)
+class DueOnReceipt:
+    """The time limit a complaint gets on receipt: the policy and the clock it starts, the
+    due date and whether it was counted on a calendar year not published yet; or, when the
+    policy or calendar data cannot give one, no due date and why (the complaint is answered
+    all the same, and the operators alerted)."""
+
+    policy: str | None
+    clock: str | None
+    due_by: datetime | None
+    provisional: bool = False
+    error: str | None = None
+    description: str = ""
 
 
 @dataclass
@@ -128,13 +147,14 @@ def parse_delivery(delivery: Delivery) -> tuple[dict | None, dict]:
 class Intake:
     """The system of record's write side for new submissions, and its read side."""
 
-    def __init__(self, db, serial_block: int = 50, notice_policy: notices.NoticePolicy | None = None):
+    def __init__(self, db, serial_block: int = 50, load_policy_book=load_policies, load_calendar_book=load_calendars,
+                 notice_policy: notices.NoticePolicy | None = None):
         self.db = db
         self.complaints = db["complaints"]
         self.merged = db[MERGED]
         self.serials = ids.SerialBlocks(db["serials"], block=serial_block)
-        self.policies = load_policies()
-        self.calendars = load_calendars()
+        self.policies = load_policy_book()
+        self.calendars = load_calendar_book()
         self.lifecycle = Lifecycle.load()
         self.contacts = Contacts.load()
         self.notices = Notices(db, self.policies, notice_policy)
@@ -286,6 +306,8 @@ class Intake:
                 raise _NoLongerMergeable(number)
             receipt = {"complaint_no": number, "status": complaint["status"],
                        "due_by": timeutil.iso(complaint.get("due_by"))}
+            if complaint["sla"].get("provisional"):
+                receipt["provisional"] = True
             merged = {"_id": ids.new_id(), "app_id": app_id, "message_id": message_id, "source": source,
                       "external_id": data.get("external_id"), "complaint_no": number, "merged_into": number,
                       "new_facts": data["new_facts"], "received_at": received_at, "at": now, "receipt": receipt}
@@ -296,17 +318,31 @@ class Intake:
             messages = [event_message(event)]
             if source == "amqp":
                 answer = {"message_id": message_id, "external_id": data.get("external_id"), "status": "accepted",
-                          "complaint_no": number, "due_by": receipt["due_by"], "errors": {}, "merged_into": number}
+                          "complaint_no": number, "due_by": receipt["due_by"], "errors": {}, "merged_into": number,
+                          **({"provisional": True} if receipt.get("provisional") else {})}
                 messages.append(outbound.receipt(app_id, answer))
             outbox.stage(session, *messages)
             return merged
 
         return Outcome("accepted", in_transaction(self.db, store))
 
-    def _main_clock(self, data: dict):
-        """The policy that applies and the clock it starts on receipt."""
-        policy = self.policies.select(data["institution"], data["kind"], data["channel"])
-        return policy, policy.primary_clock
+    def _main_clock(self, data: dict, received_at: datetime) -> DueOnReceipt:
+        """The policy that applies, the clock it starts on receipt and its due date."""
+        policy = clock = None
+        try:
+            policy = self.policies.select(data["institution"], data["kind"], data["channel"])
+            clock = policy.primary_clock
+            calendar = self.calendars.for_institution(data["institution"])
+            due_by = clock.due_by(received_at, calendar=calendar)
+        except NoDueDate as exc:
+            log.warning("complaint of %s received %s gets no due date: %s", data["institution"],
+                        received_at.isoformat(), exc)
+            metrics.DUE_DATES.labels(PRODUCER, "unavailable").inc()
+            return DueOnReceipt(policy and policy.code, clock and clock.name, None, error=str(exc))
+        provisional = bool(clock.provisional_years(received_at, due_by, calendar))
+        metrics.DUE_DATES.labels(PRODUCER, "provisional" if provisional else "final").inc()
+        return DueOnReceipt(policy.code, clock.name, due_by, provisional,
+                            description=clock.description or str(clock.limit))
 
     def _contact(self, data: dict) -> dict:
         """The institution's own contact the acknowledgement names; a submission for an
@@ -319,15 +355,19 @@ class Intake:
 
     def _accept(self, data: dict, app_id: str, message_id: str, outbox, not_merged: str | None = None) -> Outcome:
         received_at = timeutil.local(data["received_at"])
-        policy, clock = self._main_clock(data)
-        due_by = clock.due_by(received_at, calendar=self.calendars.for_institution(data["institution"]))
+        due = self._main_clock(data, received_at)
+        due_by = due.due_by
         complaint_no = ids.format_complaint_no(data["institution"], received_at,
                                                self.serials.next(data["institution"]))
         now = timeutil.now()
         home_unit = data.get("branch") or data["institution"]
         receipt = {"complaint_no": complaint_no, "status": "received", "due_by": timeutil.iso(due_by)}
+        if due.provisional:
+            receipt["provisional"] = True
         source = "http" if app_id == HTTP_APP_ID else "amqp"
-        received = {"channel": data["channel"], "policy": policy.code}
+        received = {"channel": data["channel"], "policy": due.policy}
+        if due.error:
+            received["no_due_date"] = due.error
         if data.get("repeat_of"):
             # A repeat not merged (see ``submit``): a complaint of its own that names the earlier one.
             received.update(repeat_of=data["repeat_of"], not_merged=not_merged)
@@ -345,7 +385,8 @@ class Intake:
             "first_responder": {"unit": home_unit, "staff": data.get("staff_id")},
             "assignment": None,
             "transfers": [],
-            "sla": {"policy": policy.code, "clock": clock.name, "due_by": due_by, "state": "on_track"},
+            "sla": {"policy": due.policy, "clock": due.clock, "due_by": due_by, "state": "on_track",
+                    "provisional": due.provisional, "error": due.error},
             "due_by": due_by,
             "receipt": receipt,
             "history": [{"at": now, "type": "complaint_received", "actor": f"{source}:{app_id}",
@@ -357,13 +398,15 @@ class Intake:
         if source == "amqp":
             messages.append(outbound.receipt(app_id, {
                 "message_id": message_id, "external_id": data.get("external_id"), "status": "accepted",
-                "complaint_no": complaint_no, "due_by": receipt["due_by"], "errors": {}}))
+                "complaint_no": complaint_no, "due_by": receipt["due_by"], "errors": {},
+                **({"provisional": True} if due.provisional else {})}))
         notice = self.notices.compose(complaint, "acknowledged", {
             "complaint_no": complaint_no,
             "kind": data["kind"],
             "received_at": timeutil.iso(received_at),
             "due_by": receipt["due_by"],
-            "time_limit": clock.description or str(clock.limit),
+            "provisional": due.provisional,
+            "time_limit": due.description,
             "contact": self._contact(data),
         }, ("complaint_received", now), now)
 
@@ -405,6 +448,8 @@ class Intake:
                     "complaint_no": first["complaint_no"], "due_by": first["receipt"]["due_by"], "errors": {}}
             if first.get("merged_into"):
                 body["merged_into"] = first["merged_into"]
+            if first["receipt"].get("provisional"):
+                body["provisional"] = True
             outbox.stage(None, outbound.receipt(first["app_id"], body))
         return Outcome("duplicate", first)
 
@@ -439,12 +484,18 @@ class Intake:
     # -- reading -------------------------------------------------------------------------
 
     def health(self) -> dict:
-        """Up, with what an operator watches: messages not yet relayed, rejections kept."""
+        """Up, with what an operator watches: messages not yet relayed, rejections kept, the
+        alert of open complaints without a due date (the policy or calendar data could not
+        give one; also the ``complaints_without_due_date`` metric), notices and reports that
+        need an operator, institutions without a contact for their customers."""
+        without = self.complaints.count_documents({"due_by": None, "status": {"$in": self.lifecycle.open_statuses()}})
+        metrics.WITHOUT_DUE_DATE.labels(PRODUCER).set(without)
         known = self.known_units()
         return {
             "status": "ok",
             "outbox_pending": outbox_pending(self.db),
             "rejections_kept": self.db["rejections"].estimated_document_count(),
+            "complaints_without_due_date": without,
             **self.notices.health(),
             # The organization's institutions whose submissions are refused for want of a contact.
             "institutions_without_contact": self.contacts.missing(known or ()),
@@ -568,7 +619,8 @@ def view(complaint: dict, notices_sent: list[dict] = ()) -> dict:
         "first_responder": complaint["first_responder"],
         "transfers": [{**entry, "at": timeutil.iso(entry["at"])}
                       for entry in in_time_order(complaint.get("transfers", []))],
-        "sla": {"policy": sla["policy"], "due_by": timeutil.iso(sla.get("due_by")), "state": sla["state"]},
+        "sla": {"policy": sla["policy"], "due_by": timeutil.iso(sla.get("due_by")), "state": sla["state"],
+                "provisional": bool(sla.get("provisional")), "error": sla.get("error")},
         "mediation": complaint.get("mediation"),
         "decision": _decision_view(complaint.get("decision")),
         "history": [{**entry, "at": timeutil.iso(entry["at"])} for entry in in_time_order(history)],

@@ -226,9 +226,12 @@ class Records:
                 if body.get("due_by"):
                     updates["sla.due_by"] = timeutil.parse(body["due_by"])
                     updates["due_by"] = updates["sla.due_by"]
+                    updates["sla.provisional"] = bool(body.get("provisional"))
+                    updates["sla.error"] = None  # a due date at last: the data counts it now
             details = {k: v for k, v in body.items() if k not in ("complaint_no", "at", "actor")}
             tell = (rule["tell"], _told(event["type"], body)) if rule.get("tell") and moved else None
-            notify = (rule["notify"], details) if rule.get("notify") else None
+            wanted = rule.get("notify") and (not rule.get("notify_if") or body.get(rule["notify_if"]))
+            notify = (rule["notify"], details) if wanted else None
         transfer = None
         if event["type"] in ("complaint_transfer_requested", "complaint_transferred", "complaint_transfer_rejected"):
             transfer = {"type": event["type"], "at": at, **{k: body.get(k) for k in ("from_unit", "to_unit", "reason")}}
@@ -266,5 +269,6 @@ def _told(event_type: str, body: dict) -> dict:
         "complaint_transfer_rejected": ("from_unit", "escalated_to", "reason"),
         "complaint_escalated": ("from_unit", "to_unit", "reason"),
         "sla_extended": ("due_by", "reason"),
+        "sla_rescheduled": ("due_by", "previous_due_by", "provisional", "reason"),
     }[event_type]
     return {key: body.get(key) for key in keys}

@@ -7,6 +7,7 @@ from nameko.timer import timer
 
 from services.common.consumers import Delivery, inbound, subscribe, subscribe_each
 from services.common.outbox import Outbox
+from services.common.policy import book_loaders
 from services.common.store import Domain
 from services.intake.intake import HTTP_APP_ID, INDEXES, Intake
 from services.intake.notices import is_report
@@ -16,7 +17,7 @@ from services.intake.records import FOLLOWED_FACTS
 class IntakeService:
     name = "intake"
 
-    desk = Domain(Intake, indexes=INDEXES)
+    desk = Domain(Intake, indexes=INDEXES, options=book_loaders)
     outbox = Outbox()
 
     @inbound()

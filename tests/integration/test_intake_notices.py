@@ -12,6 +12,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.common import amqp, timeutil
 from services.common.errors import Conflict
+from services.common.policy import book_loaders
 from services.common.store import Domain, database
 from services.intake.intake import INDEXES, Intake
 from services.intake.notices import NoticePolicy
@@ -156,7 +157,7 @@ QUICK = NoticePolicy.from_data({"media": [
 
 
 class QuickChaseIntake(IntakeService):
-    desk = Domain(partial(Intake, notice_policy=QUICK), indexes=INDEXES)
+    desk = Domain(partial(Intake, notice_policy=QUICK), indexes=INDEXES, options=book_loaders)
 
 
 def test_a_notice_not_reported_delivered_is_flagged_and_sent_on_the_next_medium(settings, run_services, center):

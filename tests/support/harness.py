@@ -35,6 +35,7 @@ def env_for(settings: Settings, **extra) -> dict:
         "AMQP_URI": settings.amqp_uri, "MONGO_URI": settings.mongo_uri, "DB_PREFIX": settings.db_prefix,
         "RETRY_DELAYS": ",".join(str(d) for d in settings.retry_delays), "OUTBOX_GRACE": str(settings.outbox_grace),
         "MAX_WORKERS": str(settings.max_workers), "PYTHONUNBUFFERED": "1",
+        "POLICIES_PATH": settings.policies_path or "", "CALENDARS_PATH": settings.calendars_path or "",
     })
     env.update(extra)
     return env
