@@ -163,7 +163,7 @@ class Records:
     def _outward(self, complaint, change, tell, notify):
         """What a change (its history entry's type and time) sends out: the status message
         for the call center, and the notice to the customer (None when none is due)."""
-        name, at = change
+        _, at = change
         messages, notice = [], None
         if tell and complaint.get("source") == "amqp":
             status, details = tell
