@@ -49,3 +49,11 @@ class Invalid(DomainError):
 class Forbidden(DomainError):
     status = 403
     code = "forbidden"
+
+
+@deserialize_to_instance
+class Unavailable(DomainError):
+    """What a decision needs is not known yet (the organization not announced, a peer down)."""
+
+    status = 503
+    code = "service_unavailable"

@@ -59,10 +59,19 @@ class ComplaintReceived(_Body):
     external_id = fields.String(allow_none=True)
 
 
+class TreeUnit(Schema):
+    institution = fields.String(required=True)
+    level = fields.String(required=True)
+    parent = fields.String(required=True, allow_none=True)
+
+
 class OrganizationChanged(_Body):
-    """The unit codes of each institution, announced whenever routing loads its organization."""
+    """The unit codes of each institution, announced whenever routing loads its organization,
+    and (optional) the tree every service that decides who may act keeps
+    (``services.common.orgtree``)."""
 
     institutions = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True)
+    units = fields.Dict(keys=fields.String(), values=fields.Nested(TreeUnit))
 
 
 class _ComplaintFact(_Body):
@@ -235,7 +244,7 @@ for _event in (
     EventType("complaint_reopened", "intake", ComplaintReopened, ("routing", "sla")),
     EventType("complaint_withdrawn", "intake", ComplaintWithdrawn, ("sla",)),
     EventType("complaint_repeated", "intake", ComplaintRepeated, ("sla",)),
-    EventType("organization_changed", "routing", OrganizationChanged, ("intake",)),
+    EventType("organization_changed", "routing", OrganizationChanged, ("intake", "sla")),
     EventType("complaint_assigned", "routing", ComplaintAssigned, ("intake",)),
     EventType("complaint_accepted", "routing", ComplaintAccepted, ("intake",)),
     EventType("complaint_transfer_requested", "routing", ComplaintTransferRequested, ("intake",)),

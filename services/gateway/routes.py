@@ -1,7 +1,11 @@
 """The table of endpoints: one entry per endpoint, read by the router and by the OpenAPI
 document alike. Adding an endpoint is one ``Route`` here plus one method in ``service.py``
-named like the route; a handler action is one ``Action`` of ``ACTIONS`` (its route and its
-service method follow from it, and ``views.act`` serves every one of them).
+named like the route; a handler action is one ``Action`` of ``ACTIONS`` (its route follows
+from it, and ``views.act`` serves every one of them).
+
+Who may call a route is the rule book's (``services/common/data/access.yaml``): the edge
+refuses early a caller none of whose roles may ever do the action; the service that owns
+it checks the rest (where the caller stands, recusal, a transfer in flight).
 """
 from __future__ import annotations
 
@@ -10,17 +14,11 @@ from dataclasses import dataclass, field
 
 from marshmallow import Schema
 
-from . import schemas
-from .auth import ROLES
+from services.common.access import RULE_BOOK
 
-# Who may do what (DESIGN.md, "Access"); visibility by unit is applied on top.
-READERS = ROLES
-SUBMITTERS = frozenset({"handler", "supervisor", "consumer_protection", "admin"})
-HANDLERS = SUBMITTERS
-# Clues of misconduct may also come from discipline inspection.
-INSPECTION = HANDLERS | {"inspector"}
-# In ``Action.args``: the caller's identity rather than a body field.
-ACTOR = "actor"
+from . import schemas
+
+READERS = RULE_BOOK.roles_for("read")
 
 
 @dataclass(frozen=True)
@@ -42,20 +40,22 @@ class Header:
 
 @dataclass(frozen=True)
 class Action:
-    """A handler action: ``POST /api/v1/complaints/{complaint_no}/<suffix>``, done by ``peer``.
-
-    intake and routing take ``act(complaint_no, name, data, actor, visible_units)``; sla has
-    one method per action, ``<name>(complaint_no, *args)`` with ``args`` naming body fields
-    in order (``ACTOR`` is the caller's identity).
-    """
+    """A handler action: ``POST /api/v1/complaints/{complaint_no}/<suffix>``. The rule book
+    names the service that does it (its owner, whose ``act(complaint_no, name, data, actor)``
+    the edge calls) and the roles that may."""
 
     name: str
     suffix: str
-    peer: str  # intake | routing | sla
     body: type[Schema]
     summary: str
-    roles: frozenset = HANDLERS
-    args: tuple[str, ...] = ()
+
+    @property
+    def peer(self) -> str:
+        return RULE_BOOK.action(self.name).owner
+
+    @property
+    def roles(self) -> frozenset:
+        return RULE_BOOK.roles_for(self.name)
 
 
 @dataclass(frozen=True)
@@ -102,37 +102,33 @@ COMPLAINT = "/api/v1/complaints/{complaint_no}"
 
 ACTIONS: tuple[Action, ...] = (
     # Assignment: routing.
-    Action("accept", "accept", "routing", schemas.ActionSchema,
+    Action("accept", "accept", schemas.ActionSchema,
            "Accept the complaint assigned to the caller's unit."),
-    Action("transfer", "transfer", "routing", schemas.TransferSchema,
+    Action("transfer", "transfer", schemas.TransferSchema,
            "Ask another unit to take the complaint, with a reason; the clock runs on."),
-    Action("transfer_accept", "transfer/accept", "routing", schemas.ActionSchema,
+    Action("transfer_accept", "transfer/accept", schemas.ActionSchema,
            "Take a complaint another unit transferred to the caller's unit."),
-    Action("transfer_reject", "transfer/reject", "routing", schemas.ReasonSchema,
+    Action("transfer_reject", "transfer/reject", schemas.ReasonSchema,
            "Refuse a transfer to the caller's unit, with a reason."),
-    Action("escalate", "escalate", "routing", schemas.ReasonSchema,
+    Action("escalate", "escalate", schemas.ReasonSchema,
            "Hand the complaint to the superior unit, with a reason."),
-    Action("misconduct", "misconduct", "routing", schemas.MisconductSchema,
-           "Refer a clue of staff misconduct to discipline inspection (an extension).",
-           roles=INSPECTION),
+    Action("misconduct", "misconduct", schemas.MisconductSchema,
+           "Refer a clue of staff misconduct to discipline inspection (an extension)."),
     # Clocks: sla.
-    Action("extend", "extend", "sla", schemas.ExtendSchema,
-           "Extend the time limit by some days, with a reason and the approvals the policy asks.",
-           args=("days", "reason", ACTOR, "approvals")),
-    Action("pause", "pause", "sla", schemas.ReasonSchema,
-           "Stop the clock for an outside appraisal or test (an extension).",
-           args=("reason", ACTOR)),
-    Action("resume", "resume", "sla", schemas.ReasonSchema,
-           "Start the clock again where it stopped (an extension).",
-           args=("reason", ACTOR)),
+    Action("extend", "extend", schemas.ExtendSchema,
+           "Extend the time limit by some days, with a reason and the approvals the policy asks."),
+    Action("pause", "pause", schemas.ReasonSchema,
+           "Stop the clock for an outside appraisal or test (an extension)."),
+    Action("resume", "resume", schemas.ReasonSchema,
+           "Start the clock again where it stopped (an extension)."),
     # Lifecycle: intake.
-    Action("decision", "decision", "intake", schemas.DecisionSchema,
+    Action("decision", "decision", schemas.DecisionSchema,
            "Decide the complaint and tell the customer."),
-    Action("close", "close", "intake", schemas.CloseSchema,
+    Action("close", "close", schemas.CloseSchema,
            "Close the complaint with the customer's satisfaction and the root cause."),
-    Action("reopen", "reopen", "intake", schemas.ReasonSchema,
+    Action("reopen", "reopen", schemas.ReasonSchema,
            "Reopen a decided complaint: the customer asks for a review."),
-    Action("withdraw", "withdraw", "intake", schemas.WithdrawSchema,
+    Action("withdraw", "withdraw", schemas.WithdrawSchema,
            "The customer withdrew the complaint (an extension)."),
 )
 
@@ -153,6 +149,7 @@ def action_route(action: Action) -> Route:
 
 
 ACTION_ROUTES: tuple[Route, ...] = tuple(action_route(action) for action in ACTIONS)
+ACTIONS_BY_NAME = {action.name: action for action in ACTIONS}
 
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -176,7 +173,7 @@ ROUTES: tuple[Route, ...] = (
             "same user answers 200 with the first receipt instead of creating a second "
             "complaint. Invalid bodies answer 422 with details mapping field paths to messages."
         ),
-        roles=SUBMITTERS,
+        roles=RULE_BOOK.roles_for("submit"),
         body=schemas.SubmitComplaintSchema,
         headers=(Header("Idempotency-Key", "Unique per submission; repeats are answered "
                         "with the first receipt.", max_length=200),),

@@ -7,8 +7,7 @@ These functions only translate, so unit tests drive them with fake peers and no 
 nameko RPC proxies (the service instance).
 
 Every handler action goes through :func:`act`: it checks the body against the action's
-schema, then the one function of the action's peer does the call and answers the complaint
-as it stands.
+schema, then the service that owns the action does it and checks who may.
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from services.common.errors import NotFound
 from .auth import Identity
 from .errors import UNAVAILABLE, BadRequest, Forbidden, MalformedJson, ValidationFailed
 from .openapi import document
-from .routes import ACTOR, Action, Route
+from .routes import ACTIONS_BY_NAME
 from .schemas import ChannelSchema, ComplaintListQuerySchema, HealthQuerySchema
 
 _log = logging.getLogger(__name__)
@@ -191,30 +190,14 @@ def complaint_clocks(peers, identity: Identity, complaint_no: str) -> list:
 
 # -- handler actions -------------------------------------------------------------------------
 
-def act(peers, route: Route, request, identity: Identity, complaint_no: str) -> dict:
-    """Any handler action of ``routes.ACTIONS``: the complaint as it stands afterwards."""
-    action = route.action
+def act(peers, name: str, request, identity: Identity, complaint_no: str) -> dict:
+    """Any handler action of ``routes.ACTIONS``, done by the service that owns it (the rule
+    book's ``owner``), which checks who may: the complaint as it stands afterwards."""
+    action = ACTIONS_BY_NAME[name]
     data = load(action.body(), read_object(request))
     actor = actor_of(identity, data.pop("actor", None))
-    units = visible_units(peers, identity)
-    return BY_PEER[action.peer](peers, action, complaint_no, data, actor, units)
-
-
-def intake_action(peers, action: Action, complaint_no: str, data: dict, actor: dict, units) -> dict:
-    return peers.intake.act(complaint_no, action.name, data, actor, units)
-
-
-def routing_action(peers, action: Action, complaint_no: str, data: dict, actor: dict, units) -> dict:
-    peers.routing.act(complaint_no, action.name, data, actor, units)
-    return peers.intake.get(complaint_no, units)
-
-
-def sla_action(peers, action: Action, complaint_no: str, data: dict, actor: dict, units) -> dict:
-    # sla knows clocks, not units: intake says whether the caller may see the complaint.
-    peers.intake.get(complaint_no, units)
-    args = [actor if name == ACTOR else data.get(name) for name in action.args]
-    getattr(peers.sla, action.name)(complaint_no, *args)
-    return peers.intake.get(complaint_no, units)
-
-
-BY_PEER = {"intake": intake_action, "routing": routing_action, "sla": sla_action}
+    owner = {"intake": peers.intake, "routing": peers.routing, "sla": peers.sla}[action.peer]
+    answer = owner.act(complaint_no, action.name, data, actor)
+    if action.peer == "intake":
+        return answer
+    return peers.intake.get(complaint_no, visible_units(peers, identity))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,20 +20,19 @@ from pymongo.errors import DuplicateKeyError
 from services.common import events, ids, outbound, timeutil
 from services.common.consumers import Delivery
 from services.common.errors import Invalid, NotFound
+from services.common.orgtree import AnnouncedOrganization
 from services.common.outbox import event_message
 from services.common.outbox import pending as outbox_pending
 from services.common.policy import load_calendars, load_policies
 from services.common.store import in_transaction
 from services.intake.lifecycle import Lifecycle
-from services.intake.records import Records
+from services.intake.records import Records, access_facts
 from services.intake.schemas import SubmitSchema
 
 PRODUCER = "intake"
 ROUTING_PREFIX = "complaint.submit."
 HTTP_APP_ID = "http"
 CONTACTS = Path(__file__).parent / "data" / "contacts.yaml"
-ORGANIZATION_DOC = "units"
-KNOWN_UNITS_TTL = 5.0
 MERGED = "merged_messages"
 MERGE_ATTEMPTS = 3
 
@@ -135,27 +133,17 @@ class Intake:
         self.lifecycle = Lifecycle.load()
         with open(CONTACTS, encoding="utf-8") as handle:
             self.contacts = yaml.safe_load(handle)
-        self._known_units: tuple[float, dict | None] = (0.0, None)
+        self.organization = AnnouncedOrganization(db)
         self.records = Records(self)
 
     # -- the organization intake validates against -------------------------------------
 
     def known_units(self) -> dict | None:
         """institution -> set of unit codes, as routing last announced; None before that."""
-        read_at, units = self._known_units
-        if time.monotonic() - read_at > KNOWN_UNITS_TTL:
-            doc = self.db["organization"].find_one({"_id": ORGANIZATION_DOC})
-            units = None if doc is None else {inst: set(codes) for inst, codes in doc["institutions"].items()}
-            self._known_units = (time.monotonic(), units)
-        return units
+        return self.organization.institutions()
 
     def organization_changed(self, event: dict) -> None:
-        self.db["organization"].replace_one(
-            {"_id": ORGANIZATION_DOC},
-            {"_id": ORGANIZATION_DOC, "institutions": event["body"]["institutions"], "at": timeutil.now()},
-            upsert=True,
-        )
-        self._known_units = (0.0, None)
+        self.organization.keep(event)
 
     # -- submissions ---------------------------------------------------------------------
 
@@ -457,6 +445,9 @@ class Intake:
 
     def get(self, complaint_no: str, visible_units: list[str] | None) -> dict:
         return view(self.visible(complaint_no, visible_units))
+
+    def access_facts(self, complaint_no: str) -> dict:
+        return access_facts(self.visible(complaint_no, None)).as_dict()
 
     def list(self, filters: dict, visible_units: list[str] | None, limit: int = 50, cursor: str | None = None) -> dict:
         query: dict = within(visible_units)

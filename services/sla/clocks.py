@@ -48,7 +48,9 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from services.common import events, inbox, timeutil
+from services.common.access import RULE_BOOK, Caller, Facts
 from services.common.errors import Conflict, Invalid, NotFound
+from services.common.orgtree import AnnouncedOrganization
 from services.common.outbox import event_message
 from services.common.policy import (
     SHANGHAI,
@@ -112,6 +114,7 @@ class Clocks:
         self.now = now
         self._load_policy_book = load_policy_book
         self._load_calendar_book = load_calendar_book
+        self.organization = AnnouncedOrganization(db)
         self._reload()
 
     # -- computing a clock's schedule ---------------------------------------------------
@@ -469,10 +472,31 @@ class Clocks:
 
     # -- actions through the HTTP edge ----------------------------------------------------
 
-    def extend(self, complaint_no: str, days, reason: str, actor: dict, approvals, outbox) -> list[dict]:
+    def organization_changed(self, event: dict) -> None:
+        self.organization.keep(event)
+
+    def act(self, complaint_no: str, action: str, data: dict, actor: dict, facts: dict, outbox) -> dict:
+        """extend, pause, resume (CONTRACTS §3) by a caller the rule book lets, judged on
+        ``facts``: intake's accountable unit, pending transfer and named staff of the
+        complaint (the system of record; the clocks do not follow transfers). The clocks as
+        they stand afterwards and the ids of the events that announce the change."""
+        actions = {
+            "extend": lambda: self.extend(complaint_no, data.get("days"), data.get("reason"), actor,
+                                          data.get("approvals"), outbox),
+            "pause": lambda: self.pause(complaint_no, data.get("reason"), actor, outbox),
+            "resume": lambda: self.resume(complaint_no, data.get("reason"), actor, outbox),
+        }
+        if action not in actions:
+            raise NotFound(f"no action {action!r} on the clocks")
+        RULE_BOOK.check(action, Caller.of(actor), Facts.of(facts), self.organization.tree())
+        announced = actions[action]()
+        return {"clocks": self.view(complaint_no), "events": announced}
+
+    def extend(self, complaint_no: str, days, reason: str, actor: dict, approvals, outbox) -> list[str]:
         """Add ``days`` (in the clock's unit) to the open clock's limit, as the policy's
         extension steps allow; ``Invalid`` (422) naming ``days``, ``approvals`` or ``reason``
-        when refused, ``Conflict`` when no clock is running or paused."""
+        when refused, ``Conflict`` when no clock is running or paused. The ids of the events
+        staged."""
         if not str(reason or "").strip():
             raise Invalid("an extension needs a reason", {"reason": ["is required"]})
         if isinstance(days, bool) or not isinstance(days, int) or days < 1:
@@ -504,23 +528,22 @@ class Clocks:
             changes = {"total": total, "extensions": staged["extensions"], "generation": staged["generation"]}
             changes.update(self._schedule(staged, now, rearm=True))
             self._replace(session, doc, changes)
-            outbox.stage(session, event_message(self._event(
-                "sla_extended", doc, now, actor_id, previous_due_by=timeutil.iso(previous), total=total,
-                reason=reason, approved_by=approvals, days=days, step=steps + 1)))
-            return doc
+            extended = self._event("sla_extended", doc, now, actor_id, previous_due_by=timeutil.iso(previous),
+                                   total=total, reason=reason, approved_by=approvals, days=days, step=steps + 1)
+            outbox.stage(session, event_message(extended))
+            return [extended["event_id"]]
 
-        in_transaction(self.db, work)
-        return self.view(complaint_no)
+        return in_transaction(self.db, work)
 
-    def pause(self, complaint_no: str, reason: str, actor: dict, outbox) -> list[dict]:
+    def pause(self, complaint_no: str, reason: str, actor: dict, outbox) -> list[str]:
         """Stop counting (outside appraisal or test, mediation): every running clock pauses."""
         return self._pause_or_resume(complaint_no, reason, actor, outbox, pausing=True)
 
-    def resume(self, complaint_no: str, reason: str, actor: dict, outbox) -> list[dict]:
+    def resume(self, complaint_no: str, reason: str, actor: dict, outbox) -> list[str]:
         """Count again where it stopped: every paused clock resumes."""
         return self._pause_or_resume(complaint_no, reason, actor, outbox, pausing=False)
 
-    def _pause_or_resume(self, complaint_no, reason, actor, outbox, *, pausing: bool) -> list[dict]:
+    def _pause_or_resume(self, complaint_no, reason, actor, outbox, *, pausing: bool) -> list[str]:
         if not str(reason or "").strip():
             raise Invalid("a reason is required", {"reason": ["is required"]})
         actor_id = (actor or {}).get("sub")
@@ -528,6 +551,7 @@ class Clocks:
 
         def work(session):
             now = self.now()
+            announced_ids = []
             docs = [d for d in self._found(complaint_no, session) if d["state"] == wanted]
             if not docs:
                 raise Conflict(f"no {wanted} clock to {'pause' if pausing else 'resume'}", {"state": [
@@ -542,11 +566,12 @@ class Clocks:
                 staged = dict(doc, pauses=pauses, state=state)
                 changes = {"pauses": pauses, "state": state, **self._schedule(staged, now)}
                 self._replace(session, doc, changes)
-                outbox.stage(session, event_message(self._event(
-                    "sla_paused" if pausing else "sla_resumed", doc, now, actor_id, reason=reason)))
+                announced = self._event("sla_paused" if pausing else "sla_resumed", doc, now, actor_id, reason=reason)
+                outbox.stage(session, event_message(announced))
+                announced_ids.append(announced["event_id"])
+            return announced_ids
 
-        in_transaction(self.db, work)
-        return self.view(complaint_no)
+        return in_transaction(self.db, work)
 
     def _found(self, complaint_no: str, session=None) -> list[dict]:
         docs = list(self.clocks.find({"complaint_no": complaint_no}, session=session).sort("created_at", ASCENDING))

@@ -11,7 +11,9 @@ from nameko.timer import timer
 
 from services.common.config import from_container
 from services.common.consumers import subscribe
+from services.common.errors import Unavailable
 from services.common.outbox import Outbox
+from services.common.rpc import UNAVAILABLE, TimedRpcProxy
 from services.common.store import Domain
 from services.sla.clocks import INDEXES, Clocks
 
@@ -24,6 +26,7 @@ class SlaService:
     keeper = Domain(Clocks, indexes=INDEXES)
     outbox = Outbox()
     config = Config()
+    intake = TimedRpcProxy("intake")
 
     @subscribe("complaint_received")
     def on_received(self, event: dict):
@@ -60,17 +63,18 @@ class SlaService:
             log.info("sweep fired %d point(s) in %.1f ms", len(fired), (time.perf_counter() - started) * 1000)
         return len(fired)
 
-    @rpc
-    def extend(self, complaint_no: str, days: int, reason: str, actor: dict, approvals: list) -> list:
-        return self.keeper.extend(complaint_no, days, reason, actor, approvals, self.outbox)
+    @subscribe("organization_changed")
+    def on_organization_changed(self, event: dict):
+        self.keeper.organization_changed(event)
 
     @rpc
-    def pause(self, complaint_no: str, reason: str, actor: dict) -> list:
-        return self.keeper.pause(complaint_no, reason, actor, self.outbox)
-
-    @rpc
-    def resume(self, complaint_no: str, reason: str, actor: dict) -> list:
-        return self.keeper.resume(complaint_no, reason, actor, self.outbox)
+    def act(self, complaint_no: str, action: str, data: dict, actor: dict) -> dict:
+        """extend, pause, resume; who may is judged on intake's facts of the complaint."""
+        try:
+            facts = self.intake.access_facts(complaint_no)
+        except UNAVAILABLE as exc:
+            raise Unavailable(f"intake, which holds who is accountable for {complaint_no}, did not answer") from exc
+        return self.keeper.act(complaint_no, action, data, actor, facts, self.outbox)
 
     @rpc
     def clocks(self, complaint_no: str) -> list:

@@ -65,7 +65,7 @@ def test_a_complaint_received_13_days_ago_warns_and_a_decision_in_time_is_met(pl
     assert warned
     handler = {"sub": "banka-sd-yt-handler", "unit": "BANKA-SD-YT", "roles": ["handler"]}
     wait_until(lambda: rpc.intake.get(number, None)["assignment"], "routed")
-    rpc.intake.act(number, "decision", {"outcome": "partially_upheld", "message": "部分退还"}, handler, None)
+    rpc.intake.act(number, "decision", {"outcome": "partially_upheld", "message": "部分退还"}, handler)
     wait_until(lambda: rpc.intake.get(number, None)["sla"]["state"] == "met", "the decision met the clock")
     assert "escalated" not in statuses_of(outbound, number)
 
