@@ -149,3 +149,35 @@ def test_a_transfer_is_seen_by_its_receiver_and_moves_accountability_when_accept
     assert view["first_responder"]["unit"] == "BANKA-SD-YT"
     assert [t["type"] for t in view["transfers"]] == ["complaint_transfer_requested", "complaint_transferred"]
     assert call(settings, base, "yantai", "GET", path).status_code == 404
+
+
+def test_until_it_accepts_a_transfer_the_offered_unit_may_read_it_and_answer_nothing_more(edge):
+    base, settings = edge
+    created = call(settings, base, "yantai", "POST", "/api/v1/complaints",
+                   json=dict(submission(branch="BANKA-SD-YT"), channel="phone"),
+                   headers={"Idempotency-Key": uuid.uuid4().hex})
+    path = f"/api/v1/complaints/{created.json()['complaint_no']}"
+    wait_until(lambda: call(settings, base, "yantai", "GET", path).json().get("assignment"), "assigned")
+    asked = call(settings, base, "yantai", "POST", f"{path}/transfer",
+                 json={"to_unit": "BANKA-ZJ-SX", "reason": "客户账户开立于绍兴分行，交易均在绍兴发生"})
+    assert asked.status_code == 200, asked.text
+    wait_until(lambda: call(settings, base, "shaoxing", "GET", path).status_code == 200,
+               "the receiver sees the pending transfer")
+
+    for suffix, body in (("withdraw", {}), ("pause", {"reason": "委托第三方鉴定"}), ("resume", {"reason": "鉴定完成"}),
+                         ("extend", {"days": 10, "reason": "需调取录音"}), ("escalate", {"reason": "重大"}),
+                         ("decision", {"outcome": "upheld", "message": "已退还"})):
+        refused = call(settings, base, "shaoxing", "POST", f"{path}/{suffix}", json=body)
+        assert refused.status_code == 403, (suffix, refused.text)
+        assert "stays accountable" in refused.json()["error"]["message"]
+
+    # Nothing moved: the clock runs unextended, the complaint waits for the receiver's answer.
+    [clock] = call(settings, base, "yantai", "GET", f"{path}/clocks").json()
+    assert (clock["state"], clock["extensions"]) == ("running", 0)
+    view = call(settings, base, "yantai", "GET", path).json()
+    assert view["status"] == "transfer_pending" and view["unit"] == "BANKA-SD-YT"
+    assert not {"complaint_withdrawn", "sla_paused", "sla_extended"} & {h["type"] for h in view["history"]}
+    # The sender still acts on it meanwhile.
+    withdrawn = call(settings, base, "yantai", "POST", f"{path}/withdraw", json={"reason": "客户撤回投诉"})
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.json()["status"] == "withdrawn"
