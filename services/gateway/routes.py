@@ -138,12 +138,16 @@ def action_route(action: Action) -> Route:
         name=f"complaint_{action.name}", method="POST", path=f"{COMPLAINT}/{action.suffix}",
         tags=("actions",), summary=action.summary,
         description=(
-            f"Done by the {action.peer} service as the caller named by the token. Answers the "
-            "complaint as it stands. 409 when the complaint's state does not allow it; 422 "
-            "with field paths for an invalid body."
+            f"Done by the {action.peer} service as the caller named by the token, which checks who "
+            "may. Answers the complaint as it stands once its record shows the action (for a "
+            "caller the action took it away from: its number, status and unit), or 202 when the "
+            "record has not caught up within a few seconds. 409 when the complaint's state does "
+            "not allow it; 422 with field paths for an invalid body."
         ),
         roles=action.roles, body=action.body, path_params=schemas.ComplaintPathSchema,
-        responses=(Response(200, "The complaint as it stands.", schemas.ComplaintSchema),),
+        responses=(Response(200, "The complaint as it stands after the action.", schemas.ComplaintSchema),
+                   Response(202, "Done; the complaint's record shows it shortly.", schemas.ActionAcceptedSchema,
+                            headers=(("Location", "The complaint's URL."),))),
         extra_errors=(409,), action=action,
     )
 

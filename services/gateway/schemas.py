@@ -314,6 +314,17 @@ class ExtendSchema(ReasonSchema):
         "description": "Role codes that approved, e.g. superior_unit, head_office_senior_manager."})
 
 
+class ActionAcceptedSchema(Reply):
+    """202: the action is done, and the complaint's record has not caught up with it yet."""
+
+    complaint_no = fields.Str(required=True)
+    action = fields.Str(required=True)
+    status = fields.Str(required=True, metadata={"example": "accepted"})
+    location = fields.Str(required=True, metadata={"description": "Where to read the complaint as it stands."})
+    events = fields.List(fields.Str(), required=True, metadata={
+        "description": "The facts that announce the action; the complaint's history lists them once applied."})
+
+
 class MisconductSchema(ActionSchema):
     clue = fields.Str(required=True, validate=validate.OneOf(MISCONDUCT_CLUES))
     note = text(required=True, description="What was seen: the referral to discipline inspection keeps it.")

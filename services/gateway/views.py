@@ -7,7 +7,8 @@ These functions only translate, so unit tests drive them with fake peers and no 
 nameko RPC proxies (the service instance).
 
 Every handler action goes through :func:`act`: it checks the body against the action's
-schema, then the service that owns the action does it and checks who may.
+schema, then the service that owns the action does it and checks who may; the answer is the
+complaint once intake's record shows what the action did.
 """
 from __future__ import annotations
 
@@ -199,5 +200,11 @@ def act(peers, name: str, request, identity: Identity, complaint_no: str) -> dic
     owner = {"intake": peers.intake, "routing": peers.routing, "sla": peers.sla}[action.peer]
     answer = owner.act(complaint_no, action.name, data, actor)
     if action.peer == "intake":
-        return answer
-    return peers.intake.get(complaint_no, visible_units(peers, identity))
+        return answer  # the system of record did it: its answer is the complaint afterwards
+    # Another service did it; intake's record follows its facts: answer once it has.
+    result = peers.intake.get_when_applied(complaint_no, answer["events"], visible_units(peers, identity))
+    if result["applied"]:
+        return result["complaint"]
+    location = f"/api/v1/complaints/{complaint_no}"
+    return 202, {"Location": location}, {"complaint_no": complaint_no, "action": action.name, "status": "accepted",
+                                         "location": location, "events": answer["events"]}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from marshmallow import ValidationError
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from services.common import events, ids, outbound, timeutil
+from services.common import events, ids, inbox, outbound, timeutil
 from services.common.consumers import Delivery
 from services.common.errors import Invalid, NotFound
 from services.common.orgtree import AnnouncedOrganization
@@ -34,6 +35,10 @@ ROUTING_PREFIX = "complaint.submit."
 HTTP_APP_ID = "http"
 CONTACTS = Path(__file__).parent / "data" / "contacts.yaml"
 MERGED = "merged_messages"
+# An action another service does is answered once this record applied its facts: how long
+# the answer waits for them (well under the edge's RPC timeout), and how often it looks.
+APPLIED_WAIT = 3.0
+APPLIED_POLL = 0.05
 MERGE_ATTEMPTS = 3
 
 
@@ -448,6 +453,28 @@ class Intake:
 
     def access_facts(self, complaint_no: str) -> dict:
         return access_facts(self.visible(complaint_no, None)).as_dict()
+
+    def get_when_applied(self, complaint_no: str, event_ids: list[str], visible_units: list[str] | None,
+                         wait: float = APPLIED_WAIT) -> dict:
+        """The complaint once this record has applied every fact ``event_ids`` names (what
+        another service's action announced), waiting ``wait`` seconds at most: ``applied``
+        says whether it had. An action may take the complaint out of the caller's reach (a
+        refused transfer goes up): then the caller is told its number, status and unit."""
+        deadline = time.monotonic() + wait
+        while not (applied := self._applied(event_ids)) and time.monotonic() < deadline:
+            time.sleep(APPLIED_POLL)
+        try:
+            return {"applied": applied, "complaint": self.get(complaint_no, visible_units)}
+        except NotFound:
+            if not applied:
+                raise
+        complaint = self.visible(complaint_no, None)
+        return {"applied": True, "complaint": {key: complaint[key] for key in ("complaint_no", "status", "unit")}}
+
+    def _applied(self, event_ids: list[str]) -> bool:
+        # The inbox keeps the id of every fact applied (services.common.inbox).
+        wanted = set(event_ids)
+        return self.db[inbox.COLLECTION].count_documents({"_id": {"$in": sorted(wanted)}}) == len(wanted)
 
     def list(self, filters: dict, visible_units: list[str] | None, limit: int = 50, cursor: str | None = None) -> dict:
         query: dict = within(visible_units)

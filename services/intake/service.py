@@ -42,6 +42,11 @@ class IntakeService:
         return self.desk.records.act(complaint_no, action, data, actor, self.outbox)
 
     @rpc
+    def get_when_applied(self, complaint_no: str, event_ids: list, visible_units: list | None = None) -> dict:
+        """The complaint once the facts an action of routing or sla announced are applied."""
+        return self.desk.get_when_applied(complaint_no, event_ids, visible_units)
+
+    @rpc
     def access_facts(self, complaint_no: str) -> dict:
         """What decides who may act on a complaint, for a service that owns an action on it
         (sla): the system of record's accountable unit, pending transfer and named staff."""

@@ -63,7 +63,7 @@ class FakeRouting:
             raise Conflict(f"{action} is not allowed on a closed complaint")
         if "to_unit" in data:
             complaint["assignment"] = {"unit": data["to_unit"], "handler": actor["sub"]}
-        return {"complaint_no": complaint_no, "action": action}
+        return {"complaint_no": complaint_no, "action": action, "events": [f"routing-{action}"]}
 
 
 class FakeIntake:
@@ -114,6 +114,12 @@ class FakeIntake:
         return complaint
 
     @rpc
+    def get_when_applied(self, complaint_no, event_ids, visible_units):
+        calls.append(("intake.get_when_applied", complaint_no, event_ids, visible_units))
+        complaint = self.visible(complaint_no, visible_units)
+        return {"applied": not complaint.get("lagging"), "complaint": complaint}
+
+    @rpc
     def list(self, filters, visible_units, limit, cursor):
         calls.append(("intake.list", filters, visible_units, limit, cursor))
         items = [c for c in self.complaints.values() if visible_units is None or c["branch"] in visible_units]
@@ -129,7 +135,7 @@ class FakeSla:
         FakeIntake.visible(complaint_no, below(actor["unit"]))
         if data.get("days", 0) > 60:
             raise Conflict("the policy allows 60 days in all", {"days": ["At most 60 days in all."]})
-        return {"clocks": [], "events": []}
+        return {"clocks": [], "events": [f"sla-{action}"]}
 
     @rpc
     def clocks(self, complaint_no):
@@ -431,7 +437,8 @@ def test_routing_actions_reach_routing_and_answer_the_complaint(base):
         assert response.status_code == 200, (suffix, response.text)
         assert response.json()["complaint_no"] == number
         assert calls == [("routing.act", number, action, data, identity()),
-                         ("routing.visible_units", "BANKA-SD-YT"), ("intake.get", number, units)], suffix
+                         ("routing.visible_units", "BANKA-SD-YT"),
+                         ("intake.get_when_applied", number, [f"routing-{action}"], units)], suffix
     assert response.json()["assignment"] == {"unit": "BANKA-SD-YT", "handler": "u1"}
 
 
@@ -449,8 +456,19 @@ def test_clock_actions_are_done_by_sla_as_the_caller(base):
     assert response.status_code == 200, response.text
     assert calls[0] == ("sla.act", number, "extend", {**body, "approvals": []},
                         identity(unit="BANKA-SD", roles=("supervisor",)))
+    assert calls[2] == ("intake.get_when_applied", number, ["sla-extend"], below("BANKA-SD"))
     # sla answers who may (here: 404 outside the caller's units).
     assert_error(post(base, number, "extend", {"days": 5, "reason": "x"}, unit="BANKA-SD-WF"), 404, "not_found")
+
+
+def test_an_action_the_record_has_not_caught_up_with_answers_202_and_where_to_look(base):
+    number = new_complaint(base, "k-act-lagging")
+    FakeIntake.complaints[number]["lagging"] = True
+    response = post(base, number, "pause", {"reason": "外部鉴定"})
+    assert response.status_code == 202, response.text
+    assert response.headers["Location"] == f"/api/v1/complaints/{number}"
+    assert response.json() == {"complaint_no": number, "action": "pause", "status": "accepted",
+                               "location": f"/api/v1/complaints/{number}", "events": ["sla-pause"]}
 
 
 def test_pause_resume_and_clocks(base):

@@ -5,6 +5,7 @@ import uuid
 import pytest
 import requests
 
+from services.common import timeutil
 from services.gateway.auth import issue_token
 from services.gateway.service import GatewayService
 from services.intake.service import IntakeService
@@ -181,3 +182,32 @@ def test_until_it_accepts_a_transfer_the_offered_unit_may_read_it_and_answer_not
     withdrawn = call(settings, base, "yantai", "POST", f"{path}/withdraw", json={"reason": "客户撤回投诉"})
     assert withdrawn.status_code == 200, withdrawn.text
     assert withdrawn.json()["status"] == "withdrawn"
+
+
+def test_an_action_answers_with_what_it_did(edge):
+    base, settings = edge
+    created = call(settings, base, "yantai", "POST", "/api/v1/complaints",
+                   json=dict(submission(branch="BANKA-SD-YT"), channel="web"),
+                   headers={"Idempotency-Key": uuid.uuid4().hex})
+    promised = created.json()["due_by"]
+    path = f"/api/v1/complaints/{created.json()['complaint_no']}"
+    wait_until(lambda: call(settings, base, "yantai", "GET", path).json().get("assignment"), "assigned")
+
+    def done(suffix, body, who="yantai"):
+        answer = call(settings, base, who, "POST", f"{path}/{suffix}", json=body)
+        assert answer.status_code == 200, (suffix, answer.text)
+        return answer.json()
+
+    assert done("pause", {"reason": "委托第三方鉴定"})["sla"]["state"] == "paused"
+    assert done("resume", {"reason": "鉴定完成"})["sla"]["state"] == "on_track"
+    extended = done("extend", {"days": 10, "reason": "需调取通话录音核实", "approvals": ["handler"]})
+    assert timeutil.parse(extended["sla"]["due_by"]) > timeutil.parse(promised)
+    assert extended["history"][-1]["type"] == "sla_extended"
+    assert done("accept", {})["status"] == "in_progress"
+    pending = done("transfer", {"to_unit": "BANKA-ZJ-SX", "reason": "客户账户开立于绍兴分行"})
+    assert pending["status"] == "transfer_pending" and pending["unit"] == "BANKA-SD-YT"
+    wait_until(lambda: call(settings, base, "shaoxing", "GET", path).status_code == 200, "the receiver sees it")
+    # Refused, it goes above both units: out of the refusing unit's reach, which is told where it went.
+    refused = done("transfer/reject", {"reason": "客户从未在本分行开户"}, who="shaoxing")
+    assert refused == {"complaint_no": created.json()["complaint_no"], "status": "escalated", "unit": "BANKA"}
+    assert call(settings, base, "shaoxing", "GET", path).status_code == 404

@@ -92,22 +92,28 @@ UNITS = ["BANKA-SD-YT", "BANKA-SD-YT-ZF"]
 
 
 class Recorder:
-    """A fake peer whose every method records its call and answers ``answer``."""
+    """A fake peer whose every method records its call and answers ``answers[method]``, else
+    ``answer``."""
 
-    def __init__(self, name, log, answer=None):
-        self._name, self._log, self._answer = name, log, answer
+    def __init__(self, name, log, answer=None, **answers):
+        self._name, self._log, self._answer, self._answers = name, log, answer, answers
 
     def __getattr__(self, method):
         def call(*args):
             self._log.append((f"{self._name}.{method}", *args))
-            return self._answer
+            return self._answers.get(method, self._answer)
         return call
 
 
-def recording_peers():
+COMPLAINT = {"complaint_no": "C1", "status": "x"}
+
+
+def recording_peers(applied=True):
     log = []
-    return log, Peers(Recorder("intake", log, {"complaint_no": "C1", "status": "x"}),
-                      Recorder("routing", log, UNITS), Recorder("sla", log, [{"clock": "decision"}]))
+    done = {"events": ["e-1", "e-2"]}
+    intake = Recorder("intake", log, COMPLAINT, get_when_applied={"applied": applied, "complaint": COMPLAINT})
+    return log, Peers(intake, Recorder("routing", log, UNITS, act=done),
+                      Recorder("sla", log, [{"clock": "decision"}], act=done))
 
 
 def request(body=None, raw=None):
@@ -144,11 +150,20 @@ def test_intake_action_passes_the_data_and_the_token_identity():
                     {**ACTOR, "note": "工号 0042"})]
 
 
-def test_routing_action_then_the_complaint():
+def test_routing_action_then_the_complaint_once_its_record_shows_it():
     log, peers = recording_peers()
-    views.act(peers, "transfer", request({"to_unit": "BANKA-SD-WF", "reason": "属地"}), HANDLER, "C1")
+    answer = views.act(peers, "transfer", request({"to_unit": "BANKA-SD-WF", "reason": "属地"}), HANDLER, "C1")
+    assert answer == COMPLAINT
     assert log == [("routing.act", "C1", "transfer", {"to_unit": "BANKA-SD-WF", "reason": "属地"}, ACTOR),
-                   ("routing.visible_units", "BANKA-SD-YT"), ("intake.get", "C1", UNITS)]
+                   ("routing.visible_units", "BANKA-SD-YT"), ("intake.get_when_applied", "C1", ["e-1", "e-2"], UNITS)]
+
+
+def test_an_action_the_record_has_not_caught_up_with_is_202_with_where_to_look():
+    _, peers = recording_peers(applied=False)
+    status, headers, body = views.act(peers, "pause", request({"reason": "外部鉴定"}), HANDLER, "C1")
+    assert (status, headers) == (202, {"Location": "/api/v1/complaints/C1"})
+    assert body == {"complaint_no": "C1", "action": "pause", "status": "accepted",
+                    "location": "/api/v1/complaints/C1", "events": ["e-1", "e-2"]}
 
 
 def test_accept_needs_no_body():
