@@ -206,6 +206,13 @@ class RuleBook:
         where = places(caller, facts, tree)
         return [name for name in positions if _fits(self.position(name), caller, where)]
 
+    def ordered(self, positions: Iterable[str]) -> list[str]:
+        """``positions`` in the book's order (nearest first), each checked to exist."""
+        wanted = set(positions)
+        for name in wanted:
+            self.position(name)
+        return [name for name in self.positions if name in wanted]
+
     def needs(self, positions: Iterable[str]) -> list[str]:
         """The roles that may decide a step naming ``positions``."""
         return sorted(frozenset().union(*(self.position(name).roles for name in positions)))

@@ -116,10 +116,10 @@ ACTIONS: tuple[Action, ...] = (
            "Refer a clue of staff misconduct to discipline inspection (an extension)."),
     # Clocks: sla.
     Action("extend", "extend", schemas.ExtendSchema,
-           "Extend the time limit by some days, with a reason and the approvals the policy asks."),
-    Action("pause", "pause", schemas.ReasonSchema,
-           "Stop the clock for an outside appraisal or test (an extension)."),
-    Action("resume", "resume", schemas.ReasonSchema,
+           "Extend the time limit by some days, with a reason; a step the caller may not approve waits."),
+    Action("pause", "pause", schemas.PauseSchema,
+           "Stop the clock on a ground the policy allows, with its evidence (an extension)."),
+    Action("resume", "resume", schemas.ResumeSchema,
            "Start the clock again where it stopped (an extension)."),
     # Lifecycle: intake.
     Action("decision", "decision", schemas.DecisionSchema,
@@ -146,7 +146,9 @@ def action_route(action: Action) -> Route:
         ),
         roles=action.roles, body=action.body, path_params=schemas.ComplaintPathSchema,
         responses=(Response(200, "The complaint as it stands after the action.", schemas.ComplaintSchema),
-                   Response(202, "Done; the complaint's record shows it shortly.", schemas.ActionAcceptedSchema,
+                   Response(202, "Done, and the complaint's record shows it shortly (ActionAccepted); or, for "
+                            "extend and pause, a step the caller may not approve: the pending approval "
+                            "(Approval).", schemas.ActionAcceptedSchema,
                             headers=(("Location", "The complaint's URL."),))),
         extra_errors=(409,), action=action,
     )
@@ -154,6 +156,35 @@ def action_route(action: Action) -> Route:
 
 ACTION_ROUTES: tuple[Route, ...] = tuple(action_route(action) for action in ACTIONS)
 ACTIONS_BY_NAME = {action.name: action for action in ACTIONS}
+
+APPROVERS = RULE_BOOK.approver_roles()
+APPROVAL = "/api/v1/approvals/{approval_id}"
+
+
+def decision_route(decision: str, summary: str) -> Route:
+    return Route(
+        name=f"{decision}_approval", method="POST", path=f"{APPROVAL}/{decision}", tags=("approvals",),
+        summary=summary,
+        description=("By a person holding a position the step names (rule book), never the one who asked; "
+                     "an approved step applies with the decision. 409 when it was decided already or "
+                     "no longer applies (refuse it then)."),
+        roles=APPROVERS, body=schemas.ApprovalNoteSchema, path_params=schemas.ApprovalPathSchema,
+        responses=(Response(200, "The approval as decided.", schemas.ApprovalDecidedSchema),),
+        extra_errors=(409,),
+    )
+
+
+APPROVAL_ROUTES: tuple[Route, ...] = (
+    Route(
+        name="list_approvals", method="GET", path="/api/v1/approvals", tags=("approvals",),
+        summary="The pending approvals the caller may decide (pending=false: also decided ones and "
+                "the caller's own requests).",
+        roles=APPROVERS, query=schemas.ApprovalsQuerySchema,
+        responses=(Response(200, "The approvals, newest first.", schemas.ApprovalPageSchema),),
+    ),
+    decision_route("approve", "Approve a pending step: it applies at once."),
+    decision_route("refuse", "Refuse a pending step."),
+)
 
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -219,6 +250,6 @@ ROUTES: tuple[Route, ...] = (
         path_params=schemas.ComplaintPathSchema,
         responses=(Response(200, "The clocks.", schemas.ClockSchema, many=True),),
     ),
-) + ACTION_ROUTES
+) + ACTION_ROUTES + APPROVAL_ROUTES
 
 BY_NAME = {route.name: route for route in ROUTES}

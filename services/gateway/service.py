@@ -101,3 +101,17 @@ class GatewayService:
     @endpoint("complaint_withdraw")
     def complaint_withdraw(self, request, identity, complaint_no):
         return views.act(self, "withdraw", request, identity, complaint_no)
+
+    # -- approvals ---------------------------------------------------------------------------
+
+    @endpoint("list_approvals")
+    def list_approvals(self, request, identity):
+        return views.list_approvals(self, request, identity)
+
+    @endpoint("approve_approval")
+    def approve_approval(self, request, identity, approval_id):
+        return views.decide_approval(self, request, identity, approval_id, "approve")
+
+    @endpoint("refuse_approval")
+    def refuse_approval(self, request, identity, approval_id):
+        return views.decide_approval(self, request, identity, approval_id, "refuse")

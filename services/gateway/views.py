@@ -19,13 +19,20 @@ import time
 from marshmallow import Schema, ValidationError
 from nameko.exceptions import MethodNotFound
 
+from services.common import approvals
 from services.common.errors import NotFound
 
 from .auth import Identity
 from .errors import UNAVAILABLE, BadRequest, Forbidden, MalformedJson, ValidationFailed
 from .openapi import document
 from .routes import ACTIONS_BY_NAME
-from .schemas import ChannelSchema, ComplaintListQuerySchema, HealthQuerySchema
+from .schemas import (
+    ApprovalNoteSchema,
+    ApprovalsQuerySchema,
+    ChannelSchema,
+    ComplaintListQuerySchema,
+    HealthQuerySchema,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -201,6 +208,8 @@ def act(peers, name: str, request, identity: Identity, complaint_no: str) -> dic
     answer = owner.act(complaint_no, action.name, data, actor)
     if action.peer == "intake":
         return answer  # the system of record did it: its answer is the complaint afterwards
+    if "approval" in answer:
+        return 202, answer["approval"]  # a step the caller may not approve waits for who may
     # Another service did it; intake's record follows its facts: answer once it has.
     result = peers.intake.get_when_applied(complaint_no, answer["events"], visible_units(peers, identity))
     if result["applied"]:
@@ -208,3 +217,31 @@ def act(peers, name: str, request, identity: Identity, complaint_no: str) -> dic
     location = f"/api/v1/complaints/{complaint_no}"
     return 202, {"Location": location}, {"complaint_no": complaint_no, "action": action.name, "status": "accepted",
                                          "location": location, "events": answer["events"]}
+
+
+# -- approvals ---------------------------------------------------------------------------------
+
+def approval_owners(peers) -> dict:
+    """The services that keep approvals, by the prefix of their approvals' ids."""
+    return {"sla": peers.sla}
+
+
+def list_approvals(peers, request, identity: Identity) -> dict:
+    query = load(ApprovalsQuerySchema(), request.args.to_dict(flat=True))
+    actor = actor_of(identity)
+    items = [item for owner in approval_owners(peers).values() for item in owner.approvals(actor, query["pending"])]
+    return {"items": sorted(items, key=lambda item: item["requested_at"], reverse=True)}
+
+
+def decide_approval(peers, request, identity: Identity, approval_id: str, decision: str) -> dict:
+    """approve or refuse; the approval as decided, and the complaint once its record shows it."""
+    note = load(ApprovalNoteSchema(), read_object(request))["note"]
+    owner = approval_owners(peers).get(approvals.owner_of(approval_id))
+    if owner is None:
+        raise NotFound(f"no approval {approval_id}")
+    answer = owner.decide_approval(approval_id, decision, note, actor_of(identity))
+    approval = answer["approval"]
+    result = peers.intake.get_when_applied(approval["complaint_no"], answer["events"],
+                                           visible_units(peers, identity))
+    return {**approval, "complaint": result["complaint"]} if result["applied"] else approval
+

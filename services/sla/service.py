@@ -70,11 +70,25 @@ class SlaService:
     @rpc
     def act(self, complaint_no: str, action: str, data: dict, actor: dict) -> dict:
         """extend, pause, resume; who may is judged on intake's facts of the complaint."""
+        return self.keeper.act(complaint_no, action, data, actor, self._facts(complaint_no), self.outbox)
+
+    @rpc
+    def approvals(self, actor: dict, pending: bool = True) -> list:
+        """The approvals of extensions and pauses ``actor`` may decide (or also decided ones)."""
+        return self.keeper.approvals_for(actor, pending)
+
+    @rpc
+    def decide_approval(self, approval_id: str, decision: str, note: str, actor: dict) -> dict:
+        """approve or refuse a pending approval; an approved step applies with the decision."""
+        facts = self._facts(self.keeper.approvals.complaint_of(approval_id))
+        return self.keeper.decide_approval(approval_id, decision, note, actor, facts, self.outbox)
+
+    def _facts(self, complaint_no: str) -> dict:
+        # Who is accountable for the complaint is intake's to say (the system of record).
         try:
-            facts = self.intake.access_facts(complaint_no)
+            return self.intake.access_facts(complaint_no)
         except UNAVAILABLE as exc:
             raise Unavailable(f"intake, which holds who is accountable for {complaint_no}, did not answer") from exc
-        return self.keeper.act(complaint_no, action, data, actor, facts, self.outbox)
 
     @rpc
     def clocks(self, complaint_no: str) -> list:

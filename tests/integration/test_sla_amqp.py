@@ -22,6 +22,7 @@ from tests.support.harness import ServiceProcess, accepted, announce_organizatio
 pytestmark = pytest.mark.integration
 
 YT_HANDLER = {"sub": "yt-001", "unit": "BANKA-SD-YT", "roles": ["handler"]}
+YT_SUPERVISOR = {"sub": "yt-sup", "unit": "BANKA-SD-YT", "roles": ["supervisor"]}
 
 
 @pytest.fixture
@@ -97,21 +98,21 @@ def test_decision_in_time_is_met_and_the_rpc_drives_the_clock(settings, run_serv
             (timeutil.now() - timedelta(hours=1)).replace(microsecond=0)))
         sla.wait_for(of(no, "sla_started"))
         with pytest.raises(Invalid) as refused:
-            rpc.sla.act(no, "extend", {"days": 16, "reason": "需调取录音", "approvals": ["supervisor"]}, YT_HANDLER)
+            rpc.sla.act(no, "extend", {"days": 16, "reason": "需调取录音"}, YT_HANDLER)
         assert "days" in refused.value.details
         with pytest.raises(NotFound):  # a unit beside it: as if it did not exist
-            rpc.sla.act(no, "pause", {"reason": "委托第三方鉴定"}, dict(YT_HANDLER, unit="BANKA-SD-WF"))
+            rpc.sla.act(no, "resume", {"reason": "鉴定完成"}, dict(YT_HANDLER, unit="BANKA-SD-WF"))
         with pytest.raises(Forbidden):  # reading is all an auditor does
-            rpc.sla.act(no, "pause", {"reason": "委托第三方鉴定"}, dict(YT_HANDLER, unit="BANKA", roles=["auditor"]))
-        answer = rpc.sla.act(no, "extend", {"days": 15, "reason": "需调取录音核实", "approvals": ["supervisor"]},
-                             YT_HANDLER)
+            rpc.sla.act(no, "resume", {"reason": "鉴定完成"}, dict(YT_HANDLER, unit="BANKA", roles=["auditor"]))
+        answer = rpc.sla.act(no, "extend", {"days": 15, "reason": "需调取录音核实"}, YT_HANDLER)
         assert answer["clocks"][0]["extensions"] == 1
         [extended] = sla.wait_for(of(no, "sla_extended"))
         assert answer["events"] == [extended["body"]["event_id"]]
         assert extended["body"]["body"]["total"] == 30 and extended["body"]["body"]["reason"] == "需调取录音核实"
-        rpc.sla.act(no, "pause", {"reason": "委托第三方鉴定"}, YT_HANDLER)
+        appraisal = {"reason": "委托第三方鉴定", "ground": "third_party_appraisal", "evidence": "鉴定委托书 2026-118"}
+        rpc.sla.act(no, "pause", appraisal, YT_SUPERVISOR)
         with pytest.raises(Conflict):
-            rpc.sla.act(no, "pause", {"reason": "again"}, YT_HANDLER)
+            rpc.sla.act(no, "pause", appraisal, YT_SUPERVISOR)
         rpc.sla.act(no, "resume", {"reason": "鉴定完成"}, YT_HANDLER)
         sla.wait_for(of(no, "sla_resumed"))
         publish(publisher, events.make_event("complaint_decided", no, {

@@ -141,7 +141,8 @@ def test_action_bodies_in_the_document():
     components = document()["components"]["schemas"]
     assert set(components["Extend"]["required"]) == {"days", "reason"}
     assert components["Extend"]["properties"]["days"]["minimum"] == 1
-    assert components["Extend"]["properties"]["approvals"]["type"] == "array"
+    assert "approvals" not in components["Extend"]["properties"]  # approvals are people, never strings
+    assert set(components["Pause"]["required"]) == {"reason", "ground"}  # evidence: the policy data says
     assert set(components["Decision"]["required"]) == {"outcome", "message"}
     assert components["Decision"]["properties"]["outcome"]["enum"] == ["upheld", "partially_upheld", "rejected"]
     assert components["Close"]["properties"]["satisfaction"]["enum"] == ["satisfied", "unsatisfied", "no_response"]
@@ -211,3 +212,14 @@ def test_details_survive():
 def test_405_names_the_allowed_methods():
     response = response_for_exception(MethodNotAllowed(valid_methods=["GET", "POST"]))
     assert response.headers["Allow"] == "GET, POST"
+
+
+def test_approvals_in_the_document():
+    doc = document()
+    assert {"/api/v1/approvals", "/api/v1/approvals/{approval_id}/approve",
+            "/api/v1/approvals/{approval_id}/refuse"} <= set(doc["paths"])
+    approval = doc["components"]["schemas"]["Approval"]
+    assert {"approval_id", "action", "needs", "of_unit"} <= set(approval["required"])
+    assert doc["components"]["schemas"]["ApprovalNote"]["required"] == ["note"]
+    extend = doc["paths"]["/api/v1/complaints/{complaint_no}/extend"]["post"]
+    assert "202" in extend["responses"]

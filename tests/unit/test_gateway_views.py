@@ -160,7 +160,8 @@ def test_routing_action_then_the_complaint_once_its_record_shows_it():
 
 def test_an_action_the_record_has_not_caught_up_with_is_202_with_where_to_look():
     _, peers = recording_peers(applied=False)
-    status, headers, body = views.act(peers, "pause", request({"reason": "外部鉴定"}), HANDLER, "C1")
+    body = {"reason": "外部鉴定", "ground": "third_party_appraisal", "evidence": "鉴定委托书 2026-118"}
+    status, headers, body = views.act(peers, "pause", request(body), HANDLER, "C1")
     assert (status, headers) == (202, {"Location": "/api/v1/complaints/C1"})
     assert body == {"complaint_no": "C1", "action": "pause", "status": "accepted",
                     "location": "/api/v1/complaints/C1", "events": ["e-1", "e-2"]}
@@ -175,13 +176,22 @@ def test_accept_needs_no_body():
 def test_sla_action_passes_the_body_and_the_token_identity():
     log, peers = recording_peers()
     views.act(peers, "extend", request({"days": 15, "reason": "需鉴定"}), HANDLER, "C1")
-    assert log[0] == ("sla.act", "C1", "extend", {"days": 15, "reason": "需鉴定", "approvals": []}, ACTOR)
+    assert log[0] == ("sla.act", "C1", "extend", {"days": 15, "reason": "需鉴定"}, ACTOR)
+
+
+def test_a_step_the_caller_may_not_approve_answers_202_with_the_pending_approval():
+    log = []
+    pending = {"approval_id": "sla-1", "action": "extend", "needs": ["supervisor"], "of_unit": "BANKA-SD"}
+    peers = Peers(Recorder("intake", log), Recorder("routing", log), Recorder("sla", log, act={"approval": pending}))
+    assert views.act(peers, "extend", request({"days": 30, "reason": "需鉴定"}), HANDLER, "C1") == (202, pending)
+    assert [call[0] for call in log] == ["sla.act"]  # nothing to wait for: nothing applied
 
 
 @pytest.mark.parametrize("name,body,fields_", [
     ("decision", {"outcome": "maybe", "amount": 12.5}, {"outcome", "amount", "message"}),
     ("close", {"satisfaction": "happy"}, {"satisfaction", "root_cause"}),
-    ("extend", {"days": 0, "reason": " ", "approvals": "superior_unit"}, {"days", "reason", "approvals"}),
+    ("extend", {"days": 0, "reason": " ", "approvals": ["superior_unit"]}, {"days", "reason", "approvals"}),
+    ("pause", {"reason": "鉴定", "evidence": " "}, {"ground", "evidence"}),
     ("extend", {"days": "3", "reason": "x"}, {"days"}),
     ("transfer", {"reason": "x", "colour": "red"}, {"to_unit", "colour"}),
     ("misconduct", {"clue": "gossip"}, {"clue", "note"}),
@@ -207,3 +217,31 @@ def test_clocks_after_the_visibility_check():
     log, peers = recording_peers()
     assert views.complaint_clocks(peers, HANDLER, "C1") == [{"clock": "decision"}]
     assert log[1:] == [("intake.get", "C1", UNITS), ("sla.clocks", "C1")]
+
+
+# -- approvals --------------------------------------------------------------------------------
+
+def test_approvals_are_listed_from_their_owners_newest_first():
+    log = []
+    older, newer = {"approval_id": "sla-1", "requested_at": "2026-11-20T09:00:00+08:00"}, \
+        {"approval_id": "sla-2", "requested_at": "2026-11-24T09:00:00+08:00"}
+    peers = Peers(Recorder("intake", log), Recorder("routing", log), Recorder("sla", log, approvals=[older, newer]))
+    query = EnvironBuilder(method="GET", query_string="pending=false").get_request()
+    assert views.list_approvals(peers, query, HANDLER) == {"items": [newer, older]}
+    assert log == [("sla.approvals", ACTOR, False)]
+
+
+def test_a_decision_goes_to_the_owner_the_id_names_with_a_note():
+    log = []
+    decided = {"approval_id": "sla-1", "complaint_no": "C1", "state": "approved"}
+    peers = Peers(Recorder("intake", log, get_when_applied={"applied": True, "complaint": COMPLAINT}),
+                  Recorder("routing", log, UNITS), Recorder("sla", log, decide_approval={"approval": decided,
+                                                                                         "events": ["e-1"]}))
+    answer = views.decide_approval(peers, request({"note": "同意延期"}), HANDLER, "sla-1", "approve")
+    assert answer == {**decided, "complaint": COMPLAINT}
+    assert log[0] == ("sla.decide_approval", "sla-1", "approve", "同意延期", ACTOR)
+    with pytest.raises(ValidationFailed):
+        views.decide_approval(peers, request({}), HANDLER, "sla-1", "refuse")
+    with pytest.raises(NotFound):
+        views.decide_approval(peers, request({"note": "x"}), HANDLER, "mediation-1", "approve")
+

@@ -18,7 +18,7 @@ def at(*args) -> datetime:
 
 @pytest.fixture
 def clocks():
-    return Clocks({"clocks": None, "organization": None}, now=lambda: at(2026, 9, 20, 10, 0))
+    return Clocks({"clocks": None, "organization": None, "approvals": None}, now=lambda: at(2026, 9, 20, 10, 0))
 
 
 def new(clocks, policy="cbirc-2020", started=None, institution="BANKA"):
