@@ -89,6 +89,11 @@ def _messages(messages) -> dict:
     return flat
 
 
+def services_of(peers) -> dict:
+    """The peers by service name (``PEERS``)."""
+    return {"intake": peers.intake, "routing": peers.routing, "sla": peers.sla}
+
+
 def visible_units(peers, identity: Identity):
     """``None`` for an admin (everything), else the caller's unit and the units below it."""
     if identity.is_admin:
@@ -121,9 +126,9 @@ def health(peers, request) -> dict:
 def peer_health(peers, timeout: float = HEALTH_TIMEOUT) -> dict:
     """``up`` when a peer answers anything (even "no such method"), else down or error."""
     states, replies = {}, {}
-    for name in PEERS:
+    for name, peer in services_of(peers).items():
         try:
-            replies[name] = getattr(peers, name).health.call_async()
+            replies[name] = peer.health.call_async()
         except UNAVAILABLE:
             states[name] = "down"
     deadline = time.monotonic() + timeout
@@ -204,7 +209,7 @@ def act(peers, name: str, request, identity: Identity, complaint_no: str) -> dic
     action = ACTIONS_BY_NAME[name]
     data = load(action.body(), read_object(request))
     actor = actor_of(identity, data.pop("actor", None))
-    owner = {"intake": peers.intake, "routing": peers.routing, "sla": peers.sla}[action.peer]
+    owner = services_of(peers)[action.peer]
     answer = owner.act(complaint_no, action.name, data, actor)
     if action.peer == "intake":
         return answer  # the system of record did it: its answer is the complaint afterwards

@@ -515,6 +515,7 @@ class Clocks:
             step = self._extension_step(doc, days)
             held = RULE_BOOK.held(step.approval, caller, facts, tree)
             if step.approval and not held:
+                self._replace(session, doc, {})  # a concurrent request on this clock conflicts here
                 request = {"clock": doc["_id"], "days": days, "reason": reason, "step": steps + 1}
                 approval = self.approvals.request(session, action="extend", request=request, caller=caller,
                                                   facts=facts, positions=step.approval, tree=tree, now=now,
@@ -589,6 +590,8 @@ class Clocks:
             running = self._in_state(complaint_no, "running", session)
             held = RULE_BOOK.held(ground.approval, caller, facts, tree)
             if ground.approval and not held:
+                for doc in running:
+                    self._replace(session, doc, {})  # a concurrent request on these clocks conflicts here
                 request = {"ground": ground.code, "evidence": evidence, "reason": reason}
                 approval = self.approvals.request(session, action="pause", request=request, caller=caller,
                                                   facts=facts, positions=ground.approval, tree=tree, now=now,

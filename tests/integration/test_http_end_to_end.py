@@ -12,7 +12,7 @@ from services.gateway.service import GatewayService
 from services.intake.service import IntakeService
 from services.routing.service import RoutingService
 from services.sla.service import SlaService
-from tests.support.harness import submission, wait_until
+from tests.support.harness import organization_known, submission, wait_until
 from tests.support.infra import free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -34,6 +34,7 @@ def edge(settings, run_services):
     with run_services(settings, IntakeService, RoutingService, SlaService, GatewayService,
                       WEB_SERVER_ADDRESS=f"127.0.0.1:{port}"):
         wait_for_port(port)
+        organization_known(settings, "intake", "sla")
         yield f"http://127.0.0.1:{port}", settings
 
 
