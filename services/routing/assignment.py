@@ -29,6 +29,9 @@ The rules it enforces (seed 002 parts 3 and 4, DESIGN.md "Domain rules"):
   consumer-protection department; at the head office it stays there, recorded.
 - Recusal (Order 3/2020 Art. 17): nobody named in `respondent_staff` is assigned the
   complaint nor may act on it.
+
+Who may do each action (role, place in the tree, recusal, a transfer in flight) is the rule
+book's (`services.common.access`), checked on the assignment before its rules of state.
 """
 
 from __future__ import annotations
