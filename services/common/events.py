@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
-from services.common import ids, timeutil
+from services.common import ids, reference, timeutil
 
 ENVELOPE_VERSION = 1
 
@@ -41,11 +41,12 @@ class ComplaintReceived(_Body):
     complaint_no = fields.String(required=True)
     institution = fields.String(required=True)
     branch = fields.String(allow_none=True)
-    kind = fields.String(required=True, validate=validate.OneOf(["complaint", "suggestion", "consultation"]))
+    kind = fields.String(required=True, validate=validate.OneOf(reference.KINDS))
     channel = fields.String(required=True)
     product = fields.String(required=True)
     received_at = fields.AwareDateTime(required=True)
-    policy = fields.String(required=True)
+    # None when the policy data selects none (intake answered without a due date).
+    policy = fields.String(required=True, allow_none=True)
     due_by = fields.AwareDateTime(required=True, allow_none=True)
     amount_in_dispute = fields.String(allow_none=True)
     currency = fields.String(allow_none=True)
@@ -61,7 +62,7 @@ class ComplaintReceived(_Body):
 
 class TreeUnit(Schema):
     institution = fields.String(required=True)
-    level = fields.String(required=True)
+    level = fields.String(required=True, validate=validate.OneOf(reference.LEVELS))
     parent = fields.String(required=True, allow_none=True)
 
 
@@ -85,14 +86,14 @@ class _ComplaintFact(_Body):
 # -- intake's lifecycle ------------------------------------------------------------------
 
 class ComplaintDecided(_ComplaintFact):
-    outcome = fields.String(required=True, validate=validate.OneOf(["upheld", "partially_upheld", "rejected"]))
+    outcome = fields.String(required=True, validate=validate.OneOf(reference.OUTCOMES))
     unit = fields.String(required=True)
     remedy = fields.String(allow_none=True)
     amount = fields.String(allow_none=True)
 
 
 class ComplaintClosed(_ComplaintFact):
-    satisfaction = fields.String(required=True, validate=validate.OneOf(["satisfied", "unsatisfied", "no_response"]))
+    satisfaction = fields.String(required=True, validate=validate.OneOf(reference.SATISFACTION))
     root_cause = fields.String(required=True)
 
 
@@ -120,7 +121,7 @@ class ComplaintRepeated(_ComplaintFact):
 class ComplaintAssigned(_ComplaintFact):
     unit = fields.String(required=True)
     department = fields.String(required=True, allow_none=True)
-    office = fields.String(required=True, allow_none=True, validate=validate.OneOf(["front", "middle", "back"]))
+    office = fields.String(required=True, allow_none=True, validate=validate.OneOf(reference.OFFICES))
     handler = fields.String(allow_none=True)
     reason = fields.String(required=True)  # routed, transfer_accepted, transfer_rejected, escalated, review
     first_responder = fields.Dict(allow_none=True)
@@ -189,6 +190,8 @@ class _ClockFact(_ComplaintFact):
     policy = fields.String(required=True)
     clock = fields.String(required=True)
     due_by = fields.AwareDateTime(required=True, allow_none=True)
+    # due_by was counted on a calendar year the State Council has not published yet.
+    provisional = fields.Boolean()
 
 
 class SlaStarted(_ClockFact):
@@ -235,6 +238,17 @@ class SlaPaused(_ClockFact):
 
 class SlaResumed(_ClockFact):
     reason = fields.String(required=True)
+
+
+class SlaRescheduled(_ClockFact):
+    """A recompute after a calendar change moved the due date (``moved``), or kept it while
+    the year it was counted on was published (no longer provisional)."""
+
+    previous_due_by = fields.AwareDateTime(required=True, allow_none=True)
+    previous_provisional = fields.Boolean(required=True)
+    moved = fields.Boolean(required=True)
+    reason = fields.String(required=True, validate=validate.OneOf(["year_published", "calendar_changed"]))
+    state = fields.String(required=True, validate=validate.OneOf(reference.RUNNING_SLA_STATES))
 
 
 # -- approvals (any service owning an action that needs one: sla now, mediation later) -----
@@ -308,6 +322,7 @@ for _event in (
     EventType("sla_extended", "sla", SlaExtended, ("intake",)),
     EventType("sla_paused", "sla", SlaPaused, ("intake",)),
     EventType("sla_resumed", "sla", SlaResumed, ("intake",)),
+    EventType("sla_rescheduled", "sla", SlaRescheduled, ("intake",)),
     # mediation joins the producers when it raises a negotiator's authority the same way.
     EventType("approval_requested", ("sla",), ApprovalRequested, ("intake",)),
     EventType("approval_decided", ("sla",), ApprovalDecided, ("intake",)),

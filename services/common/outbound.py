@@ -11,9 +11,10 @@ from services.common import amqp, ids, timeutil
 from services.common.outbox import contract_message
 
 RECEIPT_STATUSES = ("accepted", "duplicate", "rejected")
-STATUS_CHANGES = ("assigned", "transferred", "escalated", "extended", "decided", "referred", "closed", "reopened")
+STATUS_CHANGES = ("assigned", "transferred", "escalated", "extended", "rescheduled", "decided", "referred", "closed",
+                  "reopened")
 MEDIA = ("sms", "email", "letter", "phone")
-TEMPLATES = ("acknowledged", "extended", "decided", "referred", "closed", "paused", "resumed")
+TEMPLATES = ("acknowledged", "extended", "rescheduled", "decided", "referred", "closed", "paused", "resumed")
 
 
 class ReceiptSchema(Schema):
@@ -23,8 +24,10 @@ class ReceiptSchema(Schema):
     complaint_no = fields.String(required=True, allow_none=True)
     due_by = fields.String(required=True, allow_none=True)
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True)
-    # An extension of the contract: the open complaint a repeat was merged into.
+    # Extensions of the contract: the open complaint a repeat was merged into; whether
+    # due_by was counted on a calendar year the State Council has not published yet.
     merged_into = fields.String(allow_none=True)
+    provisional = fields.Boolean()
 
 
 class StatusSchema(Schema):

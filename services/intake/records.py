@@ -13,10 +13,10 @@ from marshmallow import ValidationError
 from services.common import events, inbox, outbound, reference, timeutil
 from services.common.access import RULE_BOOK, Caller, Facts
 from services.common.errors import Conflict, Invalid, NotFound
+from services.common.fields import MoneyString
 from services.common.outbox import event_message
 from services.common.policy import ReviewWindowClosed
 from services.common.store import in_transaction
-from services.intake.schemas import MoneyString
 
 PRODUCER = "intake"
 FACTS = Path(__file__).parent / "data" / "facts.yaml"
@@ -25,9 +25,6 @@ with open(FACTS, encoding="utf-8") as _handle:
 FOLLOWED_FACTS = tuple(FACT_RULES)
 FOLLOW_ATTEMPTS = 10
 REMEDIES = ("review", "mediation", "arbitration", "litigation")
-
-OUTCOMES = ("upheld", "partially_upheld", "rejected")
-SATISFACTION = ("satisfied", "unsatisfied", "no_response")
 
 
 def access_facts(complaint: dict) -> Facts:
@@ -77,7 +74,7 @@ class Records:
 
     def _decision(self, complaint, data, actor, now) -> dict:
         _required(data, "outcome", "message")
-        _one_of(data, "outcome", OUTCOMES)
+        _one_of(data, "outcome", reference.OUTCOMES)
         if data.get("amount") is not None:
             try:
                 data = dict(data, amount=MoneyString().deserialize(data["amount"]))
@@ -100,7 +97,7 @@ class Records:
 
     def _close(self, complaint, data, actor, now) -> dict:
         _required(data, "satisfaction", "root_cause")
-        _one_of(data, "satisfaction", SATISFACTION)
+        _one_of(data, "satisfaction", reference.SATISFACTION)
         _one_of(data, "root_cause", reference.causes())
         body = {"satisfaction": data["satisfaction"], "root_cause": data["root_cause"]}
         return {"record": {"closure": {**body, "at": now, "by": actor.get("sub")}},
@@ -212,9 +209,12 @@ class Records:
                 if body.get("due_by"):
                     updates["sla.due_by"] = timeutil.parse(body["due_by"])
                     updates["due_by"] = updates["sla.due_by"]
+                    updates["sla.provisional"] = bool(body.get("provisional"))
+                    updates["sla.error"] = None  # a due date at last: the data counts it now
             details = {k: v for k, v in body.items() if k not in ("complaint_no", "at", "actor")}
             tell = (rule["tell"], _told(event["type"], body)) if rule.get("tell") and moved else None
-            notify = (rule["notify"], details) if rule.get("notify") else None
+            wanted = rule.get("notify") and (not rule.get("notify_if") or body.get(rule["notify_if"]))
+            notify = (rule["notify"], details) if wanted else None
         transfer = None
         if event["type"] in ("complaint_transfer_requested", "complaint_transferred", "complaint_transfer_rejected"):
             transfer = {"type": event["type"], "at": at, **{k: body.get(k) for k in ("from_unit", "to_unit", "reason")}}
@@ -252,5 +252,6 @@ def _told(event_type: str, body: dict) -> dict:
         "complaint_transfer_rejected": ("from_unit", "escalated_to", "reason"),
         "complaint_escalated": ("from_unit", "to_unit", "reason"),
         "sla_extended": ("due_by", "reason"),
+        "sla_rescheduled": ("due_by", "previous_due_by", "provisional", "reason"),
     }[event_type]
     return {key: body.get(key) for key in keys}

@@ -5,7 +5,9 @@ from nameko.rpc import rpc
 
 from services.common.consumers import Delivery, inbound, subscribe, subscribe_each
 from services.common.outbox import Outbox
+from services.common.policy import book_loaders
 from services.common.store import Domain
+from services.common.submission import ReceivedWindow
 from services.intake.intake import HTTP_APP_ID, INDEXES, Intake
 from services.intake.records import FOLLOWED_FACTS
 
@@ -13,7 +15,8 @@ from services.intake.records import FOLLOWED_FACTS
 class IntakeService:
     name = "intake"
 
-    desk = Domain(Intake, indexes=INDEXES)
+    desk = Domain(Intake, indexes=INDEXES,
+                  options=lambda settings: {**book_loaders(settings), "window": ReceivedWindow.of(settings)})
     outbox = Outbox()
 
     @inbound()
@@ -21,8 +24,11 @@ class IntakeService:
         self.desk.submit_delivery(delivery, self.outbox)
 
     @rpc
-    def submit(self, payload: dict, channel: str, idempotency_key: str, app_id: str = HTTP_APP_ID) -> dict:
-        return self.desk.submit(dict(payload, channel=channel), app_id, idempotency_key, self.outbox).as_rpc()
+    def submit(self, payload: dict, channel: str, idempotency_key: str, app_id: str = HTTP_APP_ID,
+               submitter: dict | None = None) -> dict:
+        """A submission over HTTP; ``submitter`` is who submits (the token's sub, unit, roles)."""
+        return self.desk.submit(dict(payload, channel=channel), app_id, idempotency_key, self.outbox,
+                                submitter=submitter).as_rpc()
 
     @rpc
     def get(self, complaint_no: str, visible_units: list | None = None) -> dict:

@@ -20,9 +20,8 @@ from typing import Any
 import yaml
 
 from services.common.access import RULE_BOOK
+from services.common.reference import LEVELS, OFFICES
 
-LEVELS = ("head_office", "tier1", "city", "county")
-OFFICES = ("front", "middle", "back")
 # The roles staff may hold are the rule book's (services/common/data/access.yaml).
 ROLES = frozenset(RULE_BOOK.roles)
 CONSUMER_PROTECTION = "consumer_protection"

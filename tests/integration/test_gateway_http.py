@@ -82,13 +82,12 @@ class FakeIntake:
         return complaint
 
     @rpc
-    def submit(self, payload, channel, idempotency_key, app_id):
-        calls.append(("intake.submit", payload, channel, idempotency_key, app_id))
+    def submit(self, payload, channel, idempotency_key, app_id, submitter):
+        calls.append(("intake.submit", payload, channel, idempotency_key, app_id, submitter))
         if payload.get("subject") == "BOOM":
             return {"outcome": "surprise"}
-        if "customer" not in payload:
-            return {"outcome": "rejected", "complaint": None,
-                    "errors": {"customer": ["Missing data for required field."]}}
+        if payload.get("subject") == "REJECT":
+            return {"outcome": "rejected", "complaint": None, "errors": {"institution": ["unknown institution"]}}
         if idempotency_key in self.by_key:
             return {"outcome": "duplicate", "complaint": self.by_key[idempotency_key], "errors": {}}
         number = f"BANKA-20261122-{len(self.by_key) + 1:06d}"
@@ -256,9 +255,11 @@ def test_submit_then_same_key_gives_same_receipt(base):
     again = requests.post(f"{base}/api/v1/complaints", json=submission(), headers=headers, timeout=5)
     assert again.status_code == 200
     assert again.json() == receipt
-    _, payload, channel, key, app_id = calls[0]
+    assert calls[0] == ("routing.visible_units", "BANKA")  # the user's unit is of the institution named
+    _, payload, channel, key, app_id, submitter = calls[1]
     assert "channel" not in payload and channel == "web"
     assert (key, app_id) == ("u1:k-1", "http")
+    assert submitter == {"sub": "u1", "name": "测试用户", "unit": "BANKA-SD-YT", "roles": ["handler"]}
     # The key is the user's own: another user with the same key makes another complaint.
     other = requests.post(f"{base}/api/v1/complaints", json=submission(),
                           headers={**auth(sub="u2"), "Idempotency-Key": "k-1"}, timeout=5)
@@ -266,13 +267,30 @@ def test_submit_then_same_key_gives_same_receipt(base):
     assert other.json()["complaint_no"] != receipt["complaint_no"]
 
 
-def test_submit_rejected_is_422_with_details(base):
-    body = submission()
-    del body["customer"]
-    response = requests.post(f"{base}/api/v1/complaints", json=body,
+def test_submit_rejected_by_intake_is_422_with_details(base):
+    body = submission(customer={"name": "王芳", "phone": "13800000000"})
+    response = requests.post(f"{base}/api/v1/complaints", json=dict(body, subject="REJECT"),
                              headers={**auth(), "Idempotency-Key": "k-bad"}, timeout=5)
     error = assert_error(response, 422, "validation_failed")
-    assert error["details"] == {"customer": ["Missing data for required field."]}
+    assert error["details"] == {"institution": ["unknown institution"]}
+
+
+def test_what_the_document_states_is_checked_at_the_edge(base):
+    body = submission()
+    del body["customer"]
+    response = requests.post(f"{base}/api/v1/complaints", json=dict(body, direct="yes"),
+                             headers={**auth(), "Idempotency-Key": "k-edge"}, timeout=5)
+    error = assert_error(response, 422, "validation_failed")
+    assert error["details"] == {"customer": ["Missing data for required field."], "direct": ["must be true or false"]}
+    assert calls == []
+
+
+def test_a_user_of_another_institution_is_refused_before_intake(base):
+    response = requests.post(f"{base}/api/v1/complaints", json=submission(),
+                             headers={**auth(unit="INSA-SC-CD"), "Idempotency-Key": "k-insa"}, timeout=5)
+    error = assert_error(response, 403, "forbidden")
+    assert list(error["details"]) == ["institution"]
+    assert [call[0] for call in calls] == ["routing.visible_units"]
 
 
 def test_submit_channel_is_checked_at_the_edge(base):
@@ -286,6 +304,13 @@ def test_submit_channel_is_checked_at_the_edge(base):
 def test_submit_needs_idempotency_key(base):
     response = requests.post(f"{base}/api/v1/complaints", json=submission(), headers=auth(), timeout=5)
     assert_error(response, 400, "bad_request")
+
+
+@pytest.mark.parametrize("key", ["k" * 201, "cl\u00e9", "a\tb"])
+def test_an_idempotency_key_is_printable_ascii_of_at_most_200(base, key):
+    response = requests.post(f"{base}/api/v1/complaints", json=submission(), timeout=5,
+                             headers={**auth(), "Idempotency-Key": key.encode("latin-1")})
+    assert list(assert_error(response, 400, "bad_request")["details"]) == ["Idempotency-Key"]
 
 
 def test_malformed_json_is_400(base):

@@ -12,12 +12,16 @@ def test_the_environment_sets_every_value():
     env = {"AMQP_URI": "amqp://u:p@rabbit:5672/prod", "MONGO_URI": "mongodb://m1,m2/?replicaSet=rs0",
            "DB_PREFIX": "bank", "JWT_SECRET": "s", "GATEWAY_ADDRESS": "0.0.0.0:8080", "MAX_WORKERS": "4",
            "RETRY_DELAYS": "2, 10", "OUTBOX_GRACE": "3", "RPC_TIMEOUT": "7", "SLA_SWEEP_BATCH": "50",
-           "SLA_SWEEP_BUDGET": "0.25"}
+           "SLA_SWEEP_BUDGET": "0.25", "POLICIES_PATH": "/etc/complaints/policies.yaml",
+           "CALENDARS_PATH": "/etc/complaints/calendars.yaml"}
     assert Settings.from_env(env) == Settings("amqp://u:p@rabbit:5672/prod", "mongodb://m1,m2/?replicaSet=rs0",
-                                              "bank", "s", "0.0.0.0:8080", 4, (2.0, 10.0), 3.0, 7.0, 50, 0.25)
+                                              "bank", "s", "0.0.0.0:8080", 4, (2.0, 10.0), 3.0, 7.0, 50, 0.25,
+                                              "/etc/complaints/policies.yaml", "/etc/complaints/calendars.yaml")
 
 
 def test_a_container_sees_the_settings_it_was_started_with():
     settings = Settings(amqp_uri="amqp://x/vh", db_prefix="t1", retry_delays=(0.2, 0.5), max_workers=3,
                         gateway_address="127.0.0.1:9999")
     assert from_container(settings.nameko_config()) == settings
+    with_data = Settings(calendars_path="/tmp/calendars.yaml")
+    assert from_container(with_data.nameko_config()) == with_data
