@@ -29,6 +29,8 @@ class Response:
     schema: type[Schema] | None = None
     many: bool = False
     headers: tuple[tuple[str, str], ...] = ()
+    # Other bodies the same status may carry instead of ``schema`` (the document's anyOf).
+    alternatives: tuple[type[Schema], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ class Action:
     @property
     def roles(self) -> frozenset:
         return RULE_BOOK.roles_for(self.name)
+
+    @property
+    def may_wait_for_approval(self) -> bool:
+        """A step the caller may not approve waits as a pending approval (the rule book's
+        ``approval``): the action may answer 202 with it."""
+        return bool(RULE_BOOK.action(self.name).approval)
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,29 @@ ACTIONS: tuple[Action, ...] = (
 )
 
 
+def done_response(action: Action) -> Response:
+    """200: the complaint as it stands; after another service's action, of a complaint the
+    action took out of the caller's reach, its number, status and unit only."""
+    if action.peer == "intake":
+        return Response(200, "The complaint as it stands after the action.", schemas.ComplaintSchema)
+    return Response(200, "The complaint as it stands after the action (ComplaintOutOfReach: one the action "
+                         "took out of the caller's reach).", schemas.ComplaintSchema,
+                    alternatives=(schemas.ComplaintOutOfReachSchema,))
+
+
+def accepted_response(action: Action) -> Response:
+    """202: done, and the complaint's record shows it shortly; or, for an action whose steps
+    may need an approval, a step the caller may not approve: the pending approval."""
+    if not action.may_wait_for_approval:
+        return Response(202, "Done, and the complaint's record shows it shortly.", schemas.ActionAcceptedSchema,
+                        headers=(("Location", "The complaint's URL."),))
+    return Response(202, "Done, and the complaint's record shows it shortly (ActionAccepted); or a step the "
+                         "caller may not approve: the pending approval (Approval), which a person holding a "
+                         "position it names decides.", schemas.ActionAcceptedSchema,
+                    headers=(("Location", "The complaint's URL, when done."),),
+                    alternatives=(schemas.ApprovalSchema,))
+
+
 def action_route(action: Action) -> Route:
     return Route(
         name=f"complaint_{action.name}", method="POST", path=f"{COMPLAINT}/{action.suffix}",
@@ -146,11 +177,7 @@ def action_route(action: Action) -> Route:
             "not allow it; 422 with field paths for an invalid body."
         ),
         roles=action.roles, body=action.body, path_params=schemas.ComplaintPathSchema,
-        responses=(Response(200, "The complaint as it stands after the action.", schemas.ComplaintSchema),
-                   Response(202, "Done, and the complaint's record shows it shortly (ActionAccepted); or, for "
-                            "extend and pause, a step the caller may not approve: the pending approval "
-                            "(Approval).", schemas.ActionAcceptedSchema,
-                            headers=(("Location", "The complaint's URL."),))),
+        responses=(done_response(action), accepted_response(action)),
         extra_errors=(409,), action=action, semantic=action.semantic,
     )
 

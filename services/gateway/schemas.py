@@ -161,6 +161,15 @@ class ComplaintSchema(ComplaintSummarySchema):
                           metadata={"description": "Every event, oldest first."})
 
 
+class ComplaintOutOfReachSchema(Reply):
+    """What an action answers of a complaint it took out of the caller's reach (a refused
+    transfer goes up): its number, status and unit."""
+
+    complaint_no = fields.Str(required=True)
+    status = fields.Str(required=True)
+    unit = fields.Str(required=True)
+
+
 class ComplaintPageSchema(Reply):
     items = fields.List(fields.Nested(ComplaintSummarySchema), required=True)
     next_cursor = fields.Str(required=True, allow_none=True,
