@@ -49,6 +49,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
@@ -66,6 +67,7 @@ from services.common.policy import (
     ExtensionStep,
     NoDueDate,
     ReviewWindowClosed,
+    book_loaders,
     load_calendars,
     load_policies,
 )
@@ -101,6 +103,12 @@ INDEXES = {
 WITHOUT_DUE_DATE = {"calendar_error": {"$gt": ""}, "due_by": None, "state": "running"}
 
 
+def books(settings) -> dict:
+    """The books the clocks count on, from the files the settings name: the policies and
+    calendars (``book_loaders``) and the pause grounds, which are the policies file's."""
+    return {**book_loaders(settings), "load_grounds": partial(load_pause_grounds, settings.policies_path)}
+
+
 def clock_id(complaint_no: str, clock: str) -> str:
     return f"{complaint_no}/{clock}"
 
@@ -113,13 +121,15 @@ class Clocks:
     """Durable clocks: start, stop, pause, extend, restart, and fire what is due."""
 
     def __init__(self, db, now: Callable[[], datetime] = timeutil.now,
-                 load_policy_book=load_policies, load_calendar_book=load_calendars):
+                 load_policy_book=load_policies, load_calendar_book=load_calendars,
+                 load_grounds=load_pause_grounds):
         self.db = db
         self.clocks = db[COLLECTION]
         self.unscheduled = db[UNSCHEDULED]
         self.now = now
         self._load_policy_book = load_policy_book
         self._load_calendar_book = load_calendar_book
+        self._load_grounds = load_grounds
         self.organization = AnnouncedOrganization(db)
         self.approvals = Approvals(db, PRODUCER)
         self._reload()
@@ -736,7 +746,7 @@ class Clocks:
     def _reload(self) -> None:
         self.policies = self._load_policy_book()
         self.calendars = self._load_calendar_book()
-        self.pause_grounds = load_pause_grounds()
+        self.pause_grounds = self._load_grounds()
         self.loaded_at = self.now()
 
     def reload_if_changed(self) -> bool:

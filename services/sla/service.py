@@ -13,10 +13,9 @@ from services.common.config import from_container
 from services.common.consumers import subscribe
 from services.common.errors import Unavailable
 from services.common.outbox import Outbox
-from services.common.policy import book_loaders
 from services.common.rpc import UNAVAILABLE, TimedRpcProxy
 from services.common.store import Domain
-from services.sla.clocks import INDEXES, Clocks
+from services.sla.clocks import INDEXES, Clocks, books
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 class SlaService:
     name = "sla"
 
-    keeper = Domain(Clocks, indexes=INDEXES, options=book_loaders)
+    keeper = Domain(Clocks, indexes=INDEXES, options=books)
     outbox = Outbox()
     config = Config()
     intake = TimedRpcProxy("intake")

@@ -3,11 +3,14 @@ type several services publish, the report of paused time."""
 from datetime import datetime, timedelta
 
 import pytest
+import yaml
 
 from services.common import amqp, approvals, events
+from services.common.config import Settings
 from services.common.policy import SHANGHAI, PolicyError
+from services.common.policy.engine import DEFAULT_POLICIES_PATH
 from services.common.policy.grounds import load_pause_grounds, pause_grounds_from_data
-from services.sla.clocks import paused_time
+from services.sla.clocks import books, paused_time
 
 
 def test_the_shipped_pause_grounds_are_the_regulations_each_with_evidence_and_approvers():
@@ -22,6 +25,15 @@ def test_a_ground_may_waive_its_evidence_in_the_data():
         {"code": "customer_unreachable", "evidence": "通话记录", "evidence_required": False, "approval": "none"}]}
     ).values()
     assert (ground.evidence_required, ground.approval) == (False, ())
+
+
+def test_the_clocks_read_the_pause_grounds_of_the_policies_file_the_settings_name(tmp_path):
+    raw = yaml.safe_load(DEFAULT_POLICIES_PATH.read_text(encoding="utf-8"))
+    raw["pause_grounds"] = [{"code": "customer_abroad", "evidence": "出境记录", "approval": ["supervisor"]}]
+    path = tmp_path / "policies.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    assert set(books(Settings(policies_path=str(path)))["load_grounds"]()) == {"customer_abroad"}
+    assert set(books(Settings())["load_grounds"]()) == {"third_party_appraisal", "mediation"}
 
 
 @pytest.mark.parametrize("ground,problem", [
