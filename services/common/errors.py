@@ -72,6 +72,14 @@ class Forbidden(DomainError):
     code = "forbidden"
 
 
+@deserialize_to_instance
+class Unavailable(DomainError):
+    """What a decision needs is not known yet (the organization not announced, a peer down)."""
+
+    status = 503
+    code = "service_unavailable"
+
+
 class AnswersAreNotFaults(logging.Filter):
     """nameko logs whatever a worker raises with its traceback, as an error (or, when the
     entrypoint expects it, a warning). A domain error is an answer (404, 409, 422...), not a

@@ -60,10 +60,19 @@ class ComplaintReceived(_Body):
     external_id = fields.String(allow_none=True)
 
 
+class TreeUnit(Schema):
+    institution = fields.String(required=True)
+    level = fields.String(required=True, validate=validate.OneOf(reference.LEVELS))
+    parent = fields.String(required=True, allow_none=True)
+
+
 class OrganizationChanged(_Body):
-    """The unit codes of each institution, announced whenever routing loads its organization."""
+    """The unit codes of each institution, announced whenever routing loads its organization,
+    and (optional) the tree every service that decides who may act keeps
+    (``services.common.orgtree``)."""
 
     institutions = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True)
+    units = fields.Dict(keys=fields.String(), values=fields.Nested(TreeUnit))
 
 
 class _ComplaintFact(_Body):
@@ -204,15 +213,30 @@ class SlaMet(_ClockFact):
     state = fields.String(required=True, validate=validate.OneOf(["met", "breached"]))
 
 
+class Approver(Schema):
+    """A person who approved a step: who, of which unit, holding which positions."""
+
+    sub = fields.String(required=True)
+    name = fields.String(allow_none=True)
+    unit = fields.String(required=True)
+    positions = fields.List(fields.String(), required=True)
+
+
 class SlaExtended(_ClockFact):
     previous_due_by = fields.AwareDateTime(required=True, allow_none=True)
     total = fields.Integer(required=True)
     reason = fields.String(required=True)
-    approved_by = fields.List(fields.String())
+    approved_by = fields.List(fields.String())  # the positions that approved the step
+    approvers = fields.List(fields.Nested(Approver))  # the people who held them
+    approval_id = fields.String(allow_none=True)  # when a pending approval was decided
 
 
 class SlaPaused(_ClockFact):
     reason = fields.String(required=True)
+    ground = fields.String(allow_none=True)  # a pause ground of the policy data
+    evidence = fields.String(allow_none=True)
+    approvers = fields.List(fields.Nested(Approver))
+    approval_id = fields.String(allow_none=True)
 
 
 class SlaResumed(_ClockFact):
@@ -230,12 +254,44 @@ class SlaRescheduled(_ClockFact):
     state = fields.String(required=True, validate=validate.OneOf(reference.RUNNING_SLA_STATES))
 
 
+# -- approvals (any service owning an action that needs one: sla now, mediation later) -----
+
+class ApprovalRequested(_ComplaintFact):
+    """A step the requester's roles may not approve waits for a person who may (``actor``
+    is the requester)."""
+
+    approval_id = fields.String(required=True)
+    action = fields.String(required=True)
+    positions = fields.List(fields.String(), required=True)
+    needs = fields.List(fields.String(), required=True)
+    of_unit = fields.String(required=True, allow_none=True)
+    request = fields.Dict(required=True)
+
+
+class ApprovalDecided(_ComplaintFact):
+    """Approved or refused by a person holding a position the step names (``actor``)."""
+
+    approval_id = fields.String(required=True)
+    action = fields.String(required=True)
+    decision = fields.String(required=True, validate=validate.OneOf(["approved", "refused"]))
+    note = fields.String(required=True)
+    requested_by = fields.String(required=True)
+
+
 @dataclass(frozen=True)
 class EventType:
+    """One type of event: its producer (or producers, when several services publish the
+    same fact: each publishes on its own exchange and a subscriber's one queue is bound to
+    every one of them), its body's schema, its subscribers."""
+
     name: str
-    producer: str
+    producer: str | tuple[str, ...]
     schema: type[Schema]
     subscribers: tuple[str, ...] = ()
+
+    @property
+    def producers(self) -> tuple[str, ...]:
+        return (self.producer,) if isinstance(self.producer, str) else tuple(self.producer)
 
 
 CATALOGUE: dict[str, EventType] = {}
@@ -252,7 +308,7 @@ for _event in (
     EventType("complaint_reopened", "intake", ComplaintReopened, ("routing", "sla")),
     EventType("complaint_withdrawn", "intake", ComplaintWithdrawn, ("sla",)),
     EventType("complaint_repeated", "intake", ComplaintRepeated, ("sla",)),
-    EventType("organization_changed", "routing", OrganizationChanged, ("intake",)),
+    EventType("organization_changed", "routing", OrganizationChanged, ("intake", "sla")),
     EventType("complaint_assigned", "routing", ComplaintAssigned, ("intake",)),
     EventType("complaint_accepted", "routing", ComplaintAccepted, ("intake",)),
     EventType("complaint_transfer_requested", "routing", ComplaintTransferRequested, ("intake",)),
@@ -270,6 +326,9 @@ for _event in (
     EventType("sla_paused", "sla", SlaPaused, ("intake",)),
     EventType("sla_resumed", "sla", SlaResumed, ("intake",)),
     EventType("sla_rescheduled", "sla", SlaRescheduled, ("intake",)),
+    # mediation joins the producers when it raises a negotiator's authority the same way.
+    EventType("approval_requested", ("sla",), ApprovalRequested, ("intake",)),
+    EventType("approval_decided", ("sla",), ApprovalDecided, ("intake",)),
 ):
     register(_event)
 
@@ -296,8 +355,8 @@ def queue_name(subscriber: str, event: str) -> str:
 def make_event(name: str, complaint_no: str | None, body: dict, producer: str) -> dict:
     """A new event, its body checked against the catalogue (raises ValidationError)."""
     kind = event_type(name)
-    if kind.producer != producer:
-        raise UnknownEvent(f"{producer} may not publish {name}; its producer is {kind.producer}")
+    if producer not in kind.producers:
+        raise UnknownEvent(f"{producer} may not publish {name}; its producers are {', '.join(kind.producers)}")
     errors = kind.schema().validate(body)
     if errors:
         raise ValidationError(errors)

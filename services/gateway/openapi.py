@@ -97,6 +97,8 @@ def _operation(route: Route) -> dict:
         body = {"description": response.description}
         if response.schema is not None:
             schema = response.schema
+            if response.alternatives:
+                schema = {"anyOf": [schema, *response.alternatives]}
             if response.many:
                 schema = {"type": "array", "items": schema}
             body["content"] = {"application/json": {"schema": schema}}

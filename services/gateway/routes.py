@@ -1,7 +1,11 @@
 """The table of endpoints: one entry per endpoint, read by the router and by the OpenAPI
 document alike. Adding an endpoint is one ``Route`` here plus one method in ``service.py``
-named like the route; a handler action is one ``Action`` of ``ACTIONS`` (its route and its
-service method follow from it, and ``views.act`` serves every one of them).
+named like the route; a handler action is one ``Action`` of ``ACTIONS`` (its route follows
+from it, and ``views.act`` serves every one of them).
+
+Who may call a route is the rule book's (``services/common/data/access.yaml``): the edge
+refuses early a caller none of whose roles may ever do the action; the service that owns
+it checks the rest (where the caller stands, recusal, a transfer in flight).
 """
 from __future__ import annotations
 
@@ -10,19 +14,12 @@ from dataclasses import dataclass, field
 
 from marshmallow import Schema
 
+from services.common.access import RULE_BOOK
 from services.common.submission import SEMANTIC_FIELDS, ReceiptSchema, SubmissionSchema
 
 from . import schemas
-from .auth import ROLES
 
-# Who may do what (DESIGN.md, "Access"); visibility by unit is applied on top.
-READERS = ROLES
-SUBMITTERS = frozenset({"handler", "supervisor", "consumer_protection", "admin"})
-HANDLERS = SUBMITTERS
-# Clues of misconduct may also come from discipline inspection.
-INSPECTION = HANDLERS | {"inspector"}
-# In ``Action.args``: the caller's identity rather than a body field.
-ACTOR = "actor"
+READERS = RULE_BOOK.roles_for("read")
 
 
 @dataclass(frozen=True)
@@ -32,25 +29,35 @@ class Response:
     schema: type[Schema] | None = None
     many: bool = False
     headers: tuple[tuple[str, str], ...] = ()
+    # Other bodies the same status may carry instead of ``schema`` (the document's anyOf).
+    alternatives: tuple[type[Schema], ...] = ()
 
 
 @dataclass(frozen=True)
 class Action:
-    """A handler action: ``POST /api/v1/complaints/{complaint_no}/<suffix>``, done by ``peer``.
-
-    intake and routing take ``act(complaint_no, name, data, actor, visible_units)``; sla has
-    one method per action, ``<name>(complaint_no, *args)`` with ``args`` naming body fields
-    in order (``ACTOR`` is the caller's identity).
-    """
+    """A handler action: ``POST /api/v1/complaints/{complaint_no}/<suffix>``. The rule book
+    names the service that does it (its owner, whose ``act(complaint_no, name, data, actor)``
+    the edge calls) and the roles that may."""
 
     name: str
     suffix: str
-    peer: str  # intake | routing | sla
     body: type[Schema]
     summary: str
-    roles: frozenset = HANDLERS
-    args: tuple[str, ...] = ()
-    semantic: tuple[str, ...] = ()  # body fields the peer may refuse on data (422), see Route
+    semantic: tuple[str, ...] = ()  # body fields the owner may refuse on data (422), see Route
+
+    @property
+    def peer(self) -> str:
+        return RULE_BOOK.action(self.name).owner
+
+    @property
+    def roles(self) -> frozenset:
+        return RULE_BOOK.roles_for(self.name)
+
+    @property
+    def may_wait_for_approval(self) -> bool:
+        """A step the caller may not approve waits as a pending approval (the rule book's
+        ``approval``): the action may answer 202 with it."""
+        return bool(RULE_BOOK.action(self.name).approval)
 
 
 @dataclass(frozen=True)
@@ -100,40 +107,62 @@ COMPLAINT = "/api/v1/complaints/{complaint_no}"
 
 ACTIONS: tuple[Action, ...] = (
     # Assignment: routing.
-    Action("accept", "accept", "routing", schemas.ActionSchema,
+    Action("accept", "accept", schemas.ActionSchema,
            "Accept the complaint assigned to the caller's unit."),
-    Action("transfer", "transfer", "routing", schemas.TransferSchema,
+    Action("transfer", "transfer", schemas.TransferSchema,
            "Ask another unit to take the complaint, with a reason; the clock runs on.",
            semantic=("to_unit", "reason")),
-    Action("transfer_accept", "transfer/accept", "routing", schemas.ActionSchema,
+    Action("transfer_accept", "transfer/accept", schemas.ActionSchema,
            "Take a complaint another unit transferred to the caller's unit."),
-    Action("transfer_reject", "transfer/reject", "routing", schemas.ReasonSchema,
+    Action("transfer_reject", "transfer/reject", schemas.ReasonSchema,
            "Refuse a transfer to the caller's unit, with a reason."),
-    Action("escalate", "escalate", "routing", schemas.ReasonSchema,
+    Action("escalate", "escalate", schemas.ReasonSchema,
            "Hand the complaint to the superior unit, with a reason."),
-    Action("misconduct", "misconduct", "routing", schemas.MisconductSchema,
-           "Refer a clue of staff misconduct to discipline inspection (an extension).",
-           roles=INSPECTION),
+    Action("misconduct", "misconduct", schemas.MisconductSchema,
+           "Refer a clue of staff misconduct to discipline inspection (an extension)."),
     # Clocks: sla.
-    Action("extend", "extend", "sla", schemas.ExtendSchema,
-           "Extend the time limit by some days, with a reason and the approvals the policy asks.",
-           args=("days", "reason", ACTOR, "approvals"), semantic=("days", "approvals")),
-    Action("pause", "pause", "sla", schemas.ReasonSchema,
-           "Stop the clock for an outside appraisal or test (an extension).",
-           args=("reason", ACTOR)),
-    Action("resume", "resume", "sla", schemas.ReasonSchema,
+    Action("extend", "extend", schemas.ExtendSchema,
+           "Extend the time limit by some days, with a reason; a step the caller may not approve waits.",
+           semantic=("days",)),
+    Action("pause", "pause", schemas.PauseSchema,
+           "Stop the clock on a ground the policy allows, with its evidence (an extension).",
+           semantic=("ground", "evidence")),
+    Action("resume", "resume", schemas.ResumeSchema,
            "Start the clock again where it stopped (an extension).",
-           args=("reason", ACTOR)),
+           semantic=("ground",)),
     # Lifecycle: intake.
-    Action("decision", "decision", "intake", schemas.DecisionSchema,
+    Action("decision", "decision", schemas.DecisionSchema,
            "Decide the complaint and tell the customer."),
-    Action("close", "close", "intake", schemas.CloseSchema,
+    Action("close", "close", schemas.CloseSchema,
            "Close the complaint with the customer's satisfaction and the root cause."),
-    Action("reopen", "reopen", "intake", schemas.ReasonSchema,
+    Action("reopen", "reopen", schemas.ReasonSchema,
            "Reopen a decided complaint: the customer asks for a review."),
-    Action("withdraw", "withdraw", "intake", schemas.WithdrawSchema,
+    Action("withdraw", "withdraw", schemas.WithdrawSchema,
            "The customer withdrew the complaint (an extension)."),
 )
+
+
+def done_response(action: Action) -> Response:
+    """200: the complaint as it stands; after another service's action, of a complaint the
+    action took out of the caller's reach, its number, status and unit only."""
+    if action.peer == "intake":
+        return Response(200, "The complaint as it stands after the action.", schemas.ComplaintSchema)
+    return Response(200, "The complaint as it stands after the action (ComplaintOutOfReach: one the action "
+                         "took out of the caller's reach).", schemas.ComplaintSchema,
+                    alternatives=(schemas.ComplaintOutOfReachSchema,))
+
+
+def accepted_response(action: Action) -> Response:
+    """202: done, and the complaint's record shows it shortly; or, for an action whose steps
+    may need an approval, a step the caller may not approve: the pending approval."""
+    if not action.may_wait_for_approval:
+        return Response(202, "Done, and the complaint's record shows it shortly.", schemas.ActionAcceptedSchema,
+                        headers=(("Location", "The complaint's URL."),))
+    return Response(202, "Done, and the complaint's record shows it shortly (ActionAccepted); or a step the "
+                         "caller may not approve: the pending approval (Approval), which a person holding a "
+                         "position it names decides.", schemas.ActionAcceptedSchema,
+                    headers=(("Location", "The complaint's URL, when done."),),
+                    alternatives=(schemas.ApprovalSchema,))
 
 
 def action_route(action: Action) -> Route:
@@ -141,17 +170,49 @@ def action_route(action: Action) -> Route:
         name=f"complaint_{action.name}", method="POST", path=f"{COMPLAINT}/{action.suffix}",
         tags=("actions",), summary=action.summary,
         description=(
-            f"Done by the {action.peer} service as the caller named by the token. Answers the "
-            "complaint as it stands. 409 when the complaint's state does not allow it; 422 "
-            "with field paths for an invalid body."
+            f"Done by the {action.peer} service as the caller named by the token, which checks who "
+            "may. Answers the complaint as it stands once its record shows the action (for a "
+            "caller the action took it away from: its number, status and unit), or 202 when the "
+            "record has not caught up within a few seconds. 409 when the complaint's state does "
+            "not allow it; 422 with field paths for an invalid body."
         ),
         roles=action.roles, body=action.body, path_params=schemas.ComplaintPathSchema,
-        responses=(Response(200, "The complaint as it stands.", schemas.ComplaintSchema),),
+        responses=(done_response(action), accepted_response(action)),
         extra_errors=(409,), action=action, semantic=action.semantic,
     )
 
 
 ACTION_ROUTES: tuple[Route, ...] = tuple(action_route(action) for action in ACTIONS)
+ACTIONS_BY_NAME = {action.name: action for action in ACTIONS}
+
+APPROVERS = RULE_BOOK.approver_roles()
+APPROVAL = "/api/v1/approvals/{approval_id}"
+
+
+def decision_route(decision: str, summary: str) -> Route:
+    return Route(
+        name=f"{decision}_approval", method="POST", path=f"{APPROVAL}/{decision}", tags=("approvals",),
+        summary=summary,
+        description=("By a person holding a position the step names (rule book), never the one who asked; "
+                     "an approved step applies with the decision. 409 when it was decided already or "
+                     "no longer applies (refuse it then)."),
+        roles=APPROVERS, body=schemas.ApprovalNoteSchema, path_params=schemas.ApprovalPathSchema,
+        responses=(Response(200, "The approval as decided.", schemas.ApprovalDecidedSchema),),
+        extra_errors=(409,),
+    )
+
+
+APPROVAL_ROUTES: tuple[Route, ...] = (
+    Route(
+        name="list_approvals", method="GET", path="/api/v1/approvals", tags=("approvals",),
+        summary="The pending approvals the caller may decide (pending=false: also decided ones and "
+                "the caller's own requests).",
+        roles=APPROVERS, query=schemas.ApprovalsQuerySchema,
+        responses=(Response(200, "The approvals, newest first.", schemas.ApprovalPageSchema),),
+    ),
+    decision_route("approve", "Approve a pending step: it applies at once."),
+    decision_route("refuse", "Refuse a pending step."),
+)
 
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -177,7 +238,7 @@ ROUTES: tuple[Route, ...] = (
             "A user submits for their own institution (403 otherwise); an admin and channel "
             "regulator may name any."
         ),
-        roles=SUBMITTERS,
+        roles=RULE_BOOK.roles_for("submit"),
         body=SubmissionSchema,
         headers=schemas.SubmitHeadersSchema,
         responses=(
@@ -219,6 +280,6 @@ ROUTES: tuple[Route, ...] = (
         path_params=schemas.ComplaintPathSchema,
         responses=(Response(200, "The clocks.", schemas.ClockSchema, many=True),),
     ),
-) + ACTION_ROUTES
+) + ACTION_ROUTES + APPROVAL_ROUTES
 
 BY_NAME = {route.name: route for route in ROUTES}

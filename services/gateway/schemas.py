@@ -161,6 +161,15 @@ class ComplaintSchema(ComplaintSummarySchema):
                           metadata={"description": "Every event, oldest first."})
 
 
+class ComplaintOutOfReachSchema(Reply):
+    """What an action answers of a complaint it took out of the caller's reach (a refused
+    transfer goes up): its number, status and unit."""
+
+    complaint_no = fields.Str(required=True)
+    status = fields.Str(required=True)
+    unit = fields.Str(required=True)
+
+
 class ComplaintPageSchema(Reply):
     items = fields.List(fields.Nested(ComplaintSummarySchema), required=True)
     next_cursor = fields.Str(required=True, allow_none=True,
@@ -252,10 +261,85 @@ class WithdrawSchema(ActionSchema):
 
 
 class ExtendSchema(ReasonSchema):
+    """No approvals from the caller: the caller's verified roles approve what they may, and
+    any other step waits for a person who may (202 with the pending approval)."""
+
     days = fields.Int(required=True, strict=True, validate=validate.Range(min=1, max=366), metadata={
         "description": "Days added to the limit; the policy's extension steps may allow fewer (422)."})
-    approvals = fields.List(fields.Str(validate=CODE), load_default=list, metadata={
-        "description": "Role codes that approved, e.g. superior_unit, head_office_senior_manager."})
+
+
+class PauseSchema(ReasonSchema):
+    ground = fields.Str(required=True, validate=CODE, metadata={
+        "description": "A pause ground of the policy data: third_party_appraisal, mediation, ..."})
+    evidence = text(description="What shows the ground: the body commissioned and its reference, the "
+                                "mediation case ... (an extension; the sla service refuses a pause without it "
+                                "on a ground whose policy data requires it, as every shipped ground does).")
+
+
+class ResumeSchema(ReasonSchema):
+    ground = fields.Str(validate=CODE, metadata={"description": "The ground of the pause it ends, if given."})
+
+
+class ActionAcceptedSchema(Reply):
+    """202: the action is done, and the complaint's record has not caught up with it yet."""
+
+    complaint_no = fields.Str(required=True)
+    action = fields.Str(required=True)
+    status = fields.Str(required=True, metadata={"example": "accepted"})
+    location = fields.Str(required=True, metadata={"description": "Where to read the complaint as it stands."})
+    events = fields.List(fields.Str(), required=True, metadata={
+        "description": "The facts that announce the action; the complaint's history lists them once applied."})
+
+
+class ApproverSchema(Reply):
+    sub = fields.Str(required=True)
+    name = fields.Str(allow_none=True)
+    unit = fields.Str(required=True)
+    roles = fields.List(fields.Str())
+    positions = fields.List(fields.Str())
+
+
+class ApprovalSchema(Reply):
+    """A step that waits for (or got) the approval of a person who may give it."""
+
+    approval_id = fields.Str(required=True, metadata={"example": "sla-0f6c2d0e8f6a4f0e9b1d2c3a4b5c6d7e"})
+    action = fields.Str(required=True, metadata={"example": "extend"})
+    needs = fields.List(fields.Str(), required=True, metadata={"description": "The roles that may decide it."})
+    of_unit = fields.Str(required=True, allow_none=True, metadata={"description": "The unit it is addressed to."})
+    complaint_no = fields.Str()
+    state = fields.Str(validate=validate.OneOf(("pending", "approved", "refused")))
+    positions = fields.List(fields.Str(), metadata={"description": "The approval positions of the rule book."})
+    request = fields.Dict(metadata={"description": "What is asked: days and reason, or ground and evidence."})
+    requested_by = fields.Nested(ApproverSchema)
+    requested_at = fields.AwareDateTime()
+    decided_by = fields.Nested(ApproverSchema, allow_none=True)
+    decided_at = fields.AwareDateTime(allow_none=True)
+    note = fields.Str(allow_none=True)
+    limit_due_by = fields.AwareDateTime(allow_none=True, metadata={"description": "The limit of the clocks concerned."})
+    past_limit = fields.Bool(metadata={"description": "The limit ran out while it waited."})
+
+
+class ApprovalPageSchema(Reply):
+    items = fields.List(fields.Nested(ApprovalSchema), required=True)
+
+
+class ApprovalDecidedSchema(ApprovalSchema):
+    complaint = fields.Nested(ComplaintSchema, allow_none=True, metadata={
+        "description": "The complaint once its record shows the decision (absent if it has not caught up)."})
+
+
+class ApprovalsQuerySchema(Schema):
+    pending = fields.Bool(load_default=True, metadata={
+        "description": "true: those waiting that the caller may decide; false: also decided ones and the "
+                       "caller's own requests."})
+
+
+class ApprovalPathSchema(Schema):
+    approval_id = fields.Str(required=True, validate=Pattern(r"^[a-z]+-[0-9a-f]{32}$", error="must be an approval id"))
+
+
+class ApprovalNoteSchema(Schema):
+    note = text(required=True, description="Why: kept with the decision, on the complaint's history.")
 
 
 class MisconductSchema(ActionSchema):

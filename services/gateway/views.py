@@ -9,8 +9,8 @@ These functions only translate, so unit tests drive them with fake peers and no 
 nameko RPC proxies (the service instance).
 
 Every handler action goes through :func:`act`: it checks the body against the action's
-schema, then the one function of the action's peer does the call and answers the complaint
-as it stands.
+schema, then the service that owns the action does it and checks who may; the answer is the
+complaint once intake's record shows what the action did.
 """
 from __future__ import annotations
 
@@ -21,14 +21,21 @@ import time
 from marshmallow import Schema, ValidationError
 from nameko.exceptions import MethodNotFound
 
+from services.common import approvals
 from services.common.errors import NotFound, flatten_errors
 from services.common.submission import SubmissionSchema, for_any_institution
 
 from .auth import Identity
 from .errors import UNAVAILABLE, BadRequest, Forbidden, MalformedJson, ValidationFailed
 from .openapi import document
-from .routes import ACTOR, Action, Route
-from .schemas import ComplaintListQuerySchema, HealthQuerySchema, SubmitHeadersSchema
+from .routes import ACTIONS_BY_NAME
+from .schemas import (
+    ApprovalNoteSchema,
+    ApprovalsQuerySchema,
+    ComplaintListQuerySchema,
+    HealthQuerySchema,
+    SubmitHeadersSchema,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -95,6 +102,11 @@ def load(schema: Schema, data) -> dict:
         raise ValidationFailed("The request is invalid.", flatten_errors(exc.messages)) from None
 
 
+def services_of(peers) -> dict:
+    """The peers by service name (``PEERS``)."""
+    return {"intake": peers.intake, "routing": peers.routing, "sla": peers.sla}
+
+
 def visible_units(peers, identity: Identity):
     """``None`` for an admin (everything), else the caller's unit and the units below it."""
     if identity.is_admin:
@@ -127,9 +139,9 @@ def health(peers, request) -> dict:
 def peer_health(peers, timeout: float = HEALTH_TIMEOUT) -> dict:
     """``up`` when a peer answers anything (even "no such method"), else down or error."""
     states, replies = {}, {}
-    for name in PEERS:
+    for name, peer in services_of(peers).items():
         try:
-            replies[name] = getattr(peers, name).health.call_async()
+            replies[name] = peer.health.call_async()
         except UNAVAILABLE:
             states[name] = "down"
     deadline = time.monotonic() + timeout
@@ -217,30 +229,50 @@ def complaint_clocks(peers, identity: Identity, complaint_no: str) -> list:
 
 # -- handler actions -------------------------------------------------------------------------
 
-def act(peers, route: Route, request, identity: Identity, complaint_no: str) -> dict:
-    """Any handler action of ``routes.ACTIONS``: the complaint as it stands afterwards."""
-    action = route.action
+def act(peers, name: str, request, identity: Identity, complaint_no: str) -> dict:
+    """Any handler action of ``routes.ACTIONS``, done by the service that owns it (the rule
+    book's ``owner``), which checks who may: the complaint as it stands afterwards."""
+    action = ACTIONS_BY_NAME[name]
     data = load(action.body(), read_object(request))
     actor = actor_of(identity, data.pop("actor", None))
-    units = visible_units(peers, identity)
-    return BY_PEER[action.peer](peers, action, complaint_no, data, actor, units)
+    owner = services_of(peers)[action.peer]
+    answer = owner.act(complaint_no, action.name, data, actor)
+    if action.peer == "intake":
+        return answer  # the system of record did it: its answer is the complaint afterwards
+    if "approval" in answer:
+        return 202, answer["approval"]  # a step the caller may not approve waits for who may
+    # Another service did it; intake's record follows its facts: answer once it has.
+    result = peers.intake.get_when_applied(complaint_no, answer["events"], visible_units(peers, identity))
+    if result["applied"]:
+        return result["complaint"]
+    location = f"/api/v1/complaints/{complaint_no}"
+    return 202, {"Location": location}, {"complaint_no": complaint_no, "action": action.name, "status": "accepted",
+                                         "location": location, "events": answer["events"]}
 
 
-def intake_action(peers, action: Action, complaint_no: str, data: dict, actor: dict, units) -> dict:
-    return peers.intake.act(complaint_no, action.name, data, actor, units)
+# -- approvals ---------------------------------------------------------------------------------
+
+def approval_owners(peers) -> dict:
+    """The services that keep approvals, by the prefix of their approvals' ids."""
+    return {"sla": peers.sla}
 
 
-def routing_action(peers, action: Action, complaint_no: str, data: dict, actor: dict, units) -> dict:
-    peers.routing.act(complaint_no, action.name, data, actor, units)
-    return peers.intake.get(complaint_no, units)
+def list_approvals(peers, request, identity: Identity) -> dict:
+    query = load(ApprovalsQuerySchema(), request.args.to_dict(flat=True))
+    actor = actor_of(identity)
+    items = [item for owner in approval_owners(peers).values() for item in owner.approvals(actor, query["pending"])]
+    return {"items": sorted(items, key=lambda item: item["requested_at"], reverse=True)}
 
 
-def sla_action(peers, action: Action, complaint_no: str, data: dict, actor: dict, units) -> dict:
-    # sla knows clocks, not units: intake says whether the caller may see the complaint.
-    peers.intake.get(complaint_no, units)
-    args = [actor if name == ACTOR else data.get(name) for name in action.args]
-    getattr(peers.sla, action.name)(complaint_no, *args)
-    return peers.intake.get(complaint_no, units)
+def decide_approval(peers, request, identity: Identity, approval_id: str, decision: str) -> dict:
+    """approve or refuse; the approval as decided, and the complaint once its record shows it."""
+    note = load(ApprovalNoteSchema(), read_object(request))["note"]
+    owner = approval_owners(peers).get(approvals.owner_of(approval_id))
+    if owner is None:
+        raise NotFound(f"no approval {approval_id}")
+    answer = owner.decide_approval(approval_id, decision, note, actor_of(identity))
+    approval = answer["approval"]
+    result = peers.intake.get_when_applied(approval["complaint_no"], answer["events"],
+                                           visible_units(peers, identity))
+    return {**approval, "complaint": result["complaint"]} if result["applied"] else approval
 
-
-BY_PEER = {"intake": intake_action, "routing": routing_action, "sla": sla_action}

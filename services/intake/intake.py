@@ -18,9 +18,10 @@ from marshmallow import ValidationError
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from services.common import events, ids, metrics, outbound, timeutil
+from services.common import events, ids, inbox, metrics, outbound, timeutil
 from services.common.consumers import Delivery
 from services.common.errors import Forbidden, Invalid, NotFound, flatten_errors
+from services.common.orgtree import AnnouncedOrganization
 from services.common.outbox import event_message
 from services.common.outbox import pending as outbox_pending
 from services.common.policy import NoDueDate, load_calendars, load_policies
@@ -30,16 +31,18 @@ from services.intake import notices
 from services.intake.contacts import Contacts
 from services.intake.lifecycle import Lifecycle
 from services.intake.notices import Notices
-from services.intake.records import Records
+from services.intake.records import Records, access_facts
 
 log = logging.getLogger(__name__)
 
 PRODUCER = "intake"
 ROUTING_PREFIX = "complaint.submit."
 HTTP_APP_ID = "http"
-ORGANIZATION_DOC = "units"
-KNOWN_UNITS_TTL = 5.0
 MERGED = "merged_messages"
+# An action another service does is answered once this record applied its facts: how long
+# the answer waits for them (well under the edge's RPC timeout), and how often it looks.
+APPLIED_WAIT = 3.0
+APPLIED_POLL = 0.05
 MERGE_ATTEMPTS = 3
 
 
@@ -140,27 +143,17 @@ class Intake:
         self.lifecycle = Lifecycle.load()
         self.contacts = Contacts.load()
         self.notices = Notices(db, self.policies, notice_policy)
-        self._known_units: tuple[float, dict | None] = (0.0, None)
+        self.organization = AnnouncedOrganization(db)
         self.records = Records(self)
 
     # -- the organization intake validates against -------------------------------------
 
     def known_units(self) -> dict | None:
         """institution -> set of unit codes, as routing last announced; None before that."""
-        read_at, units = self._known_units
-        if time.monotonic() - read_at > KNOWN_UNITS_TTL:
-            doc = self.db["organization"].find_one({"_id": ORGANIZATION_DOC})
-            units = None if doc is None else {inst: set(codes) for inst, codes in doc["institutions"].items()}
-            self._known_units = (time.monotonic(), units)
-        return units
+        return self.organization.institutions()
 
     def organization_changed(self, event: dict) -> None:
-        self.db["organization"].replace_one(
-            {"_id": ORGANIZATION_DOC},
-            {"_id": ORGANIZATION_DOC, "institutions": event["body"]["institutions"], "at": timeutil.now()},
-            upsert=True,
-        )
-        self._known_units = (0.0, None)
+        self.organization.keep(event)
 
     # -- submissions ---------------------------------------------------------------------
 
@@ -515,6 +508,31 @@ class Intake:
     def get(self, complaint_no: str, visible_units: list[str] | None) -> dict:
         complaint = self.visible(complaint_no, visible_units)
         return view(complaint, self.notices.of_complaint(complaint_no))
+
+    def access_facts(self, complaint_no: str) -> dict:
+        return access_facts(self.visible(complaint_no, None)).as_dict()
+
+    def get_when_applied(self, complaint_no: str, event_ids: list[str], visible_units: list[str] | None,
+                         wait: float = APPLIED_WAIT) -> dict:
+        """The complaint once this record has applied every fact ``event_ids`` names (what
+        another service's action announced), waiting ``wait`` seconds at most: ``applied``
+        says whether it had. An action may take the complaint out of the caller's reach (a
+        refused transfer goes up): then the caller is told its number, status and unit."""
+        deadline = time.monotonic() + wait
+        while not (applied := self._applied(event_ids)) and time.monotonic() < deadline:
+            time.sleep(APPLIED_POLL)
+        try:
+            return {"applied": applied, "complaint": self.get(complaint_no, visible_units)}
+        except NotFound:
+            if not applied:
+                raise
+        complaint = self.visible(complaint_no, None)
+        return {"applied": True, "complaint": {key: complaint[key] for key in ("complaint_no", "status", "unit")}}
+
+    def _applied(self, event_ids: list[str]) -> bool:
+        # The inbox keeps the id of every fact applied (services.common.inbox).
+        wanted = set(event_ids)
+        return self.db[inbox.COLLECTION].count_documents({"_id": {"$in": sorted(wanted)}}) == len(wanted)
 
     def list(self, filters: dict, visible_units: list[str] | None, limit: int = 50, cursor: str | None = None) -> dict:
         query: dict = within(visible_units)

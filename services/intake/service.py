@@ -55,9 +55,20 @@ class IntakeService:
         return self.desk.health()
 
     @rpc
-    def act(self, complaint_no: str, action: str, data: dict, actor: dict, visible_units: list | None = None):
+    def act(self, complaint_no: str, action: str, data: dict, actor: dict):
         """decision, close, reopen, withdraw: the lifecycle actions intake owns."""
-        return self.desk.records.act(complaint_no, action, data, actor, visible_units, self.outbox)
+        return self.desk.records.act(complaint_no, action, data, actor, self.outbox)
+
+    @rpc
+    def get_when_applied(self, complaint_no: str, event_ids: list, visible_units: list | None = None) -> dict:
+        """The complaint once the facts an action of routing or sla announced are applied."""
+        return self.desk.get_when_applied(complaint_no, event_ids, visible_units)
+
+    @rpc
+    def access_facts(self, complaint_no: str) -> dict:
+        """What decides who may act on a complaint, for a service that owns an action on it
+        (sla): the system of record's accountable unit, pending transfer and named staff."""
+        return self.desk.access_facts(complaint_no)
 
     @subscribe("organization_changed")
     def on_organization_changed(self, event: dict):

@@ -19,11 +19,11 @@ from typing import Any
 
 import yaml
 
+from services.common.access import RULE_BOOK
 from services.common.reference import LEVELS, OFFICES
 
-ROLES = frozenset(
-    {"handler", "supervisor", "consumer_protection", "inspector", "auditor", "admin"}
-)
+# The roles staff may hold are the rule book's (services/common/data/access.yaml).
+ROLES = frozenset(RULE_BOOK.roles)
 CONSUMER_PROTECTION = "consumer_protection"
 DISCIPLINE_INSPECTION = "discipline_inspection"
 # Roles that may be handed a complaint to verify and answer.
@@ -282,6 +282,12 @@ class Organization:
         if prefer in eligible:
             return prefer
         return eligible[0] if eligible else None
+
+    def tree_data(self) -> dict[str, dict]:
+        """Each unit's institution, level and parent: what `organization_changed` carries
+        for the services that decide who may act (services.common.orgtree)."""
+        return {u.code: {"institution": u.institution, "level": u.level, "parent": u.parent}
+                for u in self._units.values()}
 
     # -- the contract shape -----------------------------------------------------------
 

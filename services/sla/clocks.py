@@ -15,9 +15,10 @@ A clock document::
     state          running | paused | met | breached (decided late) |
                    breached_open (limit passed, still open) | stopped (withdrawn)
     started_at     when the clock counts from (receipt, review request, new material)
-    pauses         [{start, end|None, reason, actor}]
+    pauses         [{start, end|None, reason, ground, evidence, actor, approvers, approval_id}]
     total          the limit in force, in the clock's unit (base limit + extensions)
-    extensions     [{days, total, reason, approved_by, actor, at, previous_due_by}]
+    extensions     [{days, total, reason, approved_by (positions), approvers (people), approval_id,
+                    actor, at, previous_due_by}]
     due_by         None while paused (or when no calendar can count the year)
     provisional    the due date was counted on a calendar year not published yet
     calendar_error why no due date (or no warning) could be computed, else None
@@ -48,22 +49,29 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from services.common import events, inbox, metrics, timeutil
+from services.common import approvals, events, inbox, metrics, timeutil
+from services.common.access import RULE_BOOK, Caller, Facts
+from services.common.approvals import Approvals, approver
 from services.common.errors import Conflict, Invalid, NotFound
+from services.common.orgtree import AnnouncedOrganization
 from services.common.outbox import event_message
 from services.common.outbox import pending as outbox_pending
 from services.common.policy import (
     ClockRule,
     ExtensionRefused,
+    ExtensionStep,
     NoDueDate,
     ReviewWindowClosed,
+    book_loaders,
     load_calendars,
     load_policies,
 )
+from services.common.policy.grounds import load_pause_grounds
 from services.common.store import in_transaction
 from services.sla import schedule
 from services.sla.rescheduling import INDEXES as RESCHEDULING_INDEXES
@@ -88,10 +96,17 @@ INDEXES = {
     ],
     UNSCHEDULED: [IndexModel([("institution", ASCENDING), ("_id", ASCENDING)], name="by_institution")],
     inbox.COLLECTION: list(inbox.INDEXES[inbox.COLLECTION]),
+    **approvals.INDEXES,
     **RESCHEDULING_INDEXES,
 }
 # Clocks without a due date, for the operators' alert (an indexed count).
 WITHOUT_DUE_DATE = {"calendar_error": {"$gt": ""}, "due_by": None, "state": "running"}
+
+
+def books(settings) -> dict:
+    """The books the clocks count on, from the files the settings name: the policies and
+    calendars (``book_loaders``) and the pause grounds, which are the policies file's."""
+    return {**book_loaders(settings), "load_grounds": partial(load_pause_grounds, settings.policies_path)}
 
 
 def clock_id(complaint_no: str, clock: str) -> str:
@@ -106,13 +121,17 @@ class Clocks:
     """Durable clocks: start, stop, pause, extend, restart, and fire what is due."""
 
     def __init__(self, db, now: Callable[[], datetime] = timeutil.now,
-                 load_policy_book=load_policies, load_calendar_book=load_calendars):
+                 load_policy_book=load_policies, load_calendar_book=load_calendars,
+                 load_grounds=load_pause_grounds):
         self.db = db
         self.clocks = db[COLLECTION]
         self.unscheduled = db[UNSCHEDULED]
         self.now = now
         self._load_policy_book = load_policy_book
         self._load_calendar_book = load_calendar_book
+        self._load_grounds = load_grounds
+        self.organization = AnnouncedOrganization(db)
+        self.approvals = Approvals(db, PRODUCER)
         self._reload()
         self.rescheduling = Rescheduling(self)
 
@@ -451,84 +470,237 @@ class Clocks:
 
     # -- actions through the HTTP edge ----------------------------------------------------
 
-    def extend(self, complaint_no: str, days, reason: str, actor: dict, approvals, outbox) -> list[dict]:
+    def organization_changed(self, event: dict) -> None:
+        self.organization.keep(event)
+
+    def act(self, complaint_no: str, action: str, data: dict, actor: dict, facts: dict, outbox) -> dict:
+        """extend, pause, resume (CONTRACTS §3) by a caller the rule book lets, judged on
+        ``facts``: intake's accountable unit, pending transfer and named staff of the
+        complaint (the system of record; the clocks do not follow transfers). Done: the
+        clocks as they stand and the ids of the events that announce the change. A step the
+        caller may not approve: ``{"approval": ...}``, the pending approval it became."""
+        actions = {"extend": self.extend, "pause": self.pause, "resume": self.resume}
+        if action not in actions:
+            raise NotFound(f"no action {action!r} on the clocks")
+        caller, facts = Caller.of(actor), Facts.of(facts)
+        tree = self.organization.tree()
+        RULE_BOOK.check(action, caller, facts, tree)
+        answer = actions[action](complaint_no, data or {}, caller, facts, tree, outbox)
+        return answer if "approval" in answer else {"clocks": self.view(complaint_no), **answer}
+
+    def extend(self, complaint_no: str, data: dict, caller: Caller, facts: Facts, tree, outbox) -> dict:
         """Add ``days`` (in the clock's unit) to the open clock's limit, as the policy's
-        extension steps allow; ``Invalid`` (422) naming ``days``, ``approvals`` or ``reason``
-        when refused, ``Conflict`` when no clock is running or paused."""
+        extension steps allow. The caller's own roles approve a step naming a position they
+        hold (a supervisor extending a complaint of their unit from 15 to 30 days); any other
+        step waits for a person who holds one, and the clock runs on meanwhile. ``Invalid``
+        (422) naming ``days`` or ``reason``; ``Conflict`` when no clock is running or paused."""
+        days, reason = data.get("days"), data.get("reason")
         if not str(reason or "").strip():
             raise Invalid("an extension needs a reason", {"reason": ["is required"]})
         if isinstance(days, bool) or not isinstance(days, int) or days < 1:
             raise Invalid("days must be a whole number of days >= 1", {"days": ["must be an integer >= 1"]})
-        approvals = sorted({str(a) for a in (approvals or [])})
-        actor_id = (actor or {}).get("sub")
 
         def work(session):
             now = self.now()
-            docs = self._found(complaint_no, session)
-            open_ = [d for d in docs if d["state"] in ("running", "paused")]
-            if not open_:
-                states = {d["clock"]: d["state"] for d in docs}
-                raise Conflict("no running clock to extend (the limit passed or the clock ended)", {"state": [
-                    f"{clock}: {state}" for clock, state in states.items()]})
-            doc = open_[-1]
-            rule = self._rule(doc)
+            doc = self._extendable(complaint_no, session)
             steps = len(doc.get("extensions", []))
-            try:
-                total = rule.extend(doc["total"], days, approvals, steps_taken=steps)
-            except ExtensionRefused as exc:
-                field = "approvals" if exc.reason == "approval_missing" else "days"
-                raise Invalid(f"extension refused: {exc.message}", {field: [str(exc)]}) from None
-            previous = _local(doc.get("due_by"))
-            record = {"days": days, "total": total, "reason": reason, "approved_by": approvals, "actor": actor_id,
-                      "at": now, "previous_due_by": previous}
-            staged = dict(doc, total=total, extensions=[*doc.get("extensions", []), record],
-                          generation=doc.get("generation", 0) + 1)
-            changes = {"total": total, "extensions": staged["extensions"], "generation": staged["generation"]}
-            changes.update(self._schedule(staged, now, rearm=True))
-            self._replace(session, doc, changes)
-            outbox.stage(session, event_message(self._event(
-                "sla_extended", doc, now, actor_id, previous_due_by=timeutil.iso(previous), total=total,
-                reason=reason, approved_by=approvals, days=days, step=steps + 1)))
-            return doc
+            step = self._extension_step(doc, days)
+            held = RULE_BOOK.held(step.approval, caller, facts, tree)
+            if step.approval and not held:
+                self._replace(session, doc, {})  # a concurrent request on this clock conflicts here
+                request = {"clock": doc["_id"], "days": days, "reason": reason, "step": steps + 1}
+                approval = self.approvals.request(session, action="extend", request=request, caller=caller,
+                                                  facts=facts, positions=step.approval, tree=tree, now=now,
+                                                  outbox=outbox)
+                return {"approval": self._approval_view(approval, now, [doc])}
+            approvers = [approver(caller, held)] if held else []
+            return {"events": self._extend(session, doc, days, reason, caller.sub, approvers, now, outbox)}
 
-        in_transaction(self.db, work)
-        return self.view(complaint_no)
+        return in_transaction(self.db, work)
 
-    def pause(self, complaint_no: str, reason: str, actor: dict, outbox) -> list[dict]:
-        """Stop counting (outside appraisal or test, mediation): every running clock pauses."""
-        return self._pause_or_resume(complaint_no, reason, actor, outbox, pausing=True)
+    def _extendable(self, complaint_no: str, session) -> dict:
+        docs = self._found(complaint_no, session)
+        open_ = [d for d in docs if d["state"] in ("running", "paused")]
+        if not open_:
+            raise Conflict("no running clock to extend (the limit passed or the clock ended)", {"state": [
+                f"{d['clock']}: {d['state']}" for d in docs]})
+        return open_[-1]
 
-    def resume(self, complaint_no: str, reason: str, actor: dict, outbox) -> list[dict]:
-        """Count again where it stopped: every paused clock resumes."""
-        return self._pause_or_resume(complaint_no, reason, actor, outbox, pausing=False)
+    def _extension_step(self, doc: dict, days: int) -> ExtensionStep:
+        """The step the next extension of ``doc`` falls under, checked against its cap."""
+        rule = self._rule(doc)
+        steps = len(doc.get("extensions", []))
+        step = rule.extension_step(steps)
+        try:
+            rule.extend(doc["total"], days, step.approval if step else (), steps_taken=steps)
+        except ExtensionRefused as exc:
+            raise Invalid(f"extension refused: {exc.message}", {"days": [str(exc)]}) from None
+        return step
 
-    def _pause_or_resume(self, complaint_no, reason, actor, outbox, *, pausing: bool) -> list[dict]:
-        if not str(reason or "").strip():
-            raise Invalid("a reason is required", {"reason": ["is required"]})
-        actor_id = (actor or {}).get("sub")
-        wanted = "running" if pausing else "paused"
+    def _extend(self, session, doc: dict, days: int, reason: str, requested_by: str, approvers: list[dict],
+                now: datetime, outbox, approval_id: str | None = None) -> list[str]:
+        """Extend ``doc`` as approved by ``approvers``; the ids of the events staged."""
+        rule = self._rule(doc)
+        steps = len(doc.get("extensions", []))
+        positions = sorted({position for person in approvers for position in person["positions"]})
+        try:
+            total = rule.extend(doc["total"], days, positions, steps_taken=steps)
+        except ExtensionRefused as exc:
+            raise Conflict(f"extension refused: {exc.message}", {"days": [str(exc)]}) from None
+        previous = _local(doc.get("due_by"))
+        record = {"days": days, "total": total, "reason": reason, "approved_by": positions, "approvers": approvers,
+                  "approval_id": approval_id, "actor": requested_by, "at": now, "previous_due_by": previous}
+        staged = dict(doc, total=total, extensions=[*doc.get("extensions", []), record],
+                      generation=doc.get("generation", 0) + 1)
+        changes = {"total": total, "extensions": staged["extensions"], "generation": staged["generation"]}
+        changes.update(self._schedule(staged, now, rearm=True))
+        self._replace(session, doc, changes)
+        extended = self._event("sla_extended", doc, now, requested_by, previous_due_by=timeutil.iso(previous),
+                               total=total, reason=reason, approved_by=positions, approvers=approvers,
+                               approval_id=approval_id, days=days, step=steps + 1)
+        outbox.stage(session, event_message(extended))
+        return [extended["event_id"]]
+
+    def pause(self, complaint_no: str, data: dict, caller: Caller, facts: Facts, tree, outbox) -> dict:
+        """Stop counting on a ground the policy data allows (an outside appraisal, the
+        mediation period ...), with its evidence: every running clock pauses. Approved like an
+        extension: at once by a caller holding a position the ground names, else it waits."""
+        reason, evidence = str(data.get("reason") or "").strip(), str(data.get("evidence") or "").strip()
+        ground = self.pause_grounds.get(data.get("ground"))
+        errors = {}
+        if not reason:
+            errors["reason"] = ["is required"]
+        if ground is None:
+            errors["ground"] = [f"must be one of {', '.join(self.pause_grounds)} (policy data)"]
+        if not evidence and (ground is None or ground.evidence_required):
+            errors["evidence"] = [f"is required: {ground.evidence}" if ground else "is required"]
+        if errors:
+            raise Invalid("a clock pauses only on a ground the policy allows, with its evidence", errors)
 
         def work(session):
             now = self.now()
-            docs = [d for d in self._found(complaint_no, session) if d["state"] == wanted]
-            if not docs:
-                raise Conflict(f"no {wanted} clock to {'pause' if pausing else 'resume'}", {"state": [
-                    f"no clock is {wanted}"]})
-            for doc in docs:
-                pauses = list(doc.get("pauses", []))
-                if pausing:
-                    pauses.append({"start": now, "end": None, "reason": reason, "actor": actor_id})
-                else:
-                    pauses[-1] = dict(pauses[-1], end=now, resume_reason=reason, resumed_by=actor_id)
-                state = "paused" if pausing else "running"
-                staged = dict(doc, pauses=pauses, state=state)
-                changes = {"pauses": pauses, "state": state, **self._schedule(staged, now)}
-                self._replace(session, doc, changes)
-                outbox.stage(session, event_message(self._event(
-                    "sla_paused" if pausing else "sla_resumed", doc, now, actor_id, reason=reason)))
+            running = self._in_state(complaint_no, "running", session)
+            held = RULE_BOOK.held(ground.approval, caller, facts, tree)
+            if ground.approval and not held:
+                for doc in running:
+                    self._replace(session, doc, {})  # a concurrent request on these clocks conflicts here
+                request = {"ground": ground.code, "evidence": evidence, "reason": reason}
+                approval = self.approvals.request(session, action="pause", request=request, caller=caller,
+                                                  facts=facts, positions=ground.approval, tree=tree, now=now,
+                                                  outbox=outbox)
+                return {"approval": self._approval_view(approval, now, running)}
+            approvers = [approver(caller, held)] if held else []
+            return {"events": self._pause(session, running, reason, ground.code, evidence, caller.sub, approvers, now,
+                                          outbox)}
 
-        in_transaction(self.db, work)
-        return self.view(complaint_no)
+        return in_transaction(self.db, work)
+
+    def _pause(self, session, docs: list[dict], reason: str, ground: str, evidence: str, requested_by: str,
+               approvers: list[dict], now: datetime, outbox, approval_id: str | None = None) -> list[str]:
+        announced_ids = []
+        for doc in docs:
+            pause = {"start": now, "end": None, "reason": reason, "ground": ground, "evidence": evidence,
+                     "actor": requested_by, "approvers": approvers, "approval_id": approval_id}
+            pauses = [*doc.get("pauses", []), pause]
+            changes = {"pauses": pauses, "state": "paused", **self._schedule(dict(doc, pauses=pauses, state="paused"),
+                                                                            now)}
+            self._replace(session, doc, changes)
+            announced = self._event("sla_paused", doc, now, requested_by, reason=reason, ground=ground,
+                                    evidence=evidence, approvers=approvers, approval_id=approval_id)
+            outbox.stage(session, event_message(announced))
+            announced_ids.append(announced["event_id"])
+        return announced_ids
+
+    def resume(self, complaint_no: str, data: dict, caller: Caller, facts: Facts, tree, outbox) -> dict:
+        """Count again where it stopped: every paused clock resumes (no approval: the time
+        counts again)."""
+        reason, ground = str(data.get("reason") or "").strip(), data.get("ground")
+        if not reason:
+            raise Invalid("a reason is required", {"reason": ["is required"]})
+
+        def work(session):
+            now = self.now()
+            announced_ids = []
+            for doc in self._in_state(complaint_no, "paused", session):
+                pauses = list(doc.get("pauses", []))
+                if ground and ground != pauses[-1].get("ground"):
+                    raise Invalid(f"the clock is paused for {pauses[-1].get('ground')}, not {ground}",
+                                  {"ground": [f"the pause it ends is for {pauses[-1].get('ground')}"]})
+                pauses[-1] = dict(pauses[-1], end=now, resume_reason=reason, resumed_by=caller.sub)
+                changes = {"pauses": pauses, "state": "running",
+                           **self._schedule(dict(doc, pauses=pauses, state="running"), now)}
+                self._replace(session, doc, changes)
+                announced = self._event("sla_resumed", doc, now, caller.sub, reason=reason)
+                outbox.stage(session, event_message(announced))
+                announced_ids.append(announced["event_id"])
+            return {"events": announced_ids}
+
+        return in_transaction(self.db, work)
+
+    def _in_state(self, complaint_no: str, state: str, session) -> list[dict]:
+        docs = [d for d in self._found(complaint_no, session) if d["state"] == state]
+        if not docs:
+            raise Conflict(f"no {state} clock", {"state": [f"no clock is {state}"]})
+        return docs
+
+    # -- approvals of the clocks' steps ---------------------------------------------------
+
+    def approvals_for(self, actor: dict, pending: bool = True) -> list[dict]:
+        """The approvals ``actor`` may decide (``pending``), or also decided and asked for."""
+        now = self.now()
+        return [self._approval_view(doc, now) for doc in
+                self.approvals.listing(Caller.of(actor), self.organization.tree(), pending)]
+
+    def decide_approval(self, approval_id: str, decision: str, note: str, actor: dict, facts: dict, outbox) -> dict:
+        """``approve`` (the step applies, in the same transaction) or ``refuse`` a pending
+        extension or pause; the decided approval and the ids of the events staged."""
+        if decision not in ("approve", "refuse"):
+            raise Invalid("a decision is approve or refuse", {"decision": ["must be approve or refuse"]})
+        applying = {"extend": self._apply_extension, "pause": self._apply_pause}
+
+        def apply(session, approval: dict, person: dict) -> list[str]:
+            return applying[approval["action"]](session, approval, person, outbox)
+
+        now = self.now()
+        decided, announced = self.approvals.decide(approval_id, decision == "approve", note, Caller.of(actor),
+                                                   Facts.of(facts), self.organization.tree(), apply=apply, now=now,
+                                                   outbox=outbox)
+        return {"approval": self._approval_view(decided, now), "events": announced}
+
+    def _apply_extension(self, session, approval: dict, person: dict, outbox) -> list[str]:
+        request = approval["request"]
+        doc = self.clocks.find_one({"_id": request["clock"]}, session=session)
+        if doc is None or doc["state"] not in ("running", "paused"):
+            raise Conflict("the clock has ended or its limit passed since the request: refuse it",
+                           {"state": [doc["state"] if doc else "none"]})
+        if len(doc.get("extensions", [])) != request["step"] - 1:
+            raise Conflict("the clock was extended since the request: refuse it and ask again",
+                           {"step": [str(request["step"])]})
+        now = self.now()
+        if doc.get("due_by") and now > _local(doc["due_by"]):
+            raise Conflict("the limit ran out while the extension waited for approval: refuse it",
+                           {"due_by": [timeutil.iso(_local(doc["due_by"]))]})
+        return self._extend(session, doc, request["days"], request["reason"], approval["requested_by"]["sub"],
+                            [person], now, outbox, approval_id=approval["_id"])
+
+    def _apply_pause(self, session, approval: dict, person: dict, outbox) -> list[str]:
+        request = approval["request"]
+        running = self._in_state(approval["complaint_no"], "running", session)
+        return self._pause(session, running, request["reason"], request["ground"], request["evidence"],
+                           approval["requested_by"]["sub"], [person], self.now(), outbox, approval_id=approval["_id"])
+
+    def _approval_view(self, approval: dict, now: datetime, docs: list[dict] | None = None) -> dict:
+        """An approval, with the limit of the clocks it concerns: a request still pending
+        when that limit runs out is shown as such (``past_limit``)."""
+        if docs is None:
+            docs = list(self.clocks.find({"complaint_no": approval["complaint_no"]}))
+        clock = approval["request"].get("clock")
+        concerned = [d for d in docs if d["_id"] == clock] if clock else [d for d in docs if d["state"] in OPEN_STATES]
+        dues = [_local(d["due_by"]) for d in concerned if d.get("due_by")]
+        limit = min(dues) if dues else None
+        ran_out = any(d["state"] in ("breached_open", "breached") for d in concerned)
+        past = ran_out or (limit is not None and now > limit)
+        return {**approvals.view(approval), "limit_due_by": timeutil.iso(limit), "past_limit": past}
 
     def _found(self, complaint_no: str, session=None) -> list[dict]:
         docs = list(self.clocks.find({"complaint_no": complaint_no}, session=session).sort("created_at", ASCENDING))
@@ -537,11 +709,16 @@ class Clocks:
         return docs
 
     def view(self, complaint_no: str) -> list[dict]:
-        """Each clock of a complaint on its own (JSON-ready)."""
-        return [self._view(doc) for doc in self._found(complaint_no)]
+        """Each clock of a complaint on its own (JSON-ready), with its paused time and the
+        approvals that wait on it."""
+        docs = self._found(complaint_no)
+        now = self.now()
+        waiting = [self._approval_view(doc, now, docs) for doc in self.approvals.pending_of(complaint_no)]
+        return [self._view(doc, now, [a for a in waiting if a["request"].get("clock") in (doc["_id"], None)])
+                for doc in docs]
 
     @staticmethod
-    def _view(doc: dict) -> dict:
+    def _view(doc: dict, now: datetime, waiting: list[dict]) -> dict:
         return {
             "clock": doc["clock"],
             "policy": doc["policy"],
@@ -553,6 +730,11 @@ class Clocks:
             "paused": doc["state"] == "paused",
             "extensions": len(doc.get("extensions", [])),
             "provisional": bool(doc.get("provisional")),
+            "pauses": [{"ground": p.get("ground"), "evidence": p.get("evidence"), "reason": p.get("reason"),
+                        "start": timeutil.iso(_local(p["start"])), "end": timeutil.iso(_local(p.get("end"))),
+                        "by": p.get("actor"), "approvers": p.get("approvers", [])} for p in doc.get("pauses", [])],
+            "paused_time": paused_time(doc.get("pauses", []), now),
+            "pending_approvals": waiting,
         }
 
     # -- the books and what an operator watches ---------------------------------------------
@@ -565,6 +747,7 @@ class Clocks:
     def _reload(self) -> None:
         self.policies = self._load_policy_book()
         self.calendars = self._load_calendar_book()
+        self.pause_grounds = self._load_grounds()
         self.loaded_at = self.now()
 
     def reload_if_changed(self) -> bool:
@@ -593,3 +776,16 @@ class Clocks:
             "recompute_jobs": self.rescheduling.under_way(),
             "outbox_pending": outbox_pending(self.db),
         }
+
+
+def paused_time(pauses: list[dict], now: datetime) -> dict:
+    """The time a clock's pauses held it, in seconds, in all and by ground (a pause still
+    running counts up to ``now``; one from before grounds were asked for counts as
+    ``unstated``): the report of paused time."""
+    by_ground: dict[str, int] = {}
+    for pause in pauses:
+        end = _local(pause.get("end")) or now
+        seconds = max(int((end - _local(pause["start"])).total_seconds()), 0)
+        ground = pause.get("ground") or "unstated"
+        by_ground[ground] = by_ground.get(ground, 0) + seconds
+    return {"seconds": sum(by_ground.values()), "by_ground": by_ground}

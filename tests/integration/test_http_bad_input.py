@@ -25,6 +25,9 @@ USERS = {
     "yantai": {"sub": "banka-sd-yt-handler", "name": "烟台经办", "unit": "BANKA-SD-YT", "roles": ["handler"]},
     "chengdu": {"sub": "insa-sc-cd-handler", "name": "成都经办", "unit": "INSA-SC-CD", "roles": ["handler"]},
     "admin": {"sub": "admin", "name": "平台管理员", "unit": "BANKA", "roles": ["admin"]},
+    # Every role that acts on complaints or decides approvals (an admin acts on none).
+    "head_office": {"sub": "banka-all", "name": "总行全能", "unit": "BANKA",
+                    "roles": ["handler", "supervisor", "consumer_protection", "inspector"]},
 }
 DEEP = 10_000
 
@@ -76,7 +79,7 @@ def test_a_body_nested_ten_thousand_deep_is_malformed_on_every_post(platform, ro
     raw = ("[" * DEEP + "]" * DEEP).encode()
     path = route.path.replace("{complaint_no}", "BANKA-261124-0004218")
     response = requests.post(base + path, data=raw, timeout=30, headers={
-        **headers(settings, "admin"), "Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"})
+        **headers(settings, "head_office"), "Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"})
     error = error_of(response, 400)
     assert error["code"] == "malformed_json"
     assert "deep" in error["message"]

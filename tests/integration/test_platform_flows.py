@@ -8,7 +8,7 @@ from services.common import amqp, timeutil
 from services.intake.service import IntakeService
 from services.routing.service import RoutingService
 from services.sla.service import SlaService
-from tests.support.harness import listening, publish_fact, submission, wait_until
+from tests.support.harness import listening, organization_known, publish_fact, submission, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -24,6 +24,7 @@ def platform(settings, run_services, center):
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
             run_services(settings, IntakeService, RoutingService, SlaService), \
             ClusterRpcProxy(settings.nameko_config()) as rpc:
+        organization_known(settings, "intake", "sla")
         yield center, outbound, rpc
 
 
@@ -66,7 +67,7 @@ def test_a_complaint_received_13_days_ago_warns_and_a_decision_in_time_is_met(pl
     assert warned
     handler = {"sub": "banka-sd-yt-handler", "unit": "BANKA-SD-YT", "roles": ["handler"]}
     wait_until(lambda: rpc.intake.get(number, None)["assignment"], "routed")
-    rpc.intake.act(number, "decision", {"outcome": "partially_upheld", "message": "部分退还"}, handler, None)
+    rpc.intake.act(number, "decision", {"outcome": "partially_upheld", "message": "部分退还"}, handler)
     wait_until(lambda: rpc.intake.get(number, None)["sla"]["state"] == "met", "the decision met the clock")
     assert "escalated" not in statuses_of(outbound, number)
 

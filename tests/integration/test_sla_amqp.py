@@ -12,16 +12,18 @@ from kombu import Connection
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.common import amqp, events, timeutil
-from services.common.errors import Conflict, Invalid
+from services.common.errors import Conflict, Forbidden, Invalid, NotFound
 from services.common.outbox import event_message
 from services.common.store import database, ensure_indexes
+from services.intake.service import IntakeService
 from services.sla.clocks import INDEXES, Clocks
 from services.sla.service import SlaService
-from tests.support.harness import ServiceProcess, listening, wait_until
+from tests.support.harness import ServiceProcess, accepted, announce_organization, listening, wait_until
 
 pytestmark = pytest.mark.integration
 
-HANDLER = {"sub": "sd-jn-001", "unit": "BANKA-SD-JN", "roles": ["handler"]}
+YT_HANDLER = {"sub": "yt-001", "unit": "BANKA-SD-YT", "roles": ["handler"]}
+YT_SUPERVISOR = {"sub": "yt-sup", "unit": "BANKA-SD-YT", "roles": ["supervisor"]}
 
 
 @pytest.fixture
@@ -87,27 +89,36 @@ def test_received_13_days_ago_warns_and_does_not_breach(settings, run_services, 
         assert timeutil.parse(view["due_by"]) > timeutil.now()
 
 
-def test_decision_in_time_is_met_and_the_rpc_drives_the_clock(settings, run_services, publisher):
-    no = "BANKA-20261124-000003"
-    with listening(settings.amqp_uri, "sla.events") as sla, run_services(settings, SlaService), \
-            ClusterRpcProxy(settings.nameko_config()) as rpc:
-        receive(publisher, no, timeutil.now() - timedelta(hours=1))
+def test_decision_in_time_is_met_and_the_rpc_drives_the_clock(settings, run_services, publisher, center):
+    # sla judges who may act on intake's facts of the complaint: intake runs beside it.
+    with listening(settings.amqp_uri, "sla.events") as sla, \
+            listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
+            run_services(settings, IntakeService, SlaService), ClusterRpcProxy(settings.nameko_config()) as rpc:
+        announce_organization(center, settings, "intake", "sla")
+        no = accepted(center, outbound, branch="BANKA-SD-YT", received_at=timeutil.iso(
+            (timeutil.now() - timedelta(hours=1)).replace(microsecond=0)))
         sla.wait_for(of(no, "sla_started"))
         with pytest.raises(Invalid) as refused:
-            rpc.sla.extend(no, 16, "需调取录音", HANDLER, ["supervisor"])
+            rpc.sla.act(no, "extend", {"days": 16, "reason": "需调取录音"}, YT_HANDLER)
         assert "days" in refused.value.details
-        [view] = rpc.sla.extend(no, 15, "需调取录音核实", HANDLER, ["supervisor"])
-        assert view["extensions"] == 1
+        with pytest.raises(NotFound):  # a unit beside it: as if it did not exist
+            rpc.sla.act(no, "resume", {"reason": "鉴定完成"}, dict(YT_HANDLER, unit="BANKA-SD-WF"))
+        with pytest.raises(Forbidden):  # reading is all an auditor does
+            rpc.sla.act(no, "resume", {"reason": "鉴定完成"}, dict(YT_HANDLER, unit="BANKA", roles=["auditor"]))
+        answer = rpc.sla.act(no, "extend", {"days": 15, "reason": "需调取录音核实"}, YT_HANDLER)
+        assert answer["clocks"][0]["extensions"] == 1
         [extended] = sla.wait_for(of(no, "sla_extended"))
+        assert answer["events"] == [extended["body"]["event_id"]]
         assert extended["body"]["body"]["total"] == 30 and extended["body"]["body"]["reason"] == "需调取录音核实"
-        rpc.sla.pause(no, "委托第三方鉴定", HANDLER)
+        appraisal = {"reason": "委托第三方鉴定", "ground": "third_party_appraisal", "evidence": "鉴定委托书 2026-118"}
+        rpc.sla.act(no, "pause", appraisal, YT_SUPERVISOR)
         with pytest.raises(Conflict):
-            rpc.sla.pause(no, "again", HANDLER)
-        rpc.sla.resume(no, "鉴定完成", HANDLER)
+            rpc.sla.act(no, "pause", appraisal, YT_SUPERVISOR)
+        rpc.sla.act(no, "resume", {"reason": "鉴定完成"}, YT_HANDLER)
         sla.wait_for(of(no, "sla_resumed"))
         publish(publisher, events.make_event("complaint_decided", no, {
-            "complaint_no": no, "at": timeutil.iso(timeutil.now()), "actor": "sd-jn-001", "outcome": "upheld",
-            "unit": "BANKA-SD-JN", "remedy": "退还年费", "amount": "300.00"}, "intake"))
+            "complaint_no": no, "at": timeutil.iso(timeutil.now()), "actor": "yt-001", "outcome": "upheld",
+            "unit": "BANKA-SD-YT", "remedy": "退还年费", "amount": "300.00"}, "intake"))
         [met] = sla.wait_for(of(no, "sla_met"), timeout=20)
         assert met["body"]["body"]["state"] == "met"
         assert rpc.sla.clocks(no)[0]["state"] == "met"

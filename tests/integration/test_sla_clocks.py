@@ -11,17 +11,23 @@ import eventlet
 import pytest
 
 from services.common import events, timeutil
-from services.common.errors import Conflict, Invalid, NotFound
+from services.common.errors import Conflict, Forbidden, Invalid, NotFound
 from services.common.policy import SHANGHAI, calendar_from_data, load_calendars, load_policies
 from services.common.policy.calendar import CalendarBook
 from services.common.store import client_for, ensure_indexes, in_transaction
+from services.routing.organization import load_organization
+from services.routing.routing import announcement
 from services.sla.clocks import INDEXES, Clocks
 
 pytestmark = pytest.mark.integration
 
 BOOK = load_policies()
 CALENDARS = load_calendars()
-HANDLER = {"sub": "sd-jn-001", "unit": "BANKA-SD-JN", "roles": ["handler"]}
+# People of Bank A; the complaints of these tests are Yantai's (BANKA-SD-YT).
+HANDLER = {"sub": "yt-001", "name": "刘洋", "unit": "BANKA-SD-YT", "roles": ["handler"]}
+YT_SUPERVISOR = {"sub": "yt-sup", "name": "张伟", "unit": "BANKA-SD-YT", "roles": ["supervisor"]}
+SD_CPD = {"sub": "sd-cpd", "name": "李娜", "unit": "BANKA-SD", "roles": ["consumer_protection", "supervisor"]}
+HO_SUPERVISOR = {"sub": "ho-sup", "name": "王敏", "unit": "BANKA", "roles": ["supervisor"]}
 
 
 class Now:
@@ -71,7 +77,25 @@ def now():
 
 @pytest.fixture
 def clocks(db, now):
-    return Clocks(db, now=now)
+    clocks = Clocks(db, now=now)
+    clocks.organization.keep(events.make_event("organization_changed", None, announcement(load_organization()),
+                                               "routing"))
+    return clocks
+
+
+def facts(no, **changes) -> dict:
+    """Intake's facts of a complaint of Yantai (what sla judges who may act on)."""
+    return {"complaint_no": no, "institution": "BANKA", "unit": "BANKA-SD-YT", "offered_unit": None,
+            "respondent_staff": [], **changes}
+
+
+def act(clocks, outbox, no, action, who=HANDLER, **data) -> dict:
+    return clocks.act(no, action, data, who, facts(no), outbox)
+
+
+def decide(clocks, outbox, approval_id, decision, who, note="核实后同意", **fact_changes) -> dict:
+    no = clocks.approvals.complaint_of(approval_id)
+    return clocks.decide_approval(approval_id, decision, note, who, facts(no, **fact_changes), outbox)
 
 
 @pytest.fixture
@@ -121,7 +145,8 @@ def test_received_starts_the_primary_clock_once(clocks, outbox, db, now):
     assert clocks.view("BANKA-20260920-000001") == [{
         "clock": "decision", "policy": "cbirc-2020", "state": "running", "due_by": "2026-10-05T23:59:59+08:00",
         "started_at": "2026-09-20T10:00:00+08:00", "warned": [], "breached": False, "paused": False,
-        "extensions": 0, "provisional": False}]
+        "extensions": 0, "provisional": False, "pauses": [], "paused_time": {"seconds": 0, "by_ground": {}},
+        "pending_approvals": []}]
     with pytest.raises(NotFound):
         clocks.view("BANKA-NONE")
 
@@ -183,35 +208,97 @@ def test_extension_steps_at_and_past_their_caps(clocks, outbox, now):
     no = "BANKA-EXT"
     received(clocks, outbox, no=no)
     with pytest.raises(Invalid) as missing:
-        clocks.extend(no, 15, "  ", HANDLER, ["supervisor"], outbox)
+        act(clocks, outbox, no, "extend", days=15, reason="  ")
     assert set(missing.value.details) == {"reason"}
     with pytest.raises(Invalid) as over:
-        clocks.extend(no, 16, "需调取录音", HANDLER, ["supervisor"], outbox)  # 31 > 30
+        act(clocks, outbox, no, "extend", days=16, reason="需调取录音")  # 31 > 30
     assert set(over.value.details) == {"days"} and "over_cap" in over.value.details["days"][0]
-    with pytest.raises(Invalid) as unapproved:
-        clocks.extend(no, 15, "需调取录音", HANDLER, [], outbox)
-    assert set(unapproved.value.details) == {"approvals"}
-    [view] = clocks.extend(no, 15, "需调取录音核实", HANDLER, ["supervisor"], outbox)  # at the cap: 30
+    # Step 1 names handler or supervisor: the handler's own role approves it.
+    done = act(clocks, outbox, no, "extend", days=15, reason="需调取录音核实")  # at the cap: 30
+    [view] = done["clocks"]
     assert view["due_by"] == "2026-10-20T23:59:59+08:00" and view["extensions"] == 1
-    with pytest.raises(Invalid) as needs_superior:
-        clocks.extend(no, 30, "需外部鉴定", HANDLER, ["supervisor"], outbox)
-    assert set(needs_superior.value.details) == {"approvals"}
     with pytest.raises(Invalid) as past_60:
-        clocks.extend(no, 31, "需外部鉴定", HANDLER, ["superior_unit"], outbox)
+        act(clocks, outbox, no, "extend", days=31, reason="需外部鉴定")
     assert set(past_60.value.details) == {"days"}
-    [view] = clocks.extend(no, 30, "需外部鉴定", HANDLER, ["superior_unit"], outbox)  # 60 in all
+    # Step 2 names the superior unit or a head-office senior manager: it waits for one of them.
+    pending = act(clocks, outbox, no, "extend", days=30, reason="需外部鉴定")["approval"]
+    assert (pending["action"], pending["state"], pending["of_unit"]) == ("extend", "pending", "BANKA-SD")
+    assert pending["needs"] == ["consumer_protection", "supervisor"]
+    assert pending["positions"] == ["superior_unit", "head_office_senior_manager"]
+    [view] = clocks.view(no)
+    assert view["extensions"] == 1 and view["state"] == "running"  # the clock runs on meanwhile
+    assert [a["approval_id"] for a in view["pending_approvals"]] == [pending["approval_id"]]
+    with pytest.raises(Conflict):  # one request at a time
+        act(clocks, outbox, no, "extend", days=30, reason="再次申请")
+    with pytest.raises(Forbidden, match="their own request"):
+        decide(clocks, outbox, pending["approval_id"], "approve", HANDLER)
+    with pytest.raises(Forbidden, match="needs"):  # Yantai's supervisor is not its superior unit
+        decide(clocks, outbox, pending["approval_id"], "approve", YT_SUPERVISOR)
+    with pytest.raises(Invalid):
+        decide(clocks, outbox, pending["approval_id"], "approve", SD_CPD, note=" ")
+    decided = decide(clocks, outbox, pending["approval_id"], "approve", SD_CPD, note="案情复杂，同意延至60日")
+    assert decided["approval"]["state"] == "approved" and decided["approval"]["decided_by"]["sub"] == "sd-cpd"
+    [view] = clocks.view(no)
     assert view["due_by"] == "2026-11-19T23:59:59+08:00" and view["extensions"] == 2
+    assert view["pending_approvals"] == []
+    with pytest.raises(Conflict):  # decided once
+        decide(clocks, outbox, pending["approval_id"], "refuse", HO_SUPERVISOR)
     with pytest.raises(Invalid) as third:
-        clocks.extend(no, 1, "再延", HANDLER, ["head_office_senior_manager"], outbox)
+        act(clocks, outbox, no, "extend", who=HO_SUPERVISOR, days=1, reason="再延")
     assert "steps_exhausted" in third.value.details["days"][0]
     extended = outbox.events("sla_extended")
     assert [(e["body"]["total"], e["body"]["previous_due_by"], e["body"]["due_by"]) for e in extended] == [
         (30, "2026-10-05T23:59:59+08:00", "2026-10-20T23:59:59+08:00"),
         (60, "2026-10-20T23:59:59+08:00", "2026-11-19T23:59:59+08:00")]
-    assert extended[1]["body"]["approved_by"] == ["superior_unit"] and extended[1]["body"]["actor"] == "sd-jn-001"
+    assert extended[0]["body"]["approved_by"] == ["handler"]
+    assert extended[1]["body"]["approved_by"] == ["superior_unit"] and extended[1]["body"]["actor"] == "yt-001"
+    assert extended[1]["body"]["approvers"] == [
+        {"sub": "sd-cpd", "name": "李娜", "unit": "BANKA-SD", "positions": ["superior_unit"]}]
+    assert extended[1]["body"]["approval_id"] == pending["approval_id"]
+    [requested] = outbox.events("approval_requested")
+    [approved] = outbox.events("approval_decided")
+    assert (requested["body"]["actor"], approved["body"]["actor"]) == ("yt-001", "sd-cpd")
+    assert approved["body"]["decision"] == "approved" and approved["body"]["note"] == "案情复杂，同意延至60日"
     # The warnings are those of the new limit.
     doc = clocks.clocks.find_one({"complaint_no": no})
     assert timeutil.local(doc["points"][-1]["at"]) == at(2026, 11, 19, 23, 59, 59, 1000)
+
+
+def test_a_refused_step_changes_nothing_and_a_decider_must_stand_where_the_step_names(clocks, outbox, now):
+    no = "BANKA-EXT-REFUSED"
+    received(clocks, outbox, no=no)
+    act(clocks, outbox, no, "extend", who=YT_SUPERVISOR, days=15, reason="复杂")  # the supervisor's own step 1
+    pending = act(clocks, outbox, no, "extend", days=30, reason="需外部鉴定")["approval"]
+    # Listed for the superior unit's consumer protection and head office, not for Yantai.
+    assert [a["approval_id"] for a in clocks.approvals_for(SD_CPD)] == [pending["approval_id"]]
+    assert [a["approval_id"] for a in clocks.approvals_for(HO_SUPERVISOR)] == [pending["approval_id"]]
+    assert clocks.approvals_for(YT_SUPERVISOR) == [] and clocks.approvals_for(HANDLER) == []
+    assert [a["approval_id"] for a in clocks.approvals_for(HANDLER, pending=False)] == [pending["approval_id"]]
+    # A person the complaint names holds no position on it.
+    with pytest.raises(Forbidden):
+        decide(clocks, outbox, pending["approval_id"], "approve", SD_CPD, respondent_staff=["sd-cpd"])
+    refused = decide(clocks, outbox, pending["approval_id"], "refuse", HO_SUPERVISOR, note="理由不充分")
+    assert refused["approval"]["state"] == "refused" and refused["approval"]["note"] == "理由不充分"
+    [view] = clocks.view(no)
+    assert view["extensions"] == 1 and view["due_by"] == "2026-10-20T23:59:59+08:00"
+    assert len(outbox.events("sla_extended")) == 1
+    assert clocks.approvals_for(SD_CPD) == []
+
+
+def test_a_request_still_pending_when_the_limit_runs_out_is_shown_as_such(clocks, outbox, now):
+    no = "BANKA-EXT-LATE"
+    received(clocks, outbox, no=no)
+    act(clocks, outbox, no, "extend", days=15, reason="复杂")
+    pending = act(clocks, outbox, no, "extend", days=30, reason="需外部鉴定")["approval"]
+    assert pending["past_limit"] is False and pending["limit_due_by"] == "2026-10-20T23:59:59+08:00"
+    now.set(at(2026, 10, 21, 9, 0))
+    [listed] = clocks.approvals_for(SD_CPD)
+    assert listed["state"] == "pending" and listed["past_limit"] is True
+    with pytest.raises(Conflict, match="ran out"):  # too late to extend a limit that passed
+        decide(clocks, outbox, pending["approval_id"], "approve", SD_CPD)
+    sweep_all(clocks, outbox)  # the breach fires: the clock runs on while the request waits
+    [view] = clocks.view(no)
+    assert view["state"] == "breached_open" and view["pending_approvals"][0]["past_limit"] is True
 
 
 def test_extension_after_a_warning_rearms_the_future_warnings_only(clocks, outbox, now):
@@ -220,12 +307,16 @@ def test_extension_after_a_warning_rearms_the_future_warnings_only(clocks, outbo
     doc = clocks.clocks.find_one({})
     now.set(timeutil.local(doc["points"][0]["at"]) + timedelta(minutes=1))
     assert len(sweep_all(clocks, outbox)) == 1
-    clocks.extend(no, 15, "复杂", HANDLER, ["handler"], outbox)
+    act(clocks, outbox, no, "extend", days=15, reason="复杂")
     assert sweep_all(clocks, outbox) == []
     now.set(at(2026, 10, 21, 0, 0, 1))
     labels = [p["label"] for p in sweep_all(clocks, outbox)]
     assert labels == ["3_working_days_before", "1_working_days_before", "breach"]
     assert len({e["event_id"] for e in outbox.events()}) == len(outbox.events())
+
+
+APPRAISAL = {"reason": "委托第三方鉴定", "ground": "third_party_appraisal",
+             "evidence": "司法鉴定委托书 鲁鉴(2026)118号"}
 
 
 def test_pause_across_a_holiday_resumes_where_it_stopped(clocks, outbox, now):
@@ -238,31 +329,77 @@ def test_pause_across_a_holiday_resumes_where_it_stopped(clocks, outbox, now):
     before = rule.due_by(at(2026, 9, 28, 10, 0), calendar=calendar)
     now.set(at(2026, 9, 30, 11, 0))
     with pytest.raises(Conflict):
-        clocks.resume(no, "鉴定完成", HANDLER, outbox)
-    [view] = clocks.pause(no, "委托第三方鉴定", HANDLER, outbox)
+        act(clocks, outbox, no, "resume", reason="鉴定完成")
+    act(clocks, outbox, no, "pause", who=YT_SUPERVISOR, **APPRAISAL)
+    [view] = clocks.view(no)
     assert view["state"] == "paused" and view["paused"] and view["due_by"] is None
     with pytest.raises(Conflict):
-        clocks.pause(no, "again", HANDLER, outbox)
+        act(clocks, outbox, no, "pause", who=YT_SUPERVISOR, **APPRAISAL)
     now.set(at(2026, 11, 30, 0, 0))  # paused: nothing fires however late it gets
     assert sweep_all(clocks, outbox) == []
     now.set(at(2026, 10, 9, 15, 0))
-    [view] = clocks.resume(no, "鉴定完成", HANDLER, outbox)
+    act(clocks, outbox, no, "resume", reason="鉴定完成")
+    [view] = clocks.view(no)
     expected = rule.due_by(at(2026, 9, 28, 10, 0), calendar=calendar,
                            paused=[(at(2026, 9, 30, 11, 0), at(2026, 10, 9, 15, 0))])
     assert calendar.working_days_between(before.date(), expected.date()) == 2
     assert view["state"] == "running" and view["due_by"] == timeutil.iso(expected)
+    assert view["paused_time"] == {"seconds": 9 * 86400 + 4 * 3600, "by_ground": {
+        "third_party_appraisal": 9 * 86400 + 4 * 3600}}
+    assert view["pauses"][0]["evidence"] == APPRAISAL["evidence"] and view["pauses"][0]["by"] == "yt-sup"
     assert [e["type"] for e in outbox.events() if e["type"] != "sla_started"] == ["sla_paused", "sla_resumed"]
     assert outbox.events("sla_resumed")[0]["body"]["due_by"] == timeutil.iso(expected)
+
+
+def test_a_clock_pauses_only_on_a_ground_with_its_evidence_approved_like_an_extension(clocks, outbox, now):
+    no = "BANKA-PAUSE-GROUNDS"
+    received(clocks, outbox, no=no)
+    with pytest.raises(Invalid) as refused:
+        act(clocks, outbox, no, "pause", reason="客户出差", ground="customer_travelling")
+    assert set(refused.value.details) == {"ground", "evidence"}
+    now.set(at(2026, 9, 22, 10, 0))
+    pending = act(clocks, outbox, no, "pause", **APPRAISAL)["approval"]  # a handler's pause waits
+    assert (pending["action"], pending["needs"], pending["of_unit"]) == ("pause", ["supervisor"], "BANKA-SD-YT")
+    assert clocks.view(no)[0]["state"] == "running"
+    now.set(at(2026, 9, 23, 10, 0))
+    decide(clocks, outbox, pending["approval_id"], "approve", YT_SUPERVISOR, note="已核对委托书")
+    [view] = clocks.view(no)
+    assert view["state"] == "paused" and view["pauses"][0]["approvers"][0]["sub"] == "yt-sup"
+    now.set(at(2026, 9, 24, 16, 0))
+    assert clocks.view(no)[0]["paused_time"] == {"seconds": 30 * 3600, "by_ground": {
+        "third_party_appraisal": 30 * 3600}}
+    [paused] = outbox.events("sla_paused")
+    assert paused["body"]["ground"] == "third_party_appraisal" and paused["body"]["actor"] == "yt-001"
+    assert paused["body"]["approval_id"] == pending["approval_id"]
+    with pytest.raises(Invalid) as other_ground:  # a resume that names a ground names the pause's
+        act(clocks, outbox, no, "resume", reason="调解结束", ground="mediation")
+    assert set(other_ground.value.details) == {"ground"}
+    act(clocks, outbox, no, "resume", reason="鉴定完成", ground="third_party_appraisal")
+    assert clocks.view(no)[0]["state"] == "running"
 
 
 def test_a_decision_while_paused_is_in_time(clocks, outbox, now):
     no = "BANKA-MEDIATION"
     received(clocks, outbox, no=no)
     now.set(at(2026, 9, 25, 10, 0))
-    clocks.pause(no, "调解中", HANDLER, outbox)
+    act(clocks, outbox, no, "pause", who=YT_SUPERVISOR, reason="调解中", ground="mediation",
+        evidence="山东银行业保险业纠纷调解中心 受理号 2026-0457")
     clocks.on_decided(fact("complaint_decided", no, at(2026, 11, 1, 10, 0), outcome="partially_upheld",
-                           unit="BANKA-SD-JN"), outbox)
+                           unit="BANKA-SD-YT"), outbox)
     assert outbox.events("sla_met")[0]["body"]["state"] == "met"
+
+
+def test_who_may_act_on_the_clocks_is_judged_on_intakes_facts(clocks, outbox, now):
+    no = "BANKA-WHO"
+    received(clocks, outbox, no=no)
+    with pytest.raises(NotFound):  # a unit beside it
+        clocks.act(no, "extend", {"days": 5, "reason": "x"}, dict(HANDLER, unit="BANKA-SD-WF"), facts(no), outbox)
+    with pytest.raises(Forbidden, match="recuse"):
+        clocks.act(no, "extend", {"days": 5, "reason": "x"}, HANDLER, facts(no, respondent_staff=["yt-001"]), outbox)
+    with pytest.raises(Forbidden, match="stays accountable"):  # offered a transfer, not yet accepted
+        clocks.act(no, "resume", {"reason": "x"}, dict(HANDLER, unit="BANKA-ZJ-SX"),
+                   facts(no, offered_unit="BANKA-ZJ-SX"), outbox)
+    assert outbox.events("sla_extended") == []
 
 
 def test_repeat_with_new_facts_restarts_without_changes_nothing(clocks, outbox, now):
@@ -296,7 +433,7 @@ def test_withdrawal_ends_the_clock(clocks, outbox, now):
     assert sweep_all(clocks, outbox) == []
     assert clocks.view(no)[0]["state"] == "stopped"
     with pytest.raises(Conflict):
-        clocks.extend(no, 5, "x", HANDLER, ["supervisor"], outbox)
+        act(clocks, outbox, no, "extend", days=5, reason="x")
 
 
 def test_reopen_starts_the_review_clock_beside_the_decision_clock(clocks, outbox, now):

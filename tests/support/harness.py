@@ -171,6 +171,32 @@ def publish_fact(center: CallCenter, name: str, complaint_no: str, producer: str
     return event
 
 
+def announce_organization(center: CallCenter, settings: Settings, *services: str) -> dict:
+    """Publish ``organization_changed`` with the shipped organization, as routing does when it
+    starts, and wait until each of ``services`` (which decide who may act) has kept it."""
+    from services.common.outbox import event_message
+    from services.routing.organization import load_organization
+    from services.routing.routing import announcement
+
+    event = events.make_event("organization_changed", None, announcement(load_organization()), "routing")
+    message = event_message(event)
+    center.publisher.publish(message["exchange"], message["routing_key"], message["body"])
+    organization_known(settings, *services)
+    return event
+
+
+def organization_known(settings: Settings, *services: str) -> None:
+    """Wait until each of ``services`` kept routing's announcement of the organization (which
+    routing makes when it starts): until then they refuse to decide who may act (503)."""
+    from services.common.orgtree import ANNOUNCED, COLLECTION
+    from services.common.store import client_for
+
+    for service in services:
+        kept = client_for(settings.mongo_uri)[f"{settings.db_prefix}_{service}"][COLLECTION]
+        wait_until(lambda: kept.find_one({"_id": ANNOUNCED, "units": {"$exists": True}}),  # noqa: B023
+                   f"{service} kept the organization")
+
+
 def accepted(center: CallCenter, listener: Listener, **changes) -> str:
     """Send a complaint and return its number once the accepted receipt arrived."""
     message_id = center.send(submission(**changes))
