@@ -17,7 +17,7 @@ from services.common.store import Domain, database
 from services.intake.intake import INDEXES, Intake
 from services.intake.notices import NoticePolicy
 from services.intake.service import IntakeService
-from tests.support.harness import accepted, listening, publish_fact, wait_until
+from tests.support.harness import accepted, announce_organization, listening, publish_fact, wait_until
 from tests.support.infra import queue_counts
 
 pytestmark = pytest.mark.integration
@@ -58,6 +58,7 @@ def test_every_notice_is_on_the_history_with_template_medium_and_time(settings, 
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
             listening(settings.amqp_uri, amqp.NOTIFICATIONS_EXCHANGE) as sent, \
             run_services(settings, IntakeService), ClusterRpcProxy(settings.nameko_config()) as rpc:
+        announce_organization(center, settings, "intake")
         complaint_no = accepted(center, outbound, branch="BANKA-SD")
         assign(center, rpc, complaint_no)
         publish_fact(center, "sla_paused", complaint_no, "sla", policy="cbirc-2020", clock="decision", due_by=None,
@@ -67,9 +68,9 @@ def test_every_notice_is_on_the_history_with_template_medium_and_time(settings, 
         publish_fact(center, "sla_resumed", complaint_no, "sla", policy="cbirc-2020", clock="decision",
                      due_by=timeutil.iso(timeutil.now() + timedelta(days=10)), reason="鉴定完成")
         wait_until(lambda: len(notices_of(rpc, complaint_no)) == 3, "the pause and resumption were told")
-        rpc.intake.act(complaint_no, "decision", DECISION, HANDLER, None)
+        rpc.intake.act(complaint_no, "decision", DECISION, HANDLER)
         rpc.intake.act(complaint_no, "close", {"satisfaction": "satisfied", "root_cause": "fees_and_pricing"},
-                       HANDLER, None)
+                       HANDLER)
 
         requests = {m["body"]["notification_id"]: m["body"]
                     for m in sent.wait_for(lambda m: m["body"]["complaint_no"] == complaint_no, count=5)}
@@ -209,7 +210,7 @@ def backdate_decision(settings, complaint_no: str, days: int) -> None:
 
 def review(rpc, complaint_no: str) -> str:
     """The customer asks for a review (核查) of the decision; the status after it."""
-    return rpc.intake.act(complaint_no, "reopen", {"reason": "客户书面申请核查"}, HANDLER, None)["status"]
+    return rpc.intake.act(complaint_no, "reopen", {"reason": "客户书面申请核查"}, HANDLER)["status"]
 
 
 def test_the_review_window_runs_from_the_decision_s_delivery(settings, run_services, center):
@@ -217,10 +218,11 @@ def test_the_review_window_runs_from_the_decision_s_delivery(settings, run_servi
             listening(settings.amqp_uri, amqp.NOTIFICATIONS_EXCHANGE) as sent, \
             listening(settings.amqp_uri, "intake.events", "complaint_reopened") as reopened, \
             run_services(settings, IntakeService), ClusterRpcProxy(settings.nameko_config()) as rpc:
+        announce_organization(center, settings, "intake")
         def decided_days_ago(days, delivered_days_ago):
             complaint_no = accepted(center, outbound, branch="BANKA-SD")
             assign(center, rpc, complaint_no)
-            rpc.intake.act(complaint_no, "decision", DECISION, HANDLER, None)
+            rpc.intake.act(complaint_no, "decision", DECISION, HANDLER)
             [notice] = sent.wait_for(lambda m: m["body"]["complaint_no"] == complaint_no
                                      and m["body"]["template"] == "decided")
             backdate_decision(settings, complaint_no, days)

@@ -9,7 +9,7 @@ from services.common import amqp, timeutil
 from services.common.store import database
 from services.intake import retention
 from services.intake.service import IntakeService
-from tests.support.harness import accepted, listening, publish_fact, wait_until
+from tests.support.harness import accepted, announce_organization, listening, publish_fact, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,11 +23,11 @@ def closed_complaint(center, outbound, rpc, action="close") -> str:
                  office=None, reason="routed", flags=[])
     wait_until(lambda: rpc.intake.get(complaint_no, None)["status"] == "assigned", "assigned")
     if action == "withdraw":
-        rpc.intake.act(complaint_no, "withdraw", {}, HANDLER, None)
+        rpc.intake.act(complaint_no, "withdraw", {}, HANDLER)
     else:
-        rpc.intake.act(complaint_no, "decision", {"outcome": "upheld", "message": "已退还"}, HANDLER, None)
+        rpc.intake.act(complaint_no, "decision", {"outcome": "upheld", "message": "已退还"}, HANDLER)
         rpc.intake.act(complaint_no, "close", {"satisfaction": "satisfied", "root_cause": "fees_and_pricing"},
-                       HANDLER, None)
+                       HANDLER)
     return complaint_no
 
 
@@ -36,11 +36,12 @@ def test_the_purge_removes_only_what_closed_longer_ago_than_the_retention(settin
     db = database(settings, "intake")
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
             run_services(settings, IntakeService), ClusterRpcProxy(settings.nameko_config()) as rpc:
+        announce_organization(center, settings, "intake")
         expired = closed_complaint(center, outbound, rpc)
         withdrawn_long_ago = closed_complaint(center, outbound, rpc, action="withdraw")
         just_younger = closed_complaint(center, outbound, rpc)
         reopened = closed_complaint(center, outbound, rpc)
-        rpc.intake.act(reopened, "reopen", {"reason": "客户申请核查"}, HANDLER, None)
+        rpc.intake.act(reopened, "reopen", {"reason": "客户申请核查"}, HANDLER)
         still_open = accepted(center, outbound, received_at=(timeutil.now() - timedelta(days=60)).isoformat())
 
     now = timeutil.now()
