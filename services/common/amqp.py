@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from kombu import Connection, Exchange, Queue
+from kombu import Connection, Exchange, Queue, binding
 from kombu.pools import producers
 
 from services.common import events
@@ -56,10 +56,11 @@ def inbound_queues() -> list[Queue]:
 
 
 def subscriber_queues(subscriber: str, event_name: str) -> list[Queue]:
-    producer = events.event_type(event_name).producer
-    return consumer_queues(
-        events.queue_name(subscriber, event_name), topic(events.exchange_name(producer)), event_name
-    )
+    first, *others = events.event_type(event_name).producers
+    queues = consumer_queues(events.queue_name(subscriber, event_name), topic(events.exchange_name(first)), event_name)
+    # An event type several services publish: the subscriber's one queue hears every one.
+    queues[0].bindings.update(binding(topic(events.exchange_name(other)), routing_key=event_name) for other in others)
+    return queues
 
 
 def all_queues() -> list[Queue]:
@@ -72,7 +73,7 @@ def all_queues() -> list[Queue]:
 
 def all_exchanges() -> list[Exchange]:
     names = {INBOUND_EXCHANGE, OUTBOUND_EXCHANGE, NOTIFICATIONS_EXCHANGE}
-    names.update(events.exchange_name(kind.producer) for kind in events.CATALOGUE.values())
+    names.update(events.exchange_name(producer) for kind in events.CATALOGUE.values() for producer in kind.producers)
     return [topic(name) for name in sorted(names)]
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
-from services.common import ids, timeutil
+from services.common import ids, reference, timeutil
 
 ENVELOPE_VERSION = 1
 
@@ -41,11 +41,12 @@ class ComplaintReceived(_Body):
     complaint_no = fields.String(required=True)
     institution = fields.String(required=True)
     branch = fields.String(allow_none=True)
-    kind = fields.String(required=True, validate=validate.OneOf(["complaint", "suggestion", "consultation"]))
+    kind = fields.String(required=True, validate=validate.OneOf(reference.KINDS))
     channel = fields.String(required=True)
     product = fields.String(required=True)
     received_at = fields.AwareDateTime(required=True)
-    policy = fields.String(required=True)
+    # None when the policy data selects none (intake answered without a due date).
+    policy = fields.String(required=True, allow_none=True)
     due_by = fields.AwareDateTime(required=True, allow_none=True)
     amount_in_dispute = fields.String(allow_none=True)
     currency = fields.String(allow_none=True)
@@ -59,12 +60,21 @@ class ComplaintReceived(_Body):
     external_id = fields.String(allow_none=True)
 
 
+class TreeUnit(Schema):
+    institution = fields.String(required=True)
+    level = fields.String(required=True, validate=validate.OneOf(reference.LEVELS))
+    parent = fields.String(required=True, allow_none=True)
+    # The unit's region (GB/T 2260 code): mediation refers a complaint by its unit's region.
+    region = fields.String(allow_none=True)
+
+
 class OrganizationChanged(_Body):
-    """The unit codes of each institution, announced whenever routing loads its organization."""
+    """The unit codes of each institution, announced whenever routing loads its organization,
+    and (optional) the tree every service that decides who may act keeps
+    (``services.common.orgtree``)."""
 
     institutions = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True)
-    # Each unit's region (GB/T 2260 code); mediation refers a complaint by its unit's region.
-    regions = fields.Dict(keys=fields.String(), values=fields.String(allow_none=True))
+    units = fields.Dict(keys=fields.String(), values=fields.Nested(TreeUnit))
 
 
 class _ComplaintFact(_Body):
@@ -78,14 +88,14 @@ class _ComplaintFact(_Body):
 # -- intake's lifecycle ------------------------------------------------------------------
 
 class ComplaintDecided(_ComplaintFact):
-    outcome = fields.String(required=True, validate=validate.OneOf(["upheld", "partially_upheld", "rejected"]))
+    outcome = fields.String(required=True, validate=validate.OneOf(reference.OUTCOMES))
     unit = fields.String(required=True)
     remedy = fields.String(allow_none=True)
     amount = fields.String(allow_none=True)
 
 
 class ComplaintClosed(_ComplaintFact):
-    satisfaction = fields.String(required=True, validate=validate.OneOf(["satisfied", "unsatisfied", "no_response"]))
+    satisfaction = fields.String(required=True, validate=validate.OneOf(reference.SATISFACTION))
     root_cause = fields.String(required=True)
 
 
@@ -94,6 +104,9 @@ class ComplaintReopened(_ComplaintFact):
 
     reason = fields.String(required=True)
     decided_at = fields.AwareDateTime(required=True)
+    # When the gateway reported the decision delivered to the customer: the review window
+    # (Art. 20) runs from it; null when no delivery was reported (the window has not started).
+    delivered_at = fields.AwareDateTime(allow_none=True)
     decided_by_unit = fields.String(required=True)
 
 
@@ -113,7 +126,7 @@ class ComplaintRepeated(_ComplaintFact):
 class ComplaintAssigned(_ComplaintFact):
     unit = fields.String(required=True)
     department = fields.String(required=True, allow_none=True)
-    office = fields.String(required=True, allow_none=True, validate=validate.OneOf(["front", "middle", "back"]))
+    office = fields.String(required=True, allow_none=True, validate=validate.OneOf(reference.OFFICES))
     handler = fields.String(allow_none=True)
     reason = fields.String(required=True)  # routed, transfer_accepted, transfer_rejected, escalated, review
     first_responder = fields.Dict(allow_none=True)
@@ -178,10 +191,6 @@ class MassComplaintDetected(_ComplaintFact):
 
 # -- mediation ---------------------------------------------------------------------------
 
-MEDIATION_STATUSES = ("referred", "accepted", "declined", "hearing_scheduled", "agreement_reached", "failed",
-                      "withdrawn", "carried_out")
-
-
 class _MediationFact(_ComplaintFact):
     """Facts of a referral. ``mediation`` is the referral as it stands after the fact (the
     complaint's view keeps the newest); it never holds the authority, which is the
@@ -201,8 +210,8 @@ class ComplaintReferred(_MediationFact):
 class MediationStatusChanged(_MediationFact):
     """The organization reported a new status (a signed callback, CONTRACTS §4)."""
 
-    status = fields.String(required=True, validate=validate.OneOf(MEDIATION_STATUSES))
-    previous = fields.String(required=True, validate=validate.OneOf(MEDIATION_STATUSES))
+    status = fields.String(required=True, validate=validate.OneOf(reference.MEDIATION_STATUSES))
+    previous = fields.String(required=True, validate=validate.OneOf(reference.MEDIATION_STATUSES))
     callback_id = fields.String(required=True)
     occurred_at = fields.AwareDateTime(required=True)
     # The mediation ended without an agreement (declined, failed, withdrawn): the clocks
@@ -250,6 +259,8 @@ class _ClockFact(_ComplaintFact):
     policy = fields.String(required=True)
     clock = fields.String(required=True)
     due_by = fields.AwareDateTime(required=True, allow_none=True)
+    # due_by was counted on a calendar year the State Council has not published yet.
+    provisional = fields.Boolean()
 
 
 class SlaStarted(_ClockFact):
@@ -268,27 +279,85 @@ class SlaMet(_ClockFact):
     state = fields.String(required=True, validate=validate.OneOf(["met", "breached"]))
 
 
+class Approver(Schema):
+    """A person who approved a step: who, of which unit, holding which positions."""
+
+    sub = fields.String(required=True)
+    name = fields.String(allow_none=True)
+    unit = fields.String(required=True)
+    positions = fields.List(fields.String(), required=True)
+
+
 class SlaExtended(_ClockFact):
     previous_due_by = fields.AwareDateTime(required=True, allow_none=True)
     total = fields.Integer(required=True)
     reason = fields.String(required=True)
-    approved_by = fields.List(fields.String())
+    approved_by = fields.List(fields.String())  # the positions that approved the step
+    approvers = fields.List(fields.Nested(Approver))  # the people who held them
+    approval_id = fields.String(allow_none=True)  # when a pending approval was decided
 
 
 class SlaPaused(_ClockFact):
     reason = fields.String(required=True)
+    ground = fields.String(allow_none=True)  # a pause ground of the policy data
+    evidence = fields.String(allow_none=True)
+    approvers = fields.List(fields.Nested(Approver))
+    approval_id = fields.String(allow_none=True)
 
 
 class SlaResumed(_ClockFact):
     reason = fields.String(required=True)
 
 
+class SlaRescheduled(_ClockFact):
+    """A recompute after a calendar change moved the due date (``moved``), or kept it while
+    the year it was counted on was published (no longer provisional)."""
+
+    previous_due_by = fields.AwareDateTime(required=True, allow_none=True)
+    previous_provisional = fields.Boolean(required=True)
+    moved = fields.Boolean(required=True)
+    reason = fields.String(required=True, validate=validate.OneOf(["year_published", "calendar_changed"]))
+    state = fields.String(required=True, validate=validate.OneOf(reference.RUNNING_SLA_STATES))
+
+
+# -- approvals (any service owning an action that needs one: sla now, mediation later) -----
+
+class ApprovalRequested(_ComplaintFact):
+    """A step the requester's roles may not approve waits for a person who may (``actor``
+    is the requester)."""
+
+    approval_id = fields.String(required=True)
+    action = fields.String(required=True)
+    positions = fields.List(fields.String(), required=True)
+    needs = fields.List(fields.String(), required=True)
+    of_unit = fields.String(required=True, allow_none=True)
+    request = fields.Dict(required=True)
+
+
+class ApprovalDecided(_ComplaintFact):
+    """Approved or refused by a person holding a position the step names (``actor``)."""
+
+    approval_id = fields.String(required=True)
+    action = fields.String(required=True)
+    decision = fields.String(required=True, validate=validate.OneOf(["approved", "refused"]))
+    note = fields.String(required=True)
+    requested_by = fields.String(required=True)
+
+
 @dataclass(frozen=True)
 class EventType:
+    """One type of event: its producer (or producers, when several services publish the
+    same fact: each publishes on its own exchange and a subscriber's one queue is bound to
+    every one of them), its body's schema, its subscribers."""
+
     name: str
-    producer: str
+    producer: str | tuple[str, ...]
     schema: type[Schema]
     subscribers: tuple[str, ...] = ()
+
+    @property
+    def producers(self) -> tuple[str, ...]:
+        return (self.producer,) if isinstance(self.producer, str) else tuple(self.producer)
 
 
 CATALOGUE: dict[str, EventType] = {}
@@ -305,7 +374,7 @@ for _event in (
     EventType("complaint_reopened", "intake", ComplaintReopened, ("routing", "sla")),
     EventType("complaint_withdrawn", "intake", ComplaintWithdrawn, ("sla",)),
     EventType("complaint_repeated", "intake", ComplaintRepeated, ("sla",)),
-    EventType("organization_changed", "routing", OrganizationChanged, ("intake", "mediation")),
+    EventType("organization_changed", "routing", OrganizationChanged, ("intake", "sla", "mediation")),
     EventType("complaint_assigned", "routing", ComplaintAssigned, ("intake",)),
     EventType("complaint_accepted", "routing", ComplaintAccepted, ("intake",)),
     EventType("complaint_transfer_requested", "routing", ComplaintTransferRequested, ("intake",)),
@@ -322,6 +391,7 @@ for _event in (
     EventType("sla_extended", "sla", SlaExtended, ("intake",)),
     EventType("sla_paused", "sla", SlaPaused, ("intake",)),
     EventType("sla_resumed", "sla", SlaResumed, ("intake",)),
+    EventType("sla_rescheduled", "sla", SlaRescheduled, ("intake",)),
     EventType("complaint_referred", "mediation", ComplaintReferred, ("intake", "sla")),
     EventType("mediation_status_changed", "mediation", MediationStatusChanged, ("intake", "sla")),
     EventType("mediation_authority_raised", "mediation", MediationAuthorityRaised, ("intake",)),
@@ -329,6 +399,9 @@ for _event in (
     EventType("mediation_delivered", "mediation", MediationDelivered, ("intake",)),
     EventType("mediation_delivery_failed", "mediation", MediationDeliveryFailed, ("intake",)),
     EventType("mediation_delivery_resent", "mediation", MediationDeliveryResent, ("intake",)),
+    # mediation joins the producers when it raises a negotiator's authority the same way.
+    EventType("approval_requested", ("sla",), ApprovalRequested, ("intake",)),
+    EventType("approval_decided", ("sla",), ApprovalDecided, ("intake",)),
 ):
     register(_event)
 
@@ -355,8 +428,8 @@ def queue_name(subscriber: str, event: str) -> str:
 def make_event(name: str, complaint_no: str | None, body: dict, producer: str) -> dict:
     """A new event, its body checked against the catalogue (raises ValidationError)."""
     kind = event_type(name)
-    if kind.producer != producer:
-        raise UnknownEvent(f"{producer} may not publish {name}; its producer is {kind.producer}")
+    if producer not in kind.producers:
+        raise UnknownEvent(f"{producer} may not publish {name}; its producers are {', '.join(kind.producers)}")
     errors = kind.schema().validate(body)
     if errors:
         raise ValidationError(errors)

@@ -15,8 +15,6 @@ from .errors import Forbidden, Unauthorized
 
 ALGORITHMS = ["HS256"]
 REQUIRED_CLAIMS = ("sub", "name", "unit", "roles", "exp")
-# DESIGN.md, "Access".
-ROLES = frozenset({"handler", "supervisor", "consumer_protection", "inspector", "auditor", "admin"})
 # Allowed clock difference between the identity provider and the edge, in seconds.
 LEEWAY = 30
 

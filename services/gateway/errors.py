@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import logging
 
-from kombu.exceptions import OperationalError
 from nameko.exceptions import ContainerBeingKilled, RpcTimeout, UnknownService
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from services.common import errors as domain
 from services.common.errors import DomainError
+from services.common.rpc import UNAVAILABLE
 
 _log = logging.getLogger(__name__)
 
@@ -64,8 +64,6 @@ class ServiceUnavailable(HttpError):
     code = "service_unavailable"
 
 
-# What a failure of the broker or of a peer looks like to an RPC caller.
-UNAVAILABLE = (RpcTimeout, UnknownService, ContainerBeingKilled, OperationalError, ConnectionError)
 
 # Exceptions that are answers, not bugs: nameko logs them as warnings, not tracebacks.
 EXPECTED = (DomainError,) + UNAVAILABLE

@@ -1,25 +1,39 @@
 """The mediation endpoints (CONTRACTS §4): translation only, like ``views``.
 
-The mediation service checks the bodies, the roles of who acts and the organizations'
-signatures: the edge passes it the JSON object, the caller's identity and, for what an
-organization sends, the raw body (base64, so that the bytes signed cross RPC intact) and the
-``X-Complaint-Signature`` header. For a handler's action it first reads the complaint from
-intake as the caller may see it (404 outside the caller's units) and hands it over.
+The edge checks a body against its schema (``services.common.mediation``, the one the
+document states) to answer early; the mediation service checks it again, with who may act
+and the organizations' signatures: the edge passes it the JSON object, the caller's identity
+and, for what an organization sends, the raw body (base64, so that the bytes signed cross
+RPC intact) and the ``X-Complaint-Signature`` header. For a handler's action it first reads
+the complaint from intake as the caller may see it (404 outside the caller's units) and
+hands it over.
 """
 from __future__ import annotations
 
 import base64
 
+from marshmallow import Schema
+
+from services.common import mediation
+
 from .auth import Identity
 from .errors import Unauthorized
-from .views import actor_of, read_object, visible_units
+from .views import actor_of, load, read_json, read_object, visible_units
 
 # CONTRACTS §4 names it; the mediation service verifies it.
 SIGNATURE_HEADER = "X-Complaint-Signature"
 
 
+def _checked(request, schema: Schema) -> dict:
+    """The JSON object of the body, once ``schema`` accepts it (passed on as sent)."""
+    data = read_object(request)
+    load(schema, data)
+    return data
+
+
 def put_organization(peers, request, identity: Identity, code: str):
-    result = peers.mediation.put_organization(code, read_object(request), actor_of(identity))
+    data = _checked(request, mediation.MediationOrganizationSchema())
+    result = peers.mediation.put_organization(code, data, actor_of(identity))
     return (201 if result["created"] else 200), result["organization"]
 
 
@@ -35,25 +49,29 @@ def retire_organization(peers, identity: Identity, code: str) -> dict:
     return peers.mediation.retire_organization(code, actor_of(identity))
 
 
-def _complaint_and_actor(peers, request, identity: Identity, complaint_no: str) -> tuple[dict, dict, dict]:
-    data = read_object(request)
+def _complaint_and_actor(peers, request, identity: Identity, complaint_no: str,
+                         schema: Schema) -> tuple[dict, dict, dict]:
+    data = _checked(request, schema)
     complaint = peers.intake.get(complaint_no, visible_units(peers, identity))
     return complaint, data, actor_of(identity, data.get("actor"))
 
 
 def refer(peers, request, identity: Identity, complaint_no: str):
-    complaint, data, actor = _complaint_and_actor(peers, request, identity, complaint_no)
+    complaint, data, actor = _complaint_and_actor(peers, request, identity, complaint_no,
+                                                  mediation.ReferralRequestSchema())
     referral = peers.mediation.refer(complaint, data, actor)
     return 201, {"Location": f"/api/v1/mediation/referrals/{referral['referral_id']}"}, referral
 
 
 def raise_authority(peers, request, identity: Identity, complaint_no: str) -> dict:
-    complaint, data, actor = _complaint_and_actor(peers, request, identity, complaint_no)
+    complaint, data, actor = _complaint_and_actor(peers, request, identity, complaint_no,
+                                                  mediation.AuthorityRaiseSchema())
     return peers.mediation.raise_authority(complaint, data, actor)
 
 
 def carried_out(peers, request, identity: Identity, complaint_no: str) -> dict:
-    complaint, data, actor = _complaint_and_actor(peers, request, identity, complaint_no)
+    complaint, data, actor = _complaint_and_actor(peers, request, identity, complaint_no,
+                                                  mediation.CarriedOutSchema())
     return peers.mediation.carried_out(complaint, data, actor)
 
 
@@ -72,6 +90,9 @@ def get_referral(peers, request, identity: Identity | None, referral_id: str) ->
 
 
 def callback(peers, request, referral_id: str) -> dict:
+    # A body no part of the platform can hold (not JSON, nested too deep, not Unicode) is
+    # refused here like any other (400); the signed bytes pass on exactly as sent.
+    read_json(request)
     raw = request.get_data(cache=True)
     return peers.mediation.callback(referral_id, base64.b64encode(raw).decode("ascii"),
                                     request.headers.get(SIGNATURE_HEADER))

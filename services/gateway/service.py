@@ -2,15 +2,15 @@
 
 Run: ``python -m services.common.runner services.gateway.service``
 (listens on ``GATEWAY_ADDRESS``, default 127.0.0.1:8000). Each method is one route of
-``routes.ROUTES``; the work is in ``views``. The handler actions' methods are made from
-``routes.ACTION_ROUTES``, one per action, all served by ``views.act``.
+``routes.ROUTES``; the work is in ``views``. Every handler action is served by
+``views.act`` with the action's name.
 """
 from __future__ import annotations
 
+from services.common.rpc import TimedRpcProxy
+
 from . import mediation, views
 from .entrypoint import endpoint
-from .routes import ACTION_ROUTES, Route
-from .rpc import TimedRpcProxy
 
 
 class GatewayService:
@@ -49,6 +49,73 @@ class GatewayService:
     def complaint_clocks(self, request, identity, complaint_no):
         return views.complaint_clocks(self, identity, complaint_no)
 
+    # -- handler actions (routes.ACTIONS) --------------------------------------------------
+
+    @endpoint("complaint_accept")
+    def complaint_accept(self, request, identity, complaint_no):
+        return views.act(self, "accept", request, identity, complaint_no)
+
+    @endpoint("complaint_transfer")
+    def complaint_transfer(self, request, identity, complaint_no):
+        return views.act(self, "transfer", request, identity, complaint_no)
+
+    @endpoint("complaint_transfer_accept")
+    def complaint_transfer_accept(self, request, identity, complaint_no):
+        return views.act(self, "transfer_accept", request, identity, complaint_no)
+
+    @endpoint("complaint_transfer_reject")
+    def complaint_transfer_reject(self, request, identity, complaint_no):
+        return views.act(self, "transfer_reject", request, identity, complaint_no)
+
+    @endpoint("complaint_escalate")
+    def complaint_escalate(self, request, identity, complaint_no):
+        return views.act(self, "escalate", request, identity, complaint_no)
+
+    @endpoint("complaint_misconduct")
+    def complaint_misconduct(self, request, identity, complaint_no):
+        return views.act(self, "misconduct", request, identity, complaint_no)
+
+    @endpoint("complaint_extend")
+    def complaint_extend(self, request, identity, complaint_no):
+        return views.act(self, "extend", request, identity, complaint_no)
+
+    @endpoint("complaint_pause")
+    def complaint_pause(self, request, identity, complaint_no):
+        return views.act(self, "pause", request, identity, complaint_no)
+
+    @endpoint("complaint_resume")
+    def complaint_resume(self, request, identity, complaint_no):
+        return views.act(self, "resume", request, identity, complaint_no)
+
+    @endpoint("complaint_decision")
+    def complaint_decision(self, request, identity, complaint_no):
+        return views.act(self, "decision", request, identity, complaint_no)
+
+    @endpoint("complaint_close")
+    def complaint_close(self, request, identity, complaint_no):
+        return views.act(self, "close", request, identity, complaint_no)
+
+    @endpoint("complaint_reopen")
+    def complaint_reopen(self, request, identity, complaint_no):
+        return views.act(self, "reopen", request, identity, complaint_no)
+
+    @endpoint("complaint_withdraw")
+    def complaint_withdraw(self, request, identity, complaint_no):
+        return views.act(self, "withdraw", request, identity, complaint_no)
+
+    # -- approvals ---------------------------------------------------------------------------
+
+    @endpoint("list_approvals")
+    def list_approvals(self, request, identity):
+        return views.list_approvals(self, request, identity)
+
+    @endpoint("approve_approval")
+    def approve_approval(self, request, identity, approval_id):
+        return views.decide_approval(self, request, identity, approval_id, "approve")
+
+    @endpoint("refuse_approval")
+    def refuse_approval(self, request, identity, approval_id):
+        return views.decide_approval(self, request, identity, approval_id, "refuse")
 
     # -- mediation (CONTRACTS §4) ------------------------------------------------------------
 
@@ -87,16 +154,3 @@ class GatewayService:
     @endpoint("mediation_callback")
     def mediation_callback(self, request, identity, referral_id):
         return mediation.callback(self, request, referral_id)
-
-
-def _action_method(route: Route):
-    def method(self, request, identity, complaint_no):
-        return views.act(self, route, request, identity, complaint_no)
-
-    method.__name__ = route.name
-    method.__qualname__ = f"GatewayService.{route.name}"
-    return endpoint(route.name)(method)
-
-
-for _route in ACTION_ROUTES:
-    setattr(GatewayService, _route.name, _action_method(_route))

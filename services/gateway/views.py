@@ -1,14 +1,16 @@
 """What each endpoint does: read the request, call the peers, shape the answer.
 
-No business rules: intake validates complaints and owns their numbering, state and
-visibility checks; routing owns the organization and assignments; sla owns the clocks.
+No business rules: intake validates complaints (the edge checks a submission against the
+same schema first, and that the caller's unit is of the institution named, to answer
+early) and owns their numbering, state and visibility checks; routing owns the
+organization and assignments; sla owns the clocks.
 These functions only translate, so unit tests drive them with fake peers and no broker.
 ``peers`` is anything with ``intake``, ``routing`` and ``sla`` attributes that behave like
 nameko RPC proxies (the service instance).
 
 Every handler action goes through :func:`act`: it checks the body against the action's
-schema, then the one function of the action's peer does the call and answers the complaint
-as it stands.
+schema, then the service that owns the action does it and checks who may; the answer is the
+complaint once intake's record shows what the action did.
 """
 from __future__ import annotations
 
@@ -19,19 +21,28 @@ import time
 from marshmallow import Schema, ValidationError
 from nameko.exceptions import MethodNotFound
 
-from services.common.errors import NotFound
+from services.common import approvals
+from services.common.errors import NotFound, flatten_errors
+from services.common.submission import SubmissionSchema, for_any_institution
 
 from .auth import Identity
 from .errors import UNAVAILABLE, BadRequest, Forbidden, MalformedJson, ValidationFailed
 from .openapi import document
-from .routes import ACTOR, Action, Route
-from .schemas import ChannelSchema, ComplaintListQuerySchema, HealthQuerySchema
+from .routes import ACTIONS_BY_NAME
+from .schemas import (
+    ApprovalNoteSchema,
+    ApprovalsQuerySchema,
+    ComplaintListQuerySchema,
+    HealthQuerySchema,
+    SubmitHeadersSchema,
+)
 
 _log = logging.getLogger(__name__)
 
 # ``Idempotency-Key`` is scoped per user and submitted under this publisher code.
 HTTP_APP_ID = "http"
-MAX_IDEMPOTENCY_KEY = 200
+# complaint.submit/1 nests two levels; MongoDB stores at most 100. Deeper is not a request.
+MAX_DEPTH = 32
 PEERS = ("intake", "routing", "sla")
 HEALTH_TIMEOUT = 1.0
 LIST_FILTERS = ("status", "unit", "overdue", "from", "to")
@@ -44,9 +55,33 @@ def read_json(request):
     if not raw.strip():
         raise MalformedJson("The request needs a JSON body.")
     try:
-        return json.loads(raw.decode("utf-8"))
+        body = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise MalformedJson(f"The body is nested too deep: at most {MAX_DEPTH} levels.") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedJson(f"The body is not valid JSON: {exc}.") from None
+    check_form(body)
+    return body
+
+
+def check_form(body) -> None:
+    """:class:`MalformedJson` for JSON no part of the platform can hold: nested deeper than
+    ``MAX_DEPTH``, or text that is not Unicode (a lone surrogate escape such as "\\ud800")."""
+    pending = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise MalformedJson(f"The body is nested too deep: at most {MAX_DEPTH} levels.")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                pending.append((key, depth))
+                pending.append((item, depth + 1))
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MalformedJson("The body holds text that is not Unicode (a lone surrogate).") from None
 
 
 def read_object(request) -> dict:
@@ -64,22 +99,12 @@ def load(schema: Schema, data) -> dict:
     try:
         return schema.load(data)
     except ValidationError as exc:
-        raise ValidationFailed("The request is invalid.", _messages(exc.messages)) from None
+        raise ValidationFailed("The request is invalid.", flatten_errors(exc.messages)) from None
 
 
-def _messages(messages) -> dict:
-    """marshmallow's nested error dict flattened to ``{"a.b": [...]}``."""
-    flat = {}
-
-    def walk(prefix, value):
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), inner)
-        else:
-            flat[prefix or "_schema"] = value if isinstance(value, list) else [value]
-
-    walk("", messages)
-    return flat
+def services_of(peers) -> dict:
+    """The peers by service name (``PEERS``)."""
+    return {"intake": peers.intake, "routing": peers.routing, "sla": peers.sla}
 
 
 def visible_units(peers, identity: Identity):
@@ -114,9 +139,9 @@ def health(peers, request) -> dict:
 def peer_health(peers, timeout: float = HEALTH_TIMEOUT) -> dict:
     """``up`` when a peer answers anything (even "no such method"), else down or error."""
     states, replies = {}, {}
-    for name in PEERS:
+    for name, peer in services_of(peers).items():
         try:
-            replies[name] = getattr(peers, name).health.call_async()
+            replies[name] = peer.health.call_async()
         except UNAVAILABLE:
             states[name] = "down"
     deadline = time.monotonic() + timeout
@@ -139,20 +164,19 @@ def openapi() -> dict:
 
 
 def submit_complaint(peers, request, identity: Identity):
-    key = (request.headers.get("Idempotency-Key") or "").strip()
-    if not key:
-        raise BadRequest("The Idempotency-Key header is required.",
-                         {"Idempotency-Key": ["Missing header."]})
-    if len(key) > MAX_IDEMPOTENCY_KEY:
-        raise BadRequest("The Idempotency-Key header is too long.",
-                         {"Idempotency-Key": [f"At most {MAX_IDEMPOTENCY_KEY} characters."]})
+    try:
+        key = SubmitHeadersSchema().load(dict(request.headers))["idempotency_key"]
+    except ValidationError as exc:
+        raise BadRequest("The Idempotency-Key header is missing or invalid.", flatten_errors(exc.messages)) from None
     body = read_json(request)
-    if not isinstance(body, dict):
-        raise ValidationFailed("The body must be a JSON object.",
-                               {"_schema": ["Expected a JSON object."]})
-    channel = load(ChannelSchema(), body)["channel"]
+    # What the document states, answered here; intake checks it again with the organization
+    # and the clock (received_at), and keeps what it refuses.
+    channel = load(SubmissionSchema(window=None), body)["channel"]
+    if not for_any_institution(identity.roles, channel):
+        own_institution(peers, identity, body.get("institution"))
     payload = {field: value for field, value in body.items() if field != "channel"}
-    result = peers.intake.submit(payload, channel, f"{identity.sub}:{key}", HTTP_APP_ID)
+    result = peers.intake.submit(payload, channel, f"{identity.sub}:{key}", HTTP_APP_ID,
+                                 submitter=actor_of(identity))
     outcome = result.get("outcome")
     if outcome == "accepted":
         complaint = result["complaint"]
@@ -164,6 +188,20 @@ def submit_complaint(peers, request, identity: Identity):
         raise ValidationFailed("The complaint is invalid (complaint.submit/1).",
                                result.get("errors") or {})
     raise RuntimeError(f"intake.submit answered an unknown outcome {outcome!r}")
+
+
+def own_institution(peers, identity: Identity, institution) -> None:
+    """:class:`Forbidden` when the caller's unit is not of ``institution`` (the head office's
+    unit code is the institution's). An unknown or malformed one is intake's to refuse."""
+    if not isinstance(institution, str):
+        return
+    try:
+        units = peers.routing.visible_units(institution)
+    except NotFound:
+        return
+    if identity.unit not in units:
+        raise Forbidden(f"You may submit complaints only for your own institution, not {institution}.",
+                        {"institution": [f"Is not the institution of your unit {identity.unit}."]})
 
 
 def get_complaint(peers, identity: Identity, complaint_no: str) -> dict:
@@ -191,30 +229,50 @@ def complaint_clocks(peers, identity: Identity, complaint_no: str) -> list:
 
 # -- handler actions -------------------------------------------------------------------------
 
-def act(peers, route: Route, request, identity: Identity, complaint_no: str) -> dict:
-    """Any handler action of ``routes.ACTIONS``: the complaint as it stands afterwards."""
-    action = route.action
+def act(peers, name: str, request, identity: Identity, complaint_no: str) -> dict:
+    """Any handler action of ``routes.ACTIONS``, done by the service that owns it (the rule
+    book's ``owner``), which checks who may: the complaint as it stands afterwards."""
+    action = ACTIONS_BY_NAME[name]
     data = load(action.body(), read_object(request))
     actor = actor_of(identity, data.pop("actor", None))
-    units = visible_units(peers, identity)
-    return BY_PEER[action.peer](peers, action, complaint_no, data, actor, units)
+    owner = services_of(peers)[action.peer]
+    answer = owner.act(complaint_no, action.name, data, actor)
+    if action.peer == "intake":
+        return answer  # the system of record did it: its answer is the complaint afterwards
+    if "approval" in answer:
+        return 202, answer["approval"]  # a step the caller may not approve waits for who may
+    # Another service did it; intake's record follows its facts: answer once it has.
+    result = peers.intake.get_when_applied(complaint_no, answer["events"], visible_units(peers, identity))
+    if result["applied"]:
+        return result["complaint"]
+    location = f"/api/v1/complaints/{complaint_no}"
+    return 202, {"Location": location}, {"complaint_no": complaint_no, "action": action.name, "status": "accepted",
+                                         "location": location, "events": answer["events"]}
 
 
-def intake_action(peers, action: Action, complaint_no: str, data: dict, actor: dict, units) -> dict:
-    return peers.intake.act(complaint_no, action.name, data, actor, units)
+# -- approvals ---------------------------------------------------------------------------------
+
+def approval_owners(peers) -> dict:
+    """The services that keep approvals, by the prefix of their approvals' ids."""
+    return {"sla": peers.sla}
 
 
-def routing_action(peers, action: Action, complaint_no: str, data: dict, actor: dict, units) -> dict:
-    peers.routing.act(complaint_no, action.name, data, actor, units)
-    return peers.intake.get(complaint_no, units)
+def list_approvals(peers, request, identity: Identity) -> dict:
+    query = load(ApprovalsQuerySchema(), request.args.to_dict(flat=True))
+    actor = actor_of(identity)
+    items = [item for owner in approval_owners(peers).values() for item in owner.approvals(actor, query["pending"])]
+    return {"items": sorted(items, key=lambda item: item["requested_at"], reverse=True)}
 
 
-def sla_action(peers, action: Action, complaint_no: str, data: dict, actor: dict, units) -> dict:
-    # sla knows clocks, not units: intake says whether the caller may see the complaint.
-    peers.intake.get(complaint_no, units)
-    args = [actor if name == ACTOR else data.get(name) for name in action.args]
-    getattr(peers.sla, action.name)(complaint_no, *args)
-    return peers.intake.get(complaint_no, units)
+def decide_approval(peers, request, identity: Identity, approval_id: str, decision: str) -> dict:
+    """approve or refuse; the approval as decided, and the complaint once its record shows it."""
+    note = load(ApprovalNoteSchema(), read_object(request))["note"]
+    owner = approval_owners(peers).get(approvals.owner_of(approval_id))
+    if owner is None:
+        raise NotFound(f"no approval {approval_id}")
+    answer = owner.decide_approval(approval_id, decision, note, actor_of(identity))
+    approval = answer["approval"]
+    result = peers.intake.get_when_applied(approval["complaint_no"], answer["events"],
+                                           visible_units(peers, identity))
+    return {**approval, "complaint": result["complaint"]} if result["applied"] else approval
 
-
-BY_PEER = {"intake": intake_action, "routing": routing_action, "sla": sla_action}

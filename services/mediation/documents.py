@@ -17,7 +17,7 @@ from datetime import datetime
 from marshmallow import Schema, ValidationError
 
 from services.common import events, timeutil
-from services.common.errors import Conflict, Invalid, NotFound
+from services.common.errors import Conflict, Invalid, NotFound, flatten_errors
 from services.common.outbox import event_message
 from services.mediation.rules import DELIVERED
 
@@ -35,21 +35,7 @@ def load(schema: Schema, data, prefix: str = "") -> dict:
     try:
         return schema.load(data)
     except ValidationError as exc:
-        raise Invalid("the request is invalid", _paths(exc.messages, prefix)) from None
-
-
-def _paths(messages, prefix: str = "") -> dict:
-    flat: dict = {}
-
-    def walk(path, value):
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{path}.{key}" if path else str(key), inner)
-        else:
-            flat.setdefault(path or "_schema", []).extend(value if isinstance(value, list) else [value])
-
-    walk(prefix, messages)
-    return flat
+        raise Invalid("the request is invalid", flatten_errors(exc.messages, prefix)) from None
 
 
 def timed(value):

@@ -19,12 +19,19 @@ from pymongo.errors import DuplicateKeyError
 
 from services.common import timeutil
 from services.common.errors import Conflict, Invalid, NotFound, SignatureRefused
+from services.common.mediation import (
+    AgreementSchema,
+    AuthorityRaiseSchema,
+    CarriedOutSchema,
+    MediationCallbackSchema,
+    ReferralRequestSchema,
+)
+from services.common.orgtree import AnnouncedOrganization
 from services.common.store import in_transaction
 from services.mediation import access, documents, signature
 from services.mediation.documents import REFERRALS, fact, fresh, load, message, queue, timed, write
 from services.mediation.registry import Registry
 from services.mediation.rules import authority_body, authority_key, referral_body, referral_key, statuses
-from services.mediation.schemas import AgreementSchema, CallbackSchema, CarriedOutSchema, RaiseSchema, ReferSchema
 
 CALLBACKS = "callbacks"
 
@@ -39,11 +46,13 @@ INDEXES = {
 
 
 class Referrals:
-    def __init__(self, db, registry: Registry, now: Callable[[], datetime] = timeutil.now):
+    def __init__(self, db, registry: Registry, organization: AnnouncedOrganization,
+                 now: Callable[[], datetime] = timeutil.now):
         self.db = db
         self.referrals = db[REFERRALS]
         self.callbacks = db[CALLBACKS]
         self.registry = registry
+        self.organization = organization
         self.statuses = statuses()
         self.now = now
 
@@ -65,11 +74,12 @@ class Referrals:
     def refer(self, complaint: dict, data: dict, actor: dict, outbox) -> dict:
         """``POST /api/v1/complaints/{no}/mediation`` with ``complaint`` as intake shows it
         to the caller. ``{"referral_id", "organization", "status"}``."""
-        request = load(ReferSchema(), data)
+        request = load(ReferralRequestSchema(), data)
         access.may("refer", actor, complaint)
         self._referable(complaint)
         authority = access.approve_authority(actor, request["authority"])
-        region = self.registry.region_of(complaint["unit"])
+        tree = self.organization.tree()
+        region = tree.unit(complaint["unit"]).region if tree.has(complaint["unit"]) else None
         organization = self.registry.covering(region, request.get("organization"))
         complaint_no = complaint["complaint_no"]
         negotiation = [dict(entry, at=timeutil.iso(entry["at"])) for entry in request["negotiation"]]
@@ -119,7 +129,7 @@ class Referrals:
     def raise_authority(self, complaint: dict, data: dict, actor: dict, outbox) -> dict:
         """A higher authority for the mediator, delivered as ``mediation.authority/1``
         after whatever the organization has not received yet. The referral as it stands."""
-        request = load(RaiseSchema(), data)
+        request = load(AuthorityRaiseSchema(), data)
         access.may("raise_authority", actor, complaint)
         referral_id = self._open_referral(complaint["complaint_no"])["_id"]
         authority = access.approve_authority(actor, request["authority"])
@@ -200,7 +210,7 @@ class Referrals:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise Invalid("the body is not JSON", {"body": [f"is not UTF-8 JSON: {exc}"]}) from None
-        report = load(CallbackSchema(), data)
+        report = load(MediationCallbackSchema(), data)
         agreement = self._agreement(report) if report["status"] == "agreement_reached" else None
         marker = f"{referral_id}/{report['event_id']}"
 

@@ -1,11 +1,9 @@
-"""The registry of mediation organizations (CONTRACTS §4), and the regions of the units.
-
-- ``organizations``: ``{_id: code, name, regions, url, secret, contact, retired_at, ...}``.
-  A retired organization takes no new referral; its open referrals keep going
-  (deliveries, callbacks). The secret is never shown.
-- ``units``: the region of every unit, as routing last announced it
-  (``organization_changed``): a referral goes to the organization covering the region of
-  the unit handling the complaint.
+"""The registry of mediation organizations (CONTRACTS §4), collection ``organizations``:
+``{_id: code, name, regions, url, secret, contact, retired_at, ...}``. A retired
+organization takes no new referral; its open referrals keep going (deliveries, callbacks).
+The secret is never shown. A referral goes to the organization covering the region of the
+unit handling the complaint (the region routing announces with the tree, kept by
+``services.common.orgtree``).
 """
 from __future__ import annotations
 
@@ -20,26 +18,23 @@ from pymongo.errors import DuplicateKeyError
 
 from services.common import timeutil
 from services.common.errors import Conflict, Invalid, NotFound
+from services.common.mediation import ORGANIZATION_CODE
 from services.mediation import access, regions
 from services.mediation.documents import load, timed
-from services.mediation.schemas import ORGANIZATION_CODE, OrganizationSchema
+from services.mediation.schemas import OrganizationSchema
 
 log = logging.getLogger(__name__)
 
 ORGANIZATIONS = "organizations"
-UNITS = "units"
-REGIONS_DOC = "regions"
 
 INDEXES = {
     ORGANIZATIONS: [IndexModel([("regions", ASCENDING)]), IndexModel([("retired_at", ASCENDING)])],
-    UNITS: [],
 }
 
 
 class Registry:
     def __init__(self, db, now: Callable[[], datetime] = timeutil.now):
         self.organizations = db[ORGANIZATIONS]
-        self.units = db[UNITS]
         self.now = now
 
     # -- organizations ------------------------------------------------------------------
@@ -47,7 +42,7 @@ class Registry:
     def put(self, code: str, data: dict, actor: dict) -> tuple[bool, dict]:
         """Register or change an organization; (created, the organization as shown)."""
         access.may_manage_registry(actor)
-        if not isinstance(code, str) or ORGANIZATION_CODE.regex.match(code) is None:
+        if not isinstance(code, str) or ORGANIZATION_CODE.matches(code) is None:
             raise Invalid("the organization's code is invalid", {"code": [ORGANIZATION_CODE.error]})
         fields = load(OrganizationSchema(), data)
         now = self.now()
@@ -114,20 +109,6 @@ class Registry:
         return added
 
     # -- who covers a unit ------------------------------------------------------------------
-
-    def organization_changed(self, event: dict) -> None:
-        """Keep the units' regions routing announced, unless a newer announcement is kept."""
-        occurred = timeutil.parse(event["occurred_at"])
-        kept = self.units.find_one({"_id": REGIONS_DOC}, {"occurred_at": 1})
-        if kept is not None and timeutil.local(kept["occurred_at"]) > occurred:
-            return
-        self.units.replace_one({"_id": REGIONS_DOC},
-                               {"regions": event["body"].get("regions") or {}, "occurred_at": occurred},
-                               upsert=True)
-
-    def region_of(self, unit: str) -> str | None:
-        doc = self.units.find_one({"_id": REGIONS_DOC}, {f"regions.{unit}": 1})
-        return ((doc or {}).get("regions") or {}).get(unit) or None
 
     def covering(self, region: str | None, named: str | None) -> dict:
         """The organization a referral from ``region`` goes to: ``named`` if it is in service

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from services.common import timeutil
+from services.common import reference, timeutil
 
 DATA = Path(__file__).parent / "data" / "statuses.yaml"
 REFERRAL_SCHEMA = "mediation.referral/1"
@@ -41,12 +41,17 @@ class Statuses:
         return statuses
 
     def check(self) -> None:
+        """The statuses are the contract's (``reference``), and every one named is defined."""
         named = {self.initial, self.carried_out, *self.callbacks}
         for spec in self.statuses.values():
             named.update(spec.get("next", []))
         unknown = sorted(named - set(self.statuses))
         if unknown:
             raise ValueError(f"{DATA.name} names unknown statuses {unknown}")
+        if set(self.statuses) != set(reference.MEDIATION_STATUSES) or \
+                set(self.callbacks) != set(reference.MEDIATION_CALLBACK_STATUSES):
+            raise ValueError(f"{DATA.name}: the statuses and callbacks must be the contract's "
+                             f"(services/common/reference.py)")
 
     def may_follow(self, current: str, new: str) -> bool:
         return new in self.statuses[current].get("next", [])

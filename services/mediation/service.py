@@ -1,5 +1,5 @@
 """Mediation's entrypoints: RPC for the HTTP edge and operators, the delivery timer, and
-routing's announcement of the units' regions. Everything else is in ``mediation``."""
+routing's announcement of the organization's tree (the units' regions). Everything else is in ``mediation``."""
 from __future__ import annotations
 
 import logging
@@ -18,12 +18,12 @@ log = logging.getLogger(__name__)
 class MediationService:
     name = "mediation"
 
-    desk = Domain(Mediation, indexes=INDEXES, with_settings=True)
+    desk = Domain(Mediation, indexes=INDEXES, options=lambda settings: {"settings": settings})
     outbox = Outbox()
 
     @subscribe("organization_changed")
     def on_organization_changed(self, event: dict):
-        self.desk.registry.organization_changed(event)
+        self.desk.organization.keep(event)
 
     @timer(interval=1)
     def deliver(self):

@@ -29,6 +29,9 @@ The rules it enforces (seed 002 parts 3 and 4, DESIGN.md "Domain rules"):
   consumer-protection department; at the head office it stays there, recorded.
 - Recusal (Order 3/2020 Art. 17): nobody named in `respondent_staff` is assigned the
   complaint nor may act on it.
+
+Who may do each action (role, place in the tree, recusal, a transfer in flight) is the rule
+book's (`services.common.access`), checked on the assignment before its rules of state.
 """
 
 from __future__ import annotations
@@ -39,11 +42,12 @@ from datetime import datetime
 from typing import NamedTuple
 
 from services.common import timeutil
+from services.common.access import RULE_BOOK, Caller, Facts, RuleBook
+from services.common.errors import Conflict, Invalid
+from services.common.orgtree import OrgTree
 from services.routing.organization import Organization, UnknownUnit
 from services.routing.rules import Decision, ReasonPolicy
 
-ACTING_ROLES = frozenset({"handler", "supervisor", "consumer_protection"})
-MISCONDUCT_ROLES = ACTING_ROLES | {"inspector"}
 SYSTEM = "routing"  # the actor of what the rules and the clocks decide, not a person
 
 # Escalation triggers and the catalogue's `cause` of `complaint_escalated`.
@@ -57,51 +61,20 @@ CAUSES = {
 }
 
 
-# -- domain errors (the edge maps `status` to HTTP) ------------------------------------
+# -- refusals (the shared errors: 409 for a state that does not allow it, 422 for a field) --
 
 
-class DomainError(Exception):
-    status = 400
-
-
-class TransitionRefused(DomainError):
+def refused(message: str) -> Conflict:
     """The assignment's state does not allow it (HTTP 409)."""
+    return Conflict(message, {"action": [message]})
 
-    status = 409
 
-
-class InvalidRequest(DomainError):
+def invalid(field: str, message: str) -> Invalid:
     """A field of the request is invalid (HTTP 422)."""
-
-    status = 422
-
-
-class InvalidReason(InvalidRequest):
-    """Missing or never-valid reason (HTTP 422)."""
-
-
-class NotAllowed(DomainError):
-    """Recusal, role or reach forbids this actor (HTTP 403)."""
-
-    status = 403
+    return Invalid(message, {field: [message]})
 
 
 # -- values ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Actor:
-    staff_id: str
-    unit: str
-    roles: frozenset[str] = frozenset()
-
-    @classmethod
-    def of(cls, actor: Actor | Mapping) -> Actor:
-        """An Actor from itself or from token claims (`sub`, `unit`, `roles`)."""
-        if isinstance(actor, Actor):
-            return actor
-        return cls(str(actor.get("staff_id") or actor.get("sub")), str(actor.get("unit")),
-                   frozenset(actor.get("roles") or ()))
 
 
 @dataclass(frozen=True)
@@ -197,10 +170,12 @@ class AssignmentPolicy:
     """The transitions of an assignment, against one organization and reason policy."""
 
     def __init__(self, organization: Organization, reasons: ReasonPolicy,
-                 clock: Callable[[], datetime] = timeutil.now):
+                 clock: Callable[[], datetime] = timeutil.now, book: RuleBook = RULE_BOOK):
         self.org = organization
+        self.tree = OrgTree(organization.tree_data())
         self.reasons = reasons
         self.clock = clock
+        self.book = book
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -228,28 +203,33 @@ class AssignmentPolicy:
     def _reason(self, reason, *, refusal: bool) -> str:
         code, text = _reason_text(reason)
         if not text.strip() and not code:
-            raise InvalidReason("a reason is required")
+            raise invalid("reason", "a reason is required")
         if refusal:
             bad = self.reasons.never_valid_match(code, text)
             if bad is not None:
-                raise InvalidReason(f"never a valid ground to refuse or pass on a complaint: "
-                                    f"{bad.label}")
+                raise invalid("reason", f"never a valid ground to refuse or pass on a complaint: "
+                                        f"{bad.label}")
         return text.strip() or str(code)
 
-    def _check_actor(self, state: Assignment, actor, roles=ACTING_ROLES) -> Actor:
-        a = Actor.of(actor)
-        if a.staff_id in state.respondent_staff:
-            raise NotAllowed(f"{a.staff_id} is named in the complaint and must recuse")
-        if not a.roles & roles:
-            raise NotAllowed(f"{a.staff_id} needs one of the roles {', '.join(sorted(roles))}")
-        return a
+    @staticmethod
+    def facts(state: Assignment) -> Facts:
+        """What of the assignment decides who may act on it (the rule book's facts)."""
+        pending = state.pending_transfer
+        return Facts(state.institution, state.accountable_unit, pending.to_unit if pending else None,
+                     state.respondent_staff, state.complaint_no)
 
-    def _within_reach(self, state: Assignment, a: Actor) -> None:
-        # A user acts on complaints of their unit and the units below it (DESIGN "Access").
-        if not self.org.has_unit(a.unit) or not self.org.is_within(state.accountable_unit,
-                                                                   a.unit):
-            raise NotAllowed(f"{a.staff_id} of {a.unit} may not act on a complaint of "
-                             f"{state.accountable_unit}")
+    def _allow(self, action: str, state: Assignment, actor) -> Caller:
+        """The caller, when the rule book lets them do `action`; else NotFound / Forbidden."""
+        caller = Caller.of(actor)
+        self.book.check(action, caller, self.facts(state), self.tree)
+        return caller
+
+    def _pending(self, state: Assignment, actor) -> Transfer:
+        """The pending transfer an answer is about; 409 when none is (404 to an outsider)."""
+        if state.pending_transfer is None:
+            self._allow("read", state, actor)
+            raise refused("no transfer is pending")
+        return state.pending_transfer
 
     def _land(self, state: Assignment, unit: str) -> dict:
         """Accountability fields for the consumer-protection department of `unit` (or the
@@ -298,7 +278,7 @@ class AssignmentPolicy:
         the first unit's authority, or a major complaint taken straight to head office) is
         announced as `complaint_escalated` before the assignment."""
         if decision.handler is not None and decision.handler in decision.respondent_staff:
-            raise NotAllowed(f"{decision.handler} is named in the complaint and must recuse")
+            raise invalid("handler", f"{decision.handler} is named in the complaint and must recuse")
         unit = self.org.unit(decision.unit)
         first = dict(decision.first_responder or {"unit": unit.code, "staff": None})
         escalations = tuple(
@@ -339,53 +319,45 @@ class AssignmentPolicy:
 
     def accept(self, state: Assignment, actor) -> Outcome:
         """The accountable unit's handler takes the complaint on."""
-        a = self._check_actor(state, actor)
+        a = self._allow("accept", state, actor)
         if state.pending_transfer is not None:
-            raise TransitionRefused("a transfer is pending: the receiver accepts or rejects it")
+            raise refused("a transfer is pending: the receiver accepts or rejects it")
         if state.status == "accepted":
-            raise TransitionRefused("already accepted")
-        if a.unit != state.accountable_unit:
-            raise NotAllowed(f"only {state.accountable_unit} may accept it")
-        new = replace(state, status="accepted", handler=a.staff_id)
-        return self._outcome(new, [self._event(new, "complaint_accepted", a.staff_id,
+            raise refused("already accepted")
+        new = replace(state, status="accepted", handler=a.sub)
+        return self._outcome(new, [self._event(new, "complaint_accepted", a.sub,
                                                unit=new.accountable_unit,
                                                department=new.department,
-                                               handler=a.staff_id)])
+                                               handler=a.sub)])
 
     def request_transfer(self, state: Assignment, actor, to_unit: str, reason) -> Outcome:
         """Ask another unit to take it; the sender stays accountable until it accepts."""
-        a = self._check_actor(state, actor)
-        self._within_reach(state, a)
+        a = self._allow("transfer", state, actor)
         text = self._reason(reason, refusal=True)
         if state.pending_transfer is not None:
-            raise TransitionRefused(f"a transfer to {state.pending_transfer.to_unit} is "
-                                    "already pending")
+            raise refused(f"a transfer to {state.pending_transfer.to_unit} is already pending")
         try:
             target = self.org.unit(to_unit)
         except UnknownUnit as e:
-            raise InvalidRequest(str(e)) from None
+            raise invalid("to_unit", str(e)) from None
         if target.institution != state.institution:
-            raise InvalidRequest(f"{to_unit} belongs to another institution")
+            raise invalid("to_unit", f"{to_unit} belongs to another institution")
         if to_unit == state.accountable_unit:
-            raise TransitionRefused(f"it is already with {to_unit}")
+            raise refused(f"it is already with {to_unit}")
         if to_unit in state.passed_on:
-            raise TransitionRefused(f"{to_unit} already passed it on: never back and forth")
+            raise refused(f"{to_unit} already passed it on: never back and forth")
         if to_unit in state.refused_by:
-            raise TransitionRefused(f"{to_unit} already refused it: it goes up, not back")
-        transfer = Transfer(state.accountable_unit, to_unit, text, a.staff_id)
+            raise refused(f"{to_unit} already refused it: it goes up, not back")
+        transfer = Transfer(state.accountable_unit, to_unit, text, a.sub)
         new = replace(state, pending_transfer=transfer)
-        return self._outcome(new, [self._event(new, "complaint_transfer_requested", a.staff_id,
+        return self._outcome(new, [self._event(new, "complaint_transfer_requested", a.sub,
                                                from_unit=transfer.from_unit, to_unit=to_unit,
                                                reason=text)])
 
     def accept_transfer(self, state: Assignment, actor) -> Outcome:
         """The receiving unit accepts: accountability moves, and the transfer counts."""
-        a = self._check_actor(state, actor)
-        t = state.pending_transfer
-        if t is None:
-            raise TransitionRefused("no transfer is pending")
-        if a.unit != t.to_unit:
-            raise NotAllowed(f"only {t.to_unit} may accept the transfer")
+        t = self._pending(state, actor)
+        a = self._allow("transfer_accept", state, actor)
         dept = self.org.consumer_protection(t.to_unit)
         if dept.unit != t.to_unit:
             # The receiver has no lead department of its own: it handles it at its front.
@@ -395,25 +367,25 @@ class AssignmentPolicy:
             accountable_unit=t.to_unit,
             department=dept.code,
             office=dept.office,
-            handler=a.staff_id,
+            handler=a.sub,
             status="accepted",
             pending_transfer=None,
             passed_on=state.passed_on | {t.from_unit},
             transfer_count=state.transfer_count + 1,
         )
-        transferred = self._event(new, "complaint_transferred", a.staff_id,
+        transferred = self._event(new, "complaint_transferred", a.sub,
                                   from_unit=t.from_unit, to_unit=t.to_unit,
                                   transfers=new.transfer_count, reason=t.reason,
                                   requested_by=t.requested_by, department=new.department,
-                                  office=new.office, handler=a.staff_id)
+                                  office=new.office, handler=a.sub)
         return self._outcome(new, [transferred,
-                                   self._assigned(new, "transfer_accepted", a.staff_id)])
+                                   self._assigned(new, "transfer_accepted", a.sub)])
 
     def rejection_target(self, sender: str, receiver: str) -> str | None:
         """The lowest unit strictly above both sender and receiver; None above the top."""
         lca = self.org.lowest_common_ancestor(sender, receiver)
         if lca is None:  # different institutions cannot happen: transfers stay inside one
-            raise InvalidRequest(f"{sender} and {receiver} share no unit")
+            raise invalid("to_unit", f"{sender} and {receiver} share no unit")
         if lca.code not in (sender, receiver):
             return lca.code
         parent = self.org.parent(lca.code)
@@ -421,22 +393,18 @@ class AssignmentPolicy:
 
     def reject_transfer(self, state: Assignment, actor, reason) -> Outcome:
         """The receiver refuses: the complaint goes up above both, never back."""
-        a = self._check_actor(state, actor)
-        t = state.pending_transfer
-        if t is None:
-            raise TransitionRefused("no transfer is pending")
-        if a.unit != t.to_unit:
-            raise NotAllowed(f"only {t.to_unit} may reject the transfer")
+        t = self._pending(state, actor)
+        a = self._allow("transfer_reject", state, actor)
         text = self._reason(reason, refusal=True)
         target = self.rejection_target(t.from_unit, t.to_unit)
-        new = self._up(state, "transfer_rejected", text, a.staff_id, t.from_unit, target,
+        new = self._up(state, "transfer_rejected", text, a.sub, t.from_unit, target,
                        refused_by=state.refused_by | {t.to_unit})
-        rejected = self._event(new, "complaint_transfer_rejected", a.staff_id,
+        rejected = self._event(new, "complaint_transfer_rejected", a.sub,
                                from_unit=t.from_unit, to_unit=t.to_unit, reason=text,
                                escalated_to=new.accountable_unit,
                                at_top=new.escalations[-1].at_top)
         return self._outcome(new, [rejected,
-                                   self._assigned(new, "transfer_rejected", a.staff_id)])
+                                   self._assigned(new, "transfer_rejected", a.sub)])
 
     def _escalate(self, state: Assignment, trigger: str, reason: str, by: str | None,
                   **state_changes) -> Outcome:
@@ -456,12 +424,11 @@ class AssignmentPolicy:
 
     def escalate(self, state: Assignment, actor, reason) -> Outcome:
         """Report it up (提级处理) to the parent unit's consumer-protection department."""
-        a = self._check_actor(state, actor)
-        self._within_reach(state, a)
+        a = self._allow("escalate", state, actor)
         text = self._reason(reason, refusal=False)
         if state.pending_transfer is not None:
-            raise TransitionRefused("a transfer is pending: the receiver accepts or rejects it")
-        return self._escalate(state, "manual", text, a.staff_id)
+            raise refused("a transfer is pending: the receiver accepts or rejects it")
+        return self._escalate(state, "manual", text, a.sub)
 
     def escalate_for_breach(self, state: Assignment, sla_event: Mapping) -> Outcome:
         """An SLA breach takes it one level up; the clock itself is left alone."""
@@ -483,7 +450,7 @@ class AssignmentPolicy:
         try:
             parent = self.org.parent(decided_by_unit)
         except UnknownUnit as e:
-            raise InvalidRequest(str(e)) from None
+            raise invalid("decided_by_unit", str(e)) from None
         events = []
         if state.pending_transfer is not None:
             t = state.pending_transfer
@@ -499,17 +466,16 @@ class AssignmentPolicy:
     def flag_misconduct(self, state: Assignment, actor, clue: str, note: str) -> Outcome:
         """Refer clues of collusion, threats or obstruction to discipline inspection, in
         parallel: accountability does not change."""
-        a = self._check_actor(state, actor, MISCONDUCT_ROLES)
-        self._within_reach(state, a)
+        a = self._allow("misconduct", state, actor)
         if clue not in self.reasons.misconduct_clues:
-            raise InvalidRequest(f"unknown misconduct clue {clue!r} (one of "
-                                 f"{', '.join(sorted(self.reasons.misconduct_clues))})")
+            raise invalid("clue", f"unknown misconduct clue {clue!r} (one of "
+                                  f"{', '.join(sorted(self.reasons.misconduct_clues))})")
         if not (note or "").strip():
-            raise InvalidRequest("a note describing the clue is required")
+            raise invalid("note", "a note describing the clue is required")
         dept = self.org.discipline_inspection(state.accountable_unit)
-        referral = Referral(dept.unit, dept.code, clue, note.strip(), a.staff_id)
+        referral = Referral(dept.unit, dept.code, clue, note.strip(), a.sub)
         new = replace(state, referrals=state.referrals + (referral,))
-        return self._outcome(new, [self._event(new, "misconduct_referred", a.staff_id,
+        return self._outcome(new, [self._event(new, "misconduct_referred", a.sub,
                                                unit=dept.unit, department=dept.code,
                                                clue=clue, note=referral.note,
                                                accountable_unit=state.accountable_unit)])

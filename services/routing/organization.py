@@ -19,11 +19,11 @@ from typing import Any
 
 import yaml
 
-LEVELS = ("head_office", "tier1", "city", "county")
-OFFICES = ("front", "middle", "back")
-ROLES = frozenset(
-    {"handler", "supervisor", "consumer_protection", "inspector", "auditor", "admin"}
-)
+from services.common.access import RULE_BOOK
+from services.common.reference import LEVELS, OFFICES
+
+# The roles staff may hold are the rule book's (services/common/data/access.yaml).
+ROLES = frozenset(RULE_BOOK.roles)
 CONSUMER_PROTECTION = "consumer_protection"
 DISCIPLINE_INSPECTION = "discipline_inspection"
 # Roles that may be handed a complaint to verify and answer.
@@ -282,6 +282,14 @@ class Organization:
         if prefer in eligible:
             return prefer
         return eligible[0] if eligible else None
+
+    def tree_data(self) -> dict[str, dict]:
+        """Each unit's institution, level, parent and region: what `organization_changed`
+        carries for the services that decide who may act (services.common.orgtree) and for
+        mediation, which refers a complaint by its unit's region."""
+        return {u.code: {"institution": u.institution, "level": u.level, "parent": u.parent,
+                         "region": u.region or None}
+                for u in self._units.values()}
 
     # -- the contract shape -----------------------------------------------------------
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -32,22 +32,13 @@ import yaml
 from pymongo.errors import DuplicateKeyError
 
 from services.common import events, inbox, outbox, timeutil
-from services.common.errors import Conflict, Forbidden, Invalid, NotFound
+from services.common.errors import Conflict, Invalid, NotFound
+from services.common.orgtree import OrgTree
 from services.common.outbox import event_message
 from services.common.store import in_transaction
 from services.routing import organization as org_module
 from services.routing import rules as rules_module
-from services.routing.assignment import (
-    Assignment,
-    AssignmentPolicy,
-    InvalidReason,
-    InvalidRequest,
-    NotAllowed,
-    Outcome,
-    TransitionRefused,
-    from_document,
-    to_document,
-)
+from services.routing.assignment import Assignment, AssignmentPolicy, Outcome, from_document, to_document
 from services.routing.organization import Organization, OrganizationError, UnknownUnit
 from services.routing.rules import RoutingError, RuleBook, RulesError
 
@@ -60,9 +51,6 @@ CURRENT = "current"
 CONFIG_TTL = 1.0
 EVENT_ATTEMPTS = 5  # an event's change re-read and re-applied after a lost race
 
-ACTIONS = ("accept", "transfer", "transfer_accept", "transfer_reject", "escalate", "misconduct")
-# The request field a domain refusal is about, per action (for the 422 details).
-_FIELD = {"transfer": "to_unit", "misconduct": "clue"}
 
 # Only by _id (and the inbox's own TTL index): every query routing makes is by complaint.
 INDEXES = {ASSIGNMENTS: [], CONFIG: [], **inbox.INDEXES}
@@ -106,19 +94,11 @@ def _read(path: str | Path, what: str) -> str:
         raise Invalid(f"cannot read the {what} file: {e}", {what: [str(e)]}) from None
 
 
-@contextmanager
-def domain_errors(action: str | None = None):
-    """The domain's refusals as the errors that cross RPC (404/409/422/403 at the edge)."""
-    try:
-        yield
-    except TransitionRefused as e:
-        raise Conflict(str(e), {"action": [str(e)]}) from None
-    except InvalidReason as e:
-        raise Invalid(str(e), {"reason": [str(e)]}) from None
-    except InvalidRequest as e:
-        raise Invalid(str(e), {_FIELD.get(action, "_schema"): [str(e)]}) from None
-    except NotAllowed as e:
-        raise Forbidden(str(e)) from None
+def announcement(organization: Organization) -> dict:
+    """The body of `organization_changed`: each institution's unit codes (intake checks
+    branch codes with them) and the tree (every service that decides who may act keeps it)."""
+    tree = OrgTree(organization.tree_data())
+    return {"institutions": tree.institutions(), "units": tree.as_data()}
 
 
 def view(state: Assignment, version: int) -> dict:
@@ -186,12 +166,7 @@ class Routing:
 
     @staticmethod
     def _announcement(organization: Organization) -> dict:
-        institutions = {code: sorted(u for u in organization.units
-                                     if organization.unit(u).institution == code)
-                        for code in organization.institutions}
-        regions = {code: organization.unit(code).region or None for code in organization.units}
-        event = events.make_event("organization_changed", None,
-                                  {"institutions": institutions, "regions": regions}, PRODUCER)
+        event = events.make_event("organization_changed", None, announcement(organization), PRODUCER)
         return event_message(event)
 
     def reload(self, outbox, organization: str | None = None, rules: str | None = None,
@@ -286,8 +261,7 @@ class Routing:
             # A unit added by a reload another instance accepted a moment ago?
             loaded = self.current(refresh=True)
             decision = loaded.rules.route(body)  # else the message is retried, then parked
-        with domain_errors():
-            outcome = loaded.policy.assign(decision, complaint_no)
+        outcome = loaded.policy.assign(decision, complaint_no)
         messages = self._messages(complaint_no, outcome)
         doc = {"_id": complaint_no, "version": 1, **self._fields(outcome.state)}
 
@@ -299,8 +273,9 @@ class Routing:
 
         in_transaction(self.db, write)
 
-    def _save(self, doc: dict, outcome: Outcome, outbox, event: dict | None = None) -> int:
-        """Store the new state if nobody changed it since `doc` was read; stage its events."""
+    def _save(self, doc: dict, outcome: Outcome, outbox, event: dict | None = None) -> list[str]:
+        """Store the new state if nobody changed it since `doc` was read; stage its events
+        and return their ids."""
         complaint_no = doc["_id"]
         messages = self._messages(complaint_no, outcome)
         fields = self._fields(outcome.state)
@@ -317,34 +292,29 @@ class Routing:
             outbox.stage(session, *messages)
 
         in_transaction(self.db, write)
-        return doc["version"] + 1
+        return [message["_id"] for message in messages]
 
-    def act(self, complaint_no: str, action: str, data: dict, actor: dict,
-            visible_units: Iterable[str] | None, outbox) -> dict:
-        """A handler's action (CONTRACTS §3); the assignment as it stands afterwards."""
-        if action not in ACTIONS:
-            raise NotFound(f"no action {action!r} on an assignment")
-        doc = self._find(complaint_no, visible_units)
-        policy = self.current().policy
-        state = from_document(doc["state"])
+    def act(self, complaint_no: str, action: str, data: dict, actor: dict, outbox) -> dict:
+        """A handler's action (CONTRACTS §3), which the assignment policy checks against the
+        rule book: the assignment as it stands afterwards, and the ids of the events that
+        announce the change (intake's record follows them)."""
         data = data or {}
-        with domain_errors(action):
-            if action == "accept":
-                outcome = policy.accept(state, actor)
-            elif action == "transfer":
-                outcome = policy.request_transfer(state, actor, data.get("to_unit"),
-                                                  data.get("reason"))
-            elif action == "transfer_accept":
-                outcome = policy.accept_transfer(state, actor)
-            elif action == "transfer_reject":
-                outcome = policy.reject_transfer(state, actor, data.get("reason"))
-            elif action == "escalate":
-                outcome = policy.escalate(state, actor, data.get("reason"))
-            else:
-                outcome = policy.flag_misconduct(state, actor, data.get("clue"),
-                                                 data.get("note") or "")
-        version = self._save(doc, outcome, outbox)
-        return view(outcome.state, version)
+        actions = {
+            "accept": lambda policy, state: policy.accept(state, actor),
+            "transfer": lambda policy, state: policy.request_transfer(state, actor, data.get("to_unit"),
+                                                                      data.get("reason")),
+            "transfer_accept": lambda policy, state: policy.accept_transfer(state, actor),
+            "transfer_reject": lambda policy, state: policy.reject_transfer(state, actor, data.get("reason")),
+            "escalate": lambda policy, state: policy.escalate(state, actor, data.get("reason")),
+            "misconduct": lambda policy, state: policy.flag_misconduct(state, actor, data.get("clue"),
+                                                                       data.get("note") or ""),
+        }
+        if action not in actions:
+            raise NotFound(f"no action {action!r} on an assignment")
+        doc = self._find(complaint_no, None)
+        outcome = actions[action](self.current().policy, from_document(doc["state"]))
+        announced = self._save(doc, outcome, outbox)
+        return {**view(outcome.state, doc["version"] + 1), "events": announced}
 
     def _follow(self, event: dict, change: Callable[[Assignment, Loaded], Outcome | None],
                 outbox) -> None:
@@ -356,8 +326,7 @@ class Routing:
                 # Not routed yet (or not ours): retried, then parked for an operator.
                 raise NotFound(f"{event['type']} for {complaint_no}, which routing has not "
                                "assigned")
-            with domain_errors():
-                outcome = change(from_document(doc["state"]), self.current())
+            outcome = change(from_document(doc["state"]), self.current())
             if outcome is None:
                 return
             try:

@@ -42,9 +42,9 @@ class RoutingService:
         return self.router.org_units(visible_root)
 
     @rpc
-    def act(self, complaint_no: str, action: str, data: dict, actor: dict, visible_units: list | None = None):
+    def act(self, complaint_no: str, action: str, data: dict, actor: dict):
         """accept, transfer, transfer_accept, transfer_reject, escalate, misconduct."""
-        return self.router.act(complaint_no, action, data, actor, visible_units, self.outbox)
+        return self.router.act(complaint_no, action, data, actor, self.outbox)
 
     @rpc
     def assignment(self, complaint_no: str, visible_units: list | None = None) -> dict:

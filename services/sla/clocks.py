@@ -1,10 +1,12 @@
 """The SLA service's domain: durable clocks over the shared policy engine.
 
 One document per (complaint, clock) in the ``clocks`` collection. Due dates, warning points
-and extensions come from ``services.common.policy`` only; this module stores what the
-engine computes and fires it. Driven by ``service.py`` (events, RPC, the timer) and directly
-by tests with an injected ``now``; it never touches the broker: every event is staged in the
-outbox within the transaction of the change it announces.
+and extensions come from ``services.common.policy`` only, through ``schedule`` (the pure
+computation of a clock's schedule); this module stores what it computes and fires it; the
+recompute job after a calendar change is ``rescheduling``. Driven by ``service.py`` (events,
+RPC, the timers) and directly by tests with an injected ``now``; it never touches the
+broker: every event is staged in the outbox within the transaction of the change it
+announces.
 
 A clock document::
 
@@ -13,14 +15,22 @@ A clock document::
     state          running | paused | met | breached (decided late) |
                    breached_open (limit passed, still open) | stopped (withdrawn)
     started_at     when the clock counts from (receipt, review request, new material)
-    pauses         [{start, end|None, reason, actor}]
+    pauses         [{start, end|None, reason, ground, evidence, actor, approvers, approval_id,
+                    referral_id (a pause for mediation)}]
     total          the limit in force, in the clock's unit (base limit + extensions)
-    extensions     [{days, total, reason, approved_by, actor, at, previous_due_by}]
-    due_by         None while paused (or when the calendar does not know the year)
+    limit          a limit of this clock alone replacing the policy's (an agreement's own date)
+    extensions     [{days, total, reason, approved_by (positions), approvers (people), approval_id,
+                    actor, at, previous_due_by}]
+    due_by         None while paused (or when no calendar can count the year)
+    provisional    the due date was counted on a calendar year not published yet
+    calendar_error why no due date (or no warning) could be computed, else None
     points         [{label, at, fired_at}], earliest first; the breach is label "breach"
     next_fire_at   the earliest unfired point of a running clock, else None (indexed)
     generation     bumped when the limit is set anew (extension, restart): warnings re-arm
     version        bumped by every change; every update is conditional on it
+
+A complaint whose policy the data lacks (intake answered it without a due date) is kept in
+``unscheduled`` until the data is fixed and the recompute starts its clock.
 
 Firing (``sweep``): one indexed range query on ``next_fire_at`` finds what is due (its cost
 grows with what is due, not with the open clocks); each point fires in ONE transaction that
@@ -32,90 +42,105 @@ the same point would collide on the outbox's ``_id``.
 
 Event ``at`` is when the SLA service recorded the fact (intake orders the facts of one
 owner by it); the body also carries ``point_at`` (the scheduled moment of a warning or
-breach) or ``decided_at`` (for ``sla_met``).
+breach) or ``decided_at`` (for ``sla_met``), and ``provisional``.
 """
 from __future__ import annotations
 
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from datetime import time as dt_time
+from functools import partial
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from services.common import events, inbox, timeutil
+from services.common import approvals, events, inbox, metrics, timeutil
+from services.common.access import RULE_BOOK, Caller, Facts
+from services.common.approvals import Approvals, approver
 from services.common.errors import Conflict, Invalid, NotFound
+from services.common.orgtree import AnnouncedOrganization
 from services.common.outbox import event_message
+from services.common.outbox import pending as outbox_pending
 from services.common.policy import (
     SHANGHAI,
-    CalendarYearUnknown,
     ClockRule,
     ExtensionRefused,
+    ExtensionStep,
+    NoDueDate,
     ReviewWindowClosed,
     UnknownClock,
-    end_of_day,
+    book_loaders,
     load_calendars,
     load_policies,
 )
+from services.common.policy.grounds import load_pause_grounds
 from services.common.store import in_transaction
+from services.sla import schedule
+from services.sla.rescheduling import INDEXES as RESCHEDULING_INDEXES
+from services.sla.rescheduling import Rescheduling
+from services.sla.schedule import BREACH, point_event_id
 
 log = logging.getLogger(__name__)
 
 PRODUCER = "sla"
 COLLECTION = "clocks"
+UNSCHEDULED = "unscheduled"
 META = "meta"
-BREACH = "breach"
-MEDIATION = "mediation"  # the ground of a pause from a referral to the end of the mediation
+MEDIATION = "mediation"  # the pause ground (policies.yaml) from a referral to the end of the mediation
 AGREEMENT_CLOCK = "agreement_performance"
 OPEN_STATES = ("running", "paused", "breached_open")
-CALENDAR_UNITS = ("working_days", "end_of_business_day")
-BREACH_AFTER = timedelta(milliseconds=1)
-POINT_NAMESPACE = uuid.UUID("6f1c1a52-4f0e-4d53-9d0b-5a1c0c5e2b11")
 
 INDEXES = {
     COLLECTION: [
         IndexModel([("next_fire_at", ASCENDING)], name="due"),
         IndexModel([("complaint_no", ASCENDING)], name="by_complaint"),
-        IndexModel([("institution", ASCENDING), ("calendar_bound", ASCENDING), ("state", ASCENDING),
-                    ("due_by", ASCENDING)], name="calendar_bound"),
+        # The recompute walks the open clocks a calendar can move, in _id order.
+        IndexModel([("calendar_bound", ASCENDING), ("state", ASCENDING), ("_id", ASCENDING)], name="calendar_walk"),
         IndexModel([("calendar_error", ASCENDING)], name="calendar_error"),
     ],
+    UNSCHEDULED: [IndexModel([("institution", ASCENDING), ("_id", ASCENDING)], name="by_institution")],
     inbox.COLLECTION: list(inbox.INDEXES[inbox.COLLECTION]),
+    **approvals.INDEXES,
+    **RESCHEDULING_INDEXES,
 }
+# Clocks without a due date, for the operators' alert (an indexed count).
+WITHOUT_DUE_DATE = {"calendar_error": {"$gt": ""}, "due_by": None, "state": "running"}
+
+
+def books(settings) -> dict:
+    """The books the clocks count on, from the files the settings name: the policies and
+    calendars (``book_loaders``) and the pause grounds, which are the policies file's."""
+    return {**book_loaders(settings), "load_grounds": partial(load_pause_grounds, settings.policies_path)}
 
 
 def clock_id(complaint_no: str, clock: str) -> str:
     return f"{complaint_no}/{clock}"
 
 
-def point_event_id(doc: dict, label: str) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{doc['_id']}/{doc.get('generation', 0)}/{label}"))
-
-
 def _local(moment):
     return None if moment is None else timeutil.local(moment)
-
-
-def _calendar_bound(rule: ClockRule) -> bool:
-    """Whether a calendar change can move this clock's due date or its warnings."""
-    return rule.limit.unit in CALENDAR_UNITS or any(w.unit == "working_days" for w in rule.warnings)
 
 
 class Clocks:
     """Durable clocks: start, stop, pause, extend, restart, and fire what is due."""
 
     def __init__(self, db, now: Callable[[], datetime] = timeutil.now,
-                 load_policy_book=load_policies, load_calendar_book=load_calendars):
+                 load_policy_book=load_policies, load_calendar_book=load_calendars,
+                 load_grounds=load_pause_grounds):
         self.db = db
         self.clocks = db[COLLECTION]
+        self.unscheduled = db[UNSCHEDULED]
         self.now = now
         self._load_policy_book = load_policy_book
         self._load_calendar_book = load_calendar_book
+        self._load_grounds = load_grounds
+        self.organization = AnnouncedOrganization(db)
+        self.approvals = Approvals(db, PRODUCER)
         self._reload()
+        self.rescheduling = Rescheduling(self)
 
     # -- computing a clock's schedule ---------------------------------------------------
 
@@ -127,55 +152,9 @@ class Clocks:
     def _calendar(self, doc: dict):
         return self.calendars.for_institution(doc.get("institution"))
 
-    def _pauses(self, doc: dict) -> list[tuple]:
-        return [(_local(p["start"]), _local(p.get("end"))) for p in doc.get("pauses", [])]
-
     def _schedule(self, doc: dict, now: datetime, *, rearm: bool = False) -> dict:
-        """The fields a clock's due date determines: due_by, points, next_fire_at.
-
-        A point already fired keeps its fired mark unless ``rearm`` (the limit was set anew)
-        and its new moment lies in the future. A running clock fires its earliest unfired
-        point; a paused or ended one fires nothing."""
-        rule = self._rule(doc)
-        calendar = self._calendar(doc)
-        started = _local(doc["started_at"])
-        fired = {p["label"]: p.get("fired_at") for p in doc.get("points", []) if p.get("fired_at")}
-        error = None
-        try:
-            due = rule.due_by(started, calendar=calendar, paused=self._pauses(doc), extended_to=doc["total"])
-        except CalendarYearUnknown as exc:
-            due, error = None, str(exc)
-        points = []
-        if due is None:
-            # Paused (or the year unknown): nothing fires; the points keep their fired marks
-            # for when the due date is known again.
-            points = [dict(p) for p in doc.get("points", [])]
-        else:
-            try:
-                warnings = rule.warning_points(due, calendar, not_before=started)
-            except CalendarYearUnknown as exc:
-                # The breach still fires on time; only the working-day warnings wait for the
-                # year to be declared (recompute_calendar then places them).
-                warnings, error = [], str(exc)
-            # In time means at or before due_by: the breach is the first instant after it (BSON
-            # dates keep milliseconds).
-            for label, at in [*warnings, (BREACH, due + BREACH_AFTER)]:
-                was = fired.get(label)
-                if was is not None and rearm and at > now and label != BREACH:
-                    was = None
-                points.append({"label": label, "at": at, "fired_at": was})
-        if error:
-            log.warning("clock %s: %s", doc["_id"], error)
-        state = doc.get("state", "running")
-        pending = [p for p in points if p["fired_at"] is None]
-        upcoming = pending[0] if pending and state == "running" and due is not None else None
-        return {
-            "due_by": due,
-            "points": points,
-            "next_fire_at": upcoming["at"] if upcoming else None,
-            "next_label": upcoming["label"] if upcoming else None,
-            "calendar_error": error,
-        }
+        """The fields a clock's due date determines (``schedule.compute``)."""
+        return schedule.compute(doc, self._rule(doc), self._calendar(doc), now, rearm=rearm)
 
     def _new_clock(self, complaint_no: str, rule: ClockRule, started_at: datetime, *, institution: str,
                    unit: str | None, now: datetime, limit: int | None = None) -> dict:
@@ -187,7 +166,7 @@ class Clocks:
             "institution": institution,
             "unit": unit,
             "limit_unit": rule.limit.unit,
-            "calendar_bound": _calendar_bound(rule),
+            "calendar_bound": schedule.calendar_bound(rule),
             "state": "running",
             "started_at": started_at,
             "pauses": [],
@@ -215,6 +194,7 @@ class Clocks:
             "policy": doc["policy"],
             "clock": doc["clock"],
             "due_by": timeutil.iso(_local(doc.get("due_by"))),
+            "provisional": bool(doc.get("provisional")),
             **extra,
         }
         return events.make_event(name, doc["complaint_no"], body, PRODUCER)
@@ -249,23 +229,47 @@ class Clocks:
 
     def on_received(self, event: dict, outbox) -> None:
         """``complaint_received``: start the policy's primary clock from ``received_at``."""
-        body = event["body"]
-        policy = self.policies.get(body["policy"])
-        rule = policy.primary_clock
+        self._transaction(event, lambda session: self.start_received(event["body"], session, outbox))
+
+    def start_received(self, body: dict, session, outbox) -> bool:
+        """Start the primary clock of a received complaint, within ``session``; False when the
+        policy data lacks what it needs: the complaint is then kept in ``unscheduled`` (an
+        operator's alert) until the data is fixed and the recompute starts it."""
         now = self.now()
+        try:
+            rule = self._primary_rule(body)
+        except NoDueDate as exc:
+            log.warning("complaint %s has no clock: %s", body["complaint_no"], exc)
+            metrics.DUE_DATES.labels(PRODUCER, "unavailable").inc()
+            self.unscheduled.replace_one(
+                {"_id": body["complaint_no"]},
+                {"institution": body["institution"], "body": body, "error": str(exc), "at": now},
+                upsert=True, session=session)
+            return False
         doc = self._new_clock(body["complaint_no"], rule, timeutil.parse(body["received_at"]),
                               institution=body["institution"], unit=body.get("branch") or body["institution"],
                               now=now)
         doc["kind"] = body.get("kind")
-        started = self._event("sla_started", doc, now, None, started_at=timeutil.iso(_local(doc["started_at"])))
+        if self.clocks.find_one({"_id": doc["_id"]}, {"_id": 1}, session=session):
+            return True  # the same complaint announced twice: its clock runs already
+        metrics.DUE_DATES.labels(PRODUCER, self._due_date_outcome(doc)).inc()
+        self.clocks.insert_one(doc, session=session)
+        outbox.stage(session, event_message(self._event(
+            "sla_started", doc, now, None, started_at=timeutil.iso(_local(doc["started_at"])))))
+        return True
 
-        def work(session):
-            if self.clocks.find_one({"_id": doc["_id"]}, {"_id": 1}, session=session):
-                return  # the same complaint announced twice: its clock runs already
-            self.clocks.insert_one(doc, session=session)
-            outbox.stage(session, event_message(started))
+    def _primary_rule(self, body: dict) -> ClockRule:
+        """The clock a complaint starts on receipt, under the policy intake chose; with none
+        (intake's data lacked it), the policy this service's data selects."""
+        if body.get("policy"):
+            return self.policies.get(body["policy"]).primary_clock
+        return self.policies.select(body["institution"], body["kind"], body.get("channel")).primary_clock
 
-        self._transaction(event, work)
+    @staticmethod
+    def _due_date_outcome(doc: dict) -> str:
+        if doc.get("due_by") is None and doc.get("calendar_error"):
+            return "unavailable"
+        return "provisional" if doc.get("provisional") else "final"
 
     def on_decided(self, event: dict, outbox) -> None:
         """``complaint_decided``: every open clock stops; ``sla_met`` says met or breached."""
@@ -313,7 +317,8 @@ class Clocks:
         clock (the complaint *is* under review) and the refusal is logged."""
         body = event["body"]
         requested_at = timeutil.parse(body["at"])
-        decided_at = timeutil.parse(body["decided_at"])
+        # The window runs from the decision's delivery to the customer when intake had it reported.
+        decided_at = timeutil.parse(body.get("delivered_at") or body["decided_at"])
         now = self.now()
         source = self.clocks.find_one({"complaint_no": body["complaint_no"]}, sort=[("created_at", ASCENDING)])
         if source is None:
@@ -399,23 +404,24 @@ class Clocks:
     #    and an agreement is carried out in time (seed 000 §8) ------------------------------
 
     def on_referred(self, event: dict, outbox) -> None:
-        """``complaint_referred``: every running clock pauses from the referral, on the ground
-        of mediation, until the mediation ends (see ``on_mediation_status_changed``)."""
+        """``complaint_referred``: every running clock pauses from the referral on the
+        ``mediation`` ground of the policy data, the referral its evidence, until the
+        mediation ends (see ``on_mediation_status_changed``). No approval of its own: the
+        referral was approved by whoever may refer."""
         body = event["body"]
+        ground = self.pause_grounds.get(MEDIATION)
+        if ground is None:
+            log.error("%s was referred to mediation, but the policy data has no %r pause ground: its clocks run on",
+                      body["complaint_no"], MEDIATION)
+            return
         at = timeutil.parse(body["at"])
         reason = f"referred to mediation ({body['organization']}, {body['referral_id']})"
+        evidence = f"{body.get('organization_name') or body['organization']}, referral {body['referral_id']}"
 
         def work(session):
-            now = self.now()
-            for doc in [d for d in self._found(body["complaint_no"], session) if d["state"] == "running"]:
-                pause = {"start": at, "end": None, "reason": reason, "actor": body.get("actor"), "ground": MEDIATION,
-                         "referral_id": body["referral_id"]}
-                pauses = [*doc.get("pauses", []), pause]
-                staged = dict(doc, pauses=pauses, state="paused")
-                self._replace(session, doc, {"pauses": pauses, "state": "paused", **self._schedule(staged, now)})
-                outbox.stage(session, event_message(self._event(
-                    "sla_paused", doc, now, body.get("actor"), reason=reason, ground=MEDIATION,
-                    referral_id=body["referral_id"])))
+            running = [d for d in self._found(body["complaint_no"], session) if d["state"] == "running"]
+            self._pause(session, running, reason, ground.code, evidence, body.get("actor"), [], self.now(), outbox,
+                        start=at, referral_id=body["referral_id"])
 
         self._transaction(event, work)
 
@@ -437,15 +443,11 @@ class Clocks:
         def work(session):
             now = self.now()
             for doc in self._found(body["complaint_no"], session):
-                pauses = list(doc.get("pauses", []))
+                pauses = doc.get("pauses", [])
                 if doc["state"] != "paused" or not pauses or pauses[-1].get("referral_id") != body["referral_id"]:
                     continue  # not paused by this referral (e.g. met before it, or paused on other grounds)
-                pauses[-1] = dict(pauses[-1], end=max(at, _local(pauses[-1]["start"])), resume_reason=reason)
-                staged = dict(doc, pauses=pauses, state="running")
-                self._replace(session, doc, {"pauses": pauses, "state": "running", **self._schedule(staged, now)})
-                outbox.stage(session, event_message(self._event(
-                    "sla_resumed", doc, now, body.get("actor"), reason=reason, ground=MEDIATION,
-                    referral_id=body["referral_id"])))
+                self._resume(session, doc, max(at, _local(pauses[-1]["start"])), reason, body.get("actor"), now,
+                             outbox, ground=MEDIATION, referral_id=body["referral_id"])
 
         self._transaction(event, work)
 
@@ -575,84 +577,245 @@ class Clocks:
 
     # -- actions through the HTTP edge ----------------------------------------------------
 
-    def extend(self, complaint_no: str, days, reason: str, actor: dict, approvals, outbox) -> list[dict]:
+    def organization_changed(self, event: dict) -> None:
+        self.organization.keep(event)
+
+    def act(self, complaint_no: str, action: str, data: dict, actor: dict, facts: dict, outbox) -> dict:
+        """extend, pause, resume (CONTRACTS §3) by a caller the rule book lets, judged on
+        ``facts``: intake's accountable unit, pending transfer and named staff of the
+        complaint (the system of record; the clocks do not follow transfers). Done: the
+        clocks as they stand and the ids of the events that announce the change. A step the
+        caller may not approve: ``{"approval": ...}``, the pending approval it became."""
+        actions = {"extend": self.extend, "pause": self.pause, "resume": self.resume}
+        if action not in actions:
+            raise NotFound(f"no action {action!r} on the clocks")
+        caller, facts = Caller.of(actor), Facts.of(facts)
+        tree = self.organization.tree()
+        RULE_BOOK.check(action, caller, facts, tree)
+        answer = actions[action](complaint_no, data or {}, caller, facts, tree, outbox)
+        return answer if "approval" in answer else {"clocks": self.view(complaint_no), **answer}
+
+    def extend(self, complaint_no: str, data: dict, caller: Caller, facts: Facts, tree, outbox) -> dict:
         """Add ``days`` (in the clock's unit) to the open clock's limit, as the policy's
-        extension steps allow; ``Invalid`` (422) naming ``days``, ``approvals`` or ``reason``
-        when refused, ``Conflict`` when no clock is running or paused."""
+        extension steps allow. The caller's own roles approve a step naming a position they
+        hold (a supervisor extending a complaint of their unit from 15 to 30 days); any other
+        step waits for a person who holds one, and the clock runs on meanwhile. ``Invalid``
+        (422) naming ``days`` or ``reason``; ``Conflict`` when no clock is running or paused."""
+        days, reason = data.get("days"), data.get("reason")
         if not str(reason or "").strip():
             raise Invalid("an extension needs a reason", {"reason": ["is required"]})
         if isinstance(days, bool) or not isinstance(days, int) or days < 1:
             raise Invalid("days must be a whole number of days >= 1", {"days": ["must be an integer >= 1"]})
-        approvals = sorted({str(a) for a in (approvals or [])})
-        actor_id = (actor or {}).get("sub")
 
         def work(session):
             now = self.now()
-            docs = self._found(complaint_no, session)
-            open_ = [d for d in docs if d["state"] in ("running", "paused")]
-            if not open_:
-                states = {d["clock"]: d["state"] for d in docs}
-                raise Conflict("no running clock to extend (the limit passed or the clock ended)", {"state": [
-                    f"{clock}: {state}" for clock, state in states.items()]})
-            doc = open_[-1]
-            rule = self._rule(doc)
+            doc = self._extendable(complaint_no, session)
             steps = len(doc.get("extensions", []))
-            try:
-                total = rule.extend(doc["total"], days, approvals, steps_taken=steps)
-            except ExtensionRefused as exc:
-                field = "approvals" if exc.reason == "approval_missing" else "days"
-                raise Invalid(f"extension refused: {exc.message}", {field: [str(exc)]}) from None
-            previous = _local(doc.get("due_by"))
-            record = {"days": days, "total": total, "reason": reason, "approved_by": approvals, "actor": actor_id,
-                      "at": now, "previous_due_by": previous}
-            staged = dict(doc, total=total, extensions=[*doc.get("extensions", []), record],
-                          generation=doc.get("generation", 0) + 1)
-            changes = {"total": total, "extensions": staged["extensions"], "generation": staged["generation"]}
-            changes.update(self._schedule(staged, now, rearm=True))
-            self._replace(session, doc, changes)
-            outbox.stage(session, event_message(self._event(
-                "sla_extended", doc, now, actor_id, previous_due_by=timeutil.iso(previous), total=total,
-                reason=reason, approved_by=approvals, days=days, step=steps + 1)))
-            return doc
+            step = self._extension_step(doc, days)
+            held = RULE_BOOK.held(step.approval, caller, facts, tree)
+            if step.approval and not held:
+                self._replace(session, doc, {})  # a concurrent request on this clock conflicts here
+                request = {"clock": doc["_id"], "days": days, "reason": reason, "step": steps + 1}
+                approval = self.approvals.request(session, action="extend", request=request, caller=caller,
+                                                  facts=facts, positions=step.approval, tree=tree, now=now,
+                                                  outbox=outbox)
+                return {"approval": self._approval_view(approval, now, [doc])}
+            approvers = [approver(caller, held)] if held else []
+            return {"events": self._extend(session, doc, days, reason, caller.sub, approvers, now, outbox)}
 
-        in_transaction(self.db, work)
-        return self.view(complaint_no)
+        return in_transaction(self.db, work)
 
-    def pause(self, complaint_no: str, reason: str, actor: dict, outbox) -> list[dict]:
-        """Stop counting (outside appraisal or test, mediation): every running clock pauses."""
-        return self._pause_or_resume(complaint_no, reason, actor, outbox, pausing=True)
+    def _extendable(self, complaint_no: str, session) -> dict:
+        docs = self._found(complaint_no, session)
+        open_ = [d for d in docs if d["state"] in ("running", "paused")]
+        if not open_:
+            raise Conflict("no running clock to extend (the limit passed or the clock ended)", {"state": [
+                f"{d['clock']}: {d['state']}" for d in docs]})
+        return open_[-1]
 
-    def resume(self, complaint_no: str, reason: str, actor: dict, outbox) -> list[dict]:
-        """Count again where it stopped: every paused clock resumes."""
-        return self._pause_or_resume(complaint_no, reason, actor, outbox, pausing=False)
+    def _extension_step(self, doc: dict, days: int) -> ExtensionStep:
+        """The step the next extension of ``doc`` falls under, checked against its cap."""
+        rule = self._rule(doc)
+        steps = len(doc.get("extensions", []))
+        step = rule.extension_step(steps)
+        try:
+            rule.extend(doc["total"], days, step.approval if step else (), steps_taken=steps)
+        except ExtensionRefused as exc:
+            raise Invalid(f"extension refused: {exc.message}", {"days": [str(exc)]}) from None
+        return step
 
-    def _pause_or_resume(self, complaint_no, reason, actor, outbox, *, pausing: bool) -> list[dict]:
-        if not str(reason or "").strip():
-            raise Invalid("a reason is required", {"reason": ["is required"]})
-        actor_id = (actor or {}).get("sub")
-        wanted = "running" if pausing else "paused"
+    def _extend(self, session, doc: dict, days: int, reason: str, requested_by: str, approvers: list[dict],
+                now: datetime, outbox, approval_id: str | None = None) -> list[str]:
+        """Extend ``doc`` as approved by ``approvers``; the ids of the events staged."""
+        rule = self._rule(doc)
+        steps = len(doc.get("extensions", []))
+        positions = sorted({position for person in approvers for position in person["positions"]})
+        try:
+            total = rule.extend(doc["total"], days, positions, steps_taken=steps)
+        except ExtensionRefused as exc:
+            raise Conflict(f"extension refused: {exc.message}", {"days": [str(exc)]}) from None
+        previous = _local(doc.get("due_by"))
+        record = {"days": days, "total": total, "reason": reason, "approved_by": positions, "approvers": approvers,
+                  "approval_id": approval_id, "actor": requested_by, "at": now, "previous_due_by": previous}
+        staged = dict(doc, total=total, extensions=[*doc.get("extensions", []), record],
+                      generation=doc.get("generation", 0) + 1)
+        changes = {"total": total, "extensions": staged["extensions"], "generation": staged["generation"]}
+        changes.update(self._schedule(staged, now, rearm=True))
+        self._replace(session, doc, changes)
+        extended = self._event("sla_extended", doc, now, requested_by, previous_due_by=timeutil.iso(previous),
+                               total=total, reason=reason, approved_by=positions, approvers=approvers,
+                               approval_id=approval_id, days=days, step=steps + 1)
+        outbox.stage(session, event_message(extended))
+        return [extended["event_id"]]
+
+    def pause(self, complaint_no: str, data: dict, caller: Caller, facts: Facts, tree, outbox) -> dict:
+        """Stop counting on a ground the policy data allows (an outside appraisal, the
+        mediation period ...), with its evidence: every running clock pauses. Approved like an
+        extension: at once by a caller holding a position the ground names, else it waits."""
+        reason, evidence = str(data.get("reason") or "").strip(), str(data.get("evidence") or "").strip()
+        ground = self.pause_grounds.get(data.get("ground"))
+        errors = {}
+        if not reason:
+            errors["reason"] = ["is required"]
+        if ground is None:
+            errors["ground"] = [f"must be one of {', '.join(self.pause_grounds)} (policy data)"]
+        if not evidence and (ground is None or ground.evidence_required):
+            errors["evidence"] = [f"is required: {ground.evidence}" if ground else "is required"]
+        if errors:
+            raise Invalid("a clock pauses only on a ground the policy allows, with its evidence", errors)
 
         def work(session):
             now = self.now()
-            docs = [d for d in self._found(complaint_no, session) if d["state"] == wanted]
-            if not docs:
-                raise Conflict(f"no {wanted} clock to {'pause' if pausing else 'resume'}", {"state": [
-                    f"no clock is {wanted}"]})
-            for doc in docs:
-                pauses = list(doc.get("pauses", []))
-                if pausing:
-                    pauses.append({"start": now, "end": None, "reason": reason, "actor": actor_id})
-                else:
-                    pauses[-1] = dict(pauses[-1], end=now, resume_reason=reason, resumed_by=actor_id)
-                state = "paused" if pausing else "running"
-                staged = dict(doc, pauses=pauses, state=state)
-                changes = {"pauses": pauses, "state": state, **self._schedule(staged, now)}
-                self._replace(session, doc, changes)
-                outbox.stage(session, event_message(self._event(
-                    "sla_paused" if pausing else "sla_resumed", doc, now, actor_id, reason=reason)))
+            running = self._in_state(complaint_no, "running", session)
+            held = RULE_BOOK.held(ground.approval, caller, facts, tree)
+            if ground.approval and not held:
+                for doc in running:
+                    self._replace(session, doc, {})  # a concurrent request on these clocks conflicts here
+                request = {"ground": ground.code, "evidence": evidence, "reason": reason}
+                approval = self.approvals.request(session, action="pause", request=request, caller=caller,
+                                                  facts=facts, positions=ground.approval, tree=tree, now=now,
+                                                  outbox=outbox)
+                return {"approval": self._approval_view(approval, now, running)}
+            approvers = [approver(caller, held)] if held else []
+            return {"events": self._pause(session, running, reason, ground.code, evidence, caller.sub, approvers, now,
+                                          outbox)}
 
-        in_transaction(self.db, work)
-        return self.view(complaint_no)
+        return in_transaction(self.db, work)
+
+    def _pause(self, session, docs: list[dict], reason: str, ground: str, evidence: str, requested_by: str,
+               approvers: list[dict], now: datetime, outbox, approval_id: str | None = None,
+               start: datetime | None = None, **extra) -> list[str]:
+        """Pause ``docs`` from ``start`` (default now); ``extra`` (a referral's id) is kept on
+        the pause and told with it. The ids of the events staged."""
+        announced_ids = []
+        for doc in docs:
+            pause = {"start": start or now, "end": None, "reason": reason, "ground": ground, "evidence": evidence,
+                     "actor": requested_by, "approvers": approvers, "approval_id": approval_id, **extra}
+            pauses = [*doc.get("pauses", []), pause]
+            changes = {"pauses": pauses, "state": "paused", **self._schedule(dict(doc, pauses=pauses, state="paused"),
+                                                                            now)}
+            self._replace(session, doc, changes)
+            announced = self._event("sla_paused", doc, now, requested_by, reason=reason, ground=ground,
+                                    evidence=evidence, approvers=approvers, approval_id=approval_id, **extra)
+            outbox.stage(session, event_message(announced))
+            announced_ids.append(announced["event_id"])
+        return announced_ids
+
+    def resume(self, complaint_no: str, data: dict, caller: Caller, facts: Facts, tree, outbox) -> dict:
+        """Count again where it stopped: every paused clock resumes (no approval: the time
+        counts again)."""
+        reason, ground = str(data.get("reason") or "").strip(), data.get("ground")
+        if not reason:
+            raise Invalid("a reason is required", {"reason": ["is required"]})
+
+        def work(session):
+            now = self.now()
+            announced_ids = []
+            for doc in self._in_state(complaint_no, "paused", session):
+                pauses = doc.get("pauses", [])
+                if ground and ground != pauses[-1].get("ground"):
+                    raise Invalid(f"the clock is paused for {pauses[-1].get('ground')}, not {ground}",
+                                  {"ground": [f"the pause it ends is for {pauses[-1].get('ground')}"]})
+                announced_ids.append(self._resume(session, doc, now, reason, caller.sub, now, outbox))
+            return {"events": announced_ids}
+
+        return in_transaction(self.db, work)
+
+    def _resume(self, session, doc: dict, end: datetime, reason: str, by: str | None, now: datetime, outbox,
+                **extra) -> str:
+        """End ``doc``'s last pause at ``end`` and count again; the id of the event staged."""
+        pauses = [*doc["pauses"][:-1], dict(doc["pauses"][-1], end=end, resume_reason=reason, resumed_by=by)]
+        changes = {"pauses": pauses, "state": "running",
+                   **self._schedule(dict(doc, pauses=pauses, state="running"), now)}
+        self._replace(session, doc, changes)
+        announced = self._event("sla_resumed", doc, now, by, reason=reason, **extra)
+        outbox.stage(session, event_message(announced))
+        return announced["event_id"]
+
+    def _in_state(self, complaint_no: str, state: str, session) -> list[dict]:
+        docs = [d for d in self._found(complaint_no, session) if d["state"] == state]
+        if not docs:
+            raise Conflict(f"no {state} clock", {"state": [f"no clock is {state}"]})
+        return docs
+
+    # -- approvals of the clocks' steps ---------------------------------------------------
+
+    def approvals_for(self, actor: dict, pending: bool = True) -> list[dict]:
+        """The approvals ``actor`` may decide (``pending``), or also decided and asked for."""
+        now = self.now()
+        return [self._approval_view(doc, now) for doc in
+                self.approvals.listing(Caller.of(actor), self.organization.tree(), pending)]
+
+    def decide_approval(self, approval_id: str, decision: str, note: str, actor: dict, facts: dict, outbox) -> dict:
+        """``approve`` (the step applies, in the same transaction) or ``refuse`` a pending
+        extension or pause; the decided approval and the ids of the events staged."""
+        if decision not in ("approve", "refuse"):
+            raise Invalid("a decision is approve or refuse", {"decision": ["must be approve or refuse"]})
+        applying = {"extend": self._apply_extension, "pause": self._apply_pause}
+
+        def apply(session, approval: dict, person: dict) -> list[str]:
+            return applying[approval["action"]](session, approval, person, outbox)
+
+        now = self.now()
+        decided, announced = self.approvals.decide(approval_id, decision == "approve", note, Caller.of(actor),
+                                                   Facts.of(facts), self.organization.tree(), apply=apply, now=now,
+                                                   outbox=outbox)
+        return {"approval": self._approval_view(decided, now), "events": announced}
+
+    def _apply_extension(self, session, approval: dict, person: dict, outbox) -> list[str]:
+        request = approval["request"]
+        doc = self.clocks.find_one({"_id": request["clock"]}, session=session)
+        if doc is None or doc["state"] not in ("running", "paused"):
+            raise Conflict("the clock has ended or its limit passed since the request: refuse it",
+                           {"state": [doc["state"] if doc else "none"]})
+        if len(doc.get("extensions", [])) != request["step"] - 1:
+            raise Conflict("the clock was extended since the request: refuse it and ask again",
+                           {"step": [str(request["step"])]})
+        now = self.now()
+        if doc.get("due_by") and now > _local(doc["due_by"]):
+            raise Conflict("the limit ran out while the extension waited for approval: refuse it",
+                           {"due_by": [timeutil.iso(_local(doc["due_by"]))]})
+        return self._extend(session, doc, request["days"], request["reason"], approval["requested_by"]["sub"],
+                            [person], now, outbox, approval_id=approval["_id"])
+
+    def _apply_pause(self, session, approval: dict, person: dict, outbox) -> list[str]:
+        request = approval["request"]
+        running = self._in_state(approval["complaint_no"], "running", session)
+        return self._pause(session, running, request["reason"], request["ground"], request["evidence"],
+                           approval["requested_by"]["sub"], [person], self.now(), outbox, approval_id=approval["_id"])
+
+    def _approval_view(self, approval: dict, now: datetime, docs: list[dict] | None = None) -> dict:
+        """An approval, with the limit of the clocks it concerns: a request still pending
+        when that limit runs out is shown as such (``past_limit``)."""
+        if docs is None:
+            docs = list(self.clocks.find({"complaint_no": approval["complaint_no"]}))
+        clock = approval["request"].get("clock")
+        concerned = [d for d in docs if d["_id"] == clock] if clock else [d for d in docs if d["state"] in OPEN_STATES]
+        dues = [_local(d["due_by"]) for d in concerned if d.get("due_by")]
+        limit = min(dues) if dues else None
+        ran_out = any(d["state"] in ("breached_open", "breached") for d in concerned)
+        past = ran_out or (limit is not None and now > limit)
+        return {**approvals.view(approval), "limit_due_by": timeutil.iso(limit), "past_limit": past}
 
     def _found(self, complaint_no: str, session=None) -> list[dict]:
         docs = list(self.clocks.find({"complaint_no": complaint_no}, session=session).sort("created_at", ASCENDING))
@@ -661,11 +824,16 @@ class Clocks:
         return docs
 
     def view(self, complaint_no: str) -> list[dict]:
-        """Each clock of a complaint on its own (JSON-ready)."""
-        return [self._view(doc) for doc in self._found(complaint_no)]
+        """Each clock of a complaint on its own (JSON-ready), with its paused time and the
+        approvals that wait on it."""
+        docs = self._found(complaint_no)
+        now = self.now()
+        waiting = [self._approval_view(doc, now, docs) for doc in self.approvals.pending_of(complaint_no)]
+        return [self._view(doc, now, [a for a in waiting if a["request"].get("clock") in (doc["_id"], None)])
+                for doc in docs]
 
     @staticmethod
-    def _view(doc: dict) -> dict:
+    def _view(doc: dict, now: datetime, waiting: list[dict]) -> dict:
         return {
             "clock": doc["clock"],
             "policy": doc["policy"],
@@ -676,99 +844,63 @@ class Clocks:
             "breached": bool(doc.get("breached")),
             "paused": doc["state"] == "paused",
             "extensions": len(doc.get("extensions", [])),
+            "provisional": bool(doc.get("provisional")),
+            "pauses": [{"ground": p.get("ground"), "evidence": p.get("evidence"), "reason": p.get("reason"),
+                        "start": timeutil.iso(_local(p["start"])), "end": timeutil.iso(_local(p.get("end"))),
+                        "by": p.get("actor"), "approvers": p.get("approvers", [])} for p in doc.get("pauses", [])],
+            "paused_time": paused_time(doc.get("pauses", []), now),
+            "pending_approvals": waiting,
         }
 
-    # -- data changes -------------------------------------------------------------------------
+    # -- the books and what an operator watches ---------------------------------------------
 
-    def recompute_calendar(self, institution: str | None = None, outbox=None) -> dict:
-        """Reload policies and calendars, then recompute the running clocks a calendar change
-        moves: clocks of ``institution`` (every institution when None) that count working
-        days or end at the end of a business day, or whose warnings count working days, and
-        whose window (start .. due date) holds a day the change touched; plus those waiting
-        for a calendar year the data did not know. A clock whose due date moved announces it
-        with ``sla_started`` (``recomputed: true``). Other instances reload at their next
-        sweep."""
-        old = self.calendars
+    def reload_books(self) -> None:
+        """Reload the policies and calendars, and stamp it for the other instances."""
         self._reload()
         self.db[META].update_one({"_id": "books"}, {"$set": {"reloaded_at": self.loaded_at}}, upsert=True)
-        if institution is None:
-            institutions = [code for code in self.clocks.distinct("institution", {"calendar_bound": True})
-                            if code is not None]
-        else:
-            institutions = [institution]
-        seen = moved = 0
-        changed_days = 0
-        for code in institutions:
-            hours_changed, days = calendar_changes(old.for_institution(code), self.calendars.for_institution(code),
-                                                   self.now().date())
-            changed_days += len(days)
-            candidates = set()
-            base = {"institution": code, "calendar_bound": True, "state": "running"}
-            if hours_changed:
-                candidates.update(d["_id"] for d in self.clocks.find(base, {"_id": 1}))
-            elif days:
-                window = dict(base, due_by={"$gte": datetime.combine(min(days), dt_time(0), tzinfo=SHANGHAI)})
-                last = end_of_day(max(days))
-                candidates.update(d["_id"] for d in self.clocks.find(window, {"_id": 1, "started_at": 1})
-                                  if _local(d["started_at"]) <= last)
-            candidates.update(d["_id"] for d in self.clocks.find(
-                {"calendar_error": {"$gt": ""}, "institution": code, "state": "running"}, {"_id": 1}))
-            for clock in sorted(candidates):
-                seen += 1
-                if self._recompute_one(clock, outbox):
-                    moved += 1
-        return {"institution": institution, "changed_days": changed_days, "examined": seen, "recomputed": moved}
-
-    def _recompute_one(self, clock: str, outbox) -> bool:
-        def work(session):
-            now = self.now()
-            doc = self.clocks.find_one({"_id": clock, "state": "running"}, session=session)
-            if doc is None:
-                return False
-            changes = self._schedule(doc, now)
-            stored = [dict(p, at=_local(p["at"])) for p in doc.get("points", [])]
-            if (changes["due_by"], changes["points"], changes["calendar_error"]) == (
-                    _local(doc.get("due_by")), stored, doc.get("calendar_error")):
-                return False
-            previous = _local(doc.get("due_by"))
-            self._replace(session, doc, changes)
-            if outbox is not None and previous != changes["due_by"]:
-                outbox.stage(session, event_message(self._event(
-                    "sla_started", doc, now, None, started_at=timeutil.iso(_local(doc["started_at"])),
-                    recomputed=True, previous_due_by=timeutil.iso(previous), reason="calendar_changed")))
-            return True
-
-        return in_transaction(self.db, work)
 
     def _reload(self) -> None:
         self.policies = self._load_policy_book()
         self.calendars = self._load_calendar_book()
+        self.pause_grounds = self._load_grounds()
         self.loaded_at = self.now()
 
     def reload_if_changed(self) -> bool:
-        """Reload the books when another instance did (``recompute_calendar``); one read by id."""
+        """Reload the books when another instance did (a recompute job started); one read by id."""
         meta = self.db[META].find_one({"_id": "books"})
         if meta and meta.get("reloaded_at") and _local(meta["reloaded_at"]) > self.loaded_at:
             self._reload()
             return True
         return False
 
+    def health(self) -> dict:
+        """Up, with what an operator watches: clocks without a due date (calendar data that
+        cannot count their years), complaints without a clock (policy data that lacks
+        theirs), recompute jobs under way, messages not yet relayed. The first two are
+        alerts, also as the ``complaints_without_due_date`` metric."""
+        without = self.clocks.count_documents(WITHOUT_DUE_DATE)
+        unscheduled = self.unscheduled.count_documents({})
+        metrics.WITHOUT_DUE_DATE.labels(PRODUCER).set(without + unscheduled)
+        if without or unscheduled:
+            log.warning("%d clock(s) without a due date, %d complaint(s) without a clock: fix the calendar or "
+                        "policy data, then run python -m services.sla.recompute", without, unscheduled)
+        return {
+            "status": "ok",
+            "clocks_without_due_date": without,
+            "complaints_without_clock": unscheduled,
+            "recompute_jobs": self.rescheduling.under_way(),
+            "outbox_pending": outbox_pending(self.db),
+        }
 
-def calendar_changes(old, new, today: date, past: int = 400, ahead: int = 800) -> tuple[bool, list[date]]:
-    """Whether the business hours changed, and the days from ``past`` days ago to ``ahead``
-    days on that are working days in one calendar and not in the other (a year one of them
-    does not know counts as changed when the other knows it)."""
-    hours = (old.business_start, old.business_end) != (new.business_start, new.business_end)
-    days = []
-    for offset in range(-past, ahead + 1):
-        day = today + timedelta(days=offset)
-        if _working(old, day) != _working(new, day):
-            days.append(day)
-    return hours, days
 
-
-def _working(calendar, day: date):
-    try:
-        return calendar.is_working_day(day)
-    except CalendarYearUnknown:
-        return None
+def paused_time(pauses: list[dict], now: datetime) -> dict:
+    """The time a clock's pauses held it, in seconds, in all and by ground (a pause still
+    running counts up to ``now``; one from before grounds were asked for counts as
+    ``unstated``): the report of paused time."""
+    by_ground: dict[str, int] = {}
+    for pause in pauses:
+        end = _local(pause.get("end")) or now
+        seconds = max(int((end - _local(pause["start"])).total_seconds()), 0)
+        ground = pause.get("ground") or "unstated"
+        by_ground[ground] = by_ground.get(ground, 0) + seconds
+    return {"seconds": sum(by_ground.values()), "by_ground": by_ground}

@@ -11,9 +11,11 @@ from nameko.timer import timer
 
 from services.common.config import from_container
 from services.common.consumers import subscribe
+from services.common.errors import Unavailable
 from services.common.outbox import Outbox
+from services.common.rpc import UNAVAILABLE, TimedRpcProxy
 from services.common.store import Domain
-from services.sla.clocks import INDEXES, Clocks
+from services.sla.clocks import INDEXES, Clocks, books
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +23,10 @@ log = logging.getLogger(__name__)
 class SlaService:
     name = "sla"
 
-    keeper = Domain(Clocks, indexes=INDEXES)
+    keeper = Domain(Clocks, indexes=INDEXES, options=books)
     outbox = Outbox()
     config = Config()
+    intake = TimedRpcProxy("intake")
 
     @subscribe("complaint_received")
     def on_received(self, event: dict):
@@ -72,22 +75,56 @@ class SlaService:
             log.info("sweep fired %d point(s) in %.1f ms", len(fired), (time.perf_counter() - started) * 1000)
         return len(fired)
 
-    @rpc
-    def extend(self, complaint_no: str, days: int, reason: str, actor: dict, approvals: list) -> list:
-        return self.keeper.extend(complaint_no, days, reason, actor, approvals, self.outbox)
+    @subscribe("organization_changed")
+    def on_organization_changed(self, event: dict):
+        self.keeper.organization_changed(event)
 
     @rpc
-    def pause(self, complaint_no: str, reason: str, actor: dict) -> list:
-        return self.keeper.pause(complaint_no, reason, actor, self.outbox)
+    def act(self, complaint_no: str, action: str, data: dict, actor: dict) -> dict:
+        """extend, pause, resume; who may is judged on intake's facts of the complaint."""
+        return self.keeper.act(complaint_no, action, data, actor, self._facts(complaint_no), self.outbox)
 
     @rpc
-    def resume(self, complaint_no: str, reason: str, actor: dict) -> list:
-        return self.keeper.resume(complaint_no, reason, actor, self.outbox)
+    def approvals(self, actor: dict, pending: bool = True) -> list:
+        """The approvals of extensions and pauses ``actor`` may decide (or also decided ones)."""
+        return self.keeper.approvals_for(actor, pending)
+
+    @rpc
+    def decide_approval(self, approval_id: str, decision: str, note: str, actor: dict) -> dict:
+        """approve or refuse a pending approval; an approved step applies with the decision."""
+        facts = self._facts(self.keeper.approvals.complaint_of(approval_id))
+        return self.keeper.decide_approval(approval_id, decision, note, actor, facts, self.outbox)
+
+    def _facts(self, complaint_no: str) -> dict:
+        # Who is accountable for the complaint is intake's to say (the system of record).
+        try:
+            return self.intake.access_facts(complaint_no)
+        except UNAVAILABLE as exc:
+            raise Unavailable(f"intake, which holds who is accountable for {complaint_no}, did not answer") from exc
 
     @rpc
     def clocks(self, complaint_no: str) -> list:
         return self.keeper.view(complaint_no)
 
+    @timer(interval=1)
+    def recompute(self):
+        """Work the recompute jobs an operator started, a batch at a time (the outbox
+        publishes the rescheduled clocks' events when this worker ends)."""
+        return self.keeper.rescheduling.work(self.outbox)
+
+    @timer(interval=30)
+    def watch(self):
+        """Keep the operators' alert (clocks without a due date) and its metric current."""
+        return self.keeper.health()
+
     @rpc
-    def recompute_calendar(self, institution: str | None = None) -> dict:
-        return self.keeper.recompute_calendar(institution, self.outbox)
+    def health(self) -> dict:
+        return self.keeper.health()
+
+    @rpc
+    def start_recompute(self, institution: str | None = None) -> dict:
+        return self.keeper.rescheduling.start(institution)
+
+    @rpc
+    def recompute_job(self, job_id: str) -> dict:
+        return self.keeper.rescheduling.view(job_id)

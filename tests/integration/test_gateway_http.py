@@ -17,6 +17,7 @@ pytestmark = pytest.mark.integration
 
 SECRET = "gateway-integration-test-secret-0123456789"
 CLOSED = "BANKA-20261101-000009"
+APPROVAL_ID = "sla-" + "0" * 32
 RPC_TIMEOUT = 1.0
 calls: list = []
 
@@ -56,19 +57,20 @@ class FakeRouting:
         return [tree(visible_root or "BANKA")]
 
     @rpc
-    def act(self, complaint_no, action, data, actor, visible_units):
-        calls.append(("routing.act", complaint_no, action, data, actor, visible_units))
-        complaint = FakeIntake.visible(complaint_no, visible_units)
+    def act(self, complaint_no, action, data, actor):
+        # Routing owns its state; intake's record follows its events later, so this fake
+        # leaves the fake intake's record alone, as the real routing does.
+        calls.append(("routing.act", complaint_no, action, data, actor))
+        complaint = FakeIntake.visible(complaint_no, below(actor["unit"]))
         if complaint["status"] == "closed":
             raise Conflict(f"{action} is not allowed on a closed complaint")
-        if "to_unit" in data:
-            complaint["assignment"] = {"unit": data["to_unit"], "handler": actor["sub"]}
-        return {"complaint_no": complaint_no, "action": action}
+        return {"complaint_no": complaint_no, "action": action, "events": [f"routing-{action}"]}
 
 
 class FakeIntake:
     name = "intake"
     by_key: dict = {}
+    reads: list = []  # every answer of get, numbered: which read the gateway answered with shows
     # A complaint of the county sub-branch, closed: actions on it are refused with 409.
     complaints: dict = {CLOSED: {"complaint_no": CLOSED, "status": "closed", "branch": "BANKA-SD-YT-ZF",
                                  "channel": "web"}}
@@ -81,13 +83,12 @@ class FakeIntake:
         return complaint
 
     @rpc
-    def submit(self, payload, channel, idempotency_key, app_id):
-        calls.append(("intake.submit", payload, channel, idempotency_key, app_id))
+    def submit(self, payload, channel, idempotency_key, app_id, submitter):
+        calls.append(("intake.submit", payload, channel, idempotency_key, app_id, submitter))
         if payload.get("subject") == "BOOM":
             return {"outcome": "surprise"}
-        if "customer" not in payload:
-            return {"outcome": "rejected", "complaint": None,
-                    "errors": {"customer": ["Missing data for required field."]}}
+        if payload.get("subject") == "REJECT":
+            return {"outcome": "rejected", "complaint": None, "errors": {"institution": ["unknown institution"]}}
         if idempotency_key in self.by_key:
             return {"outcome": "duplicate", "complaint": self.by_key[idempotency_key], "errors": {}}
         number = f"BANKA-20261122-{len(self.by_key) + 1:06d}"
@@ -101,17 +102,27 @@ class FakeIntake:
         calls.append(("intake.get", complaint_no, visible_units))
         if complaint_no == "SLOW":
             eventlet.sleep(RPC_TIMEOUT + 0.5)
-        return self.visible(complaint_no, visible_units)
+        answer = {**self.visible(complaint_no, visible_units), "read": len(self.reads) + 1}
+        self.reads.append(answer)
+        return answer
 
     @rpc
-    def act(self, complaint_no, action, data, actor, visible_units):
-        calls.append(("intake.act", complaint_no, action, data, actor, visible_units))
-        complaint = self.visible(complaint_no, visible_units)
+    def act(self, complaint_no, action, data, actor):
+        calls.append(("intake.act", complaint_no, action, data, actor))
+        complaint = self.visible(complaint_no, below(actor["unit"]))
         if complaint["status"] == "closed":
             raise Conflict(f"{action} is not allowed on a closed complaint", {"status": "closed"})
         complaint["status"] = {"decision": "decided", "close": "closed", "reopen": "reopened",
                                "withdraw": "withdrawn"}[action]
         return complaint
+
+    @rpc
+    def get_when_applied(self, complaint_no, event_ids, visible_units):
+        calls.append(("intake.get_when_applied", complaint_no, event_ids, visible_units))
+        complaint = self.visible(complaint_no, visible_units)
+        answer = {**complaint, "read": len(self.reads) + 1}
+        self.reads.append(answer)
+        return {"applied": not complaint.get("lagging"), "complaint": answer}
 
     @rpc
     def list(self, filters, visible_units, limit, cursor):
@@ -124,19 +135,30 @@ class FakeSla:
     name = "sla"
 
     @rpc
-    def extend(self, complaint_no, days, reason, actor, approvals):
-        calls.append(("sla.extend", complaint_no, days, reason, actor, approvals))
-        if days > 60:
+    def act(self, complaint_no, action, data, actor):
+        calls.append(("sla.act", complaint_no, action, data, actor))
+        FakeIntake.visible(complaint_no, below(actor["unit"]))
+        if data.get("days", 0) > 60:
             raise Conflict("the policy allows 60 days in all", {"days": ["At most 60 days in all."]})
-        FakeIntake.complaints[complaint_no]["sla"] = {"state": "on_track", "extended_by": days}
+        if action == "extend" and data["days"] > 15:
+            return {"approval": {"approval_id": APPROVAL_ID, "action": "extend", "needs": ["supervisor"],
+                                 "of_unit": "BANKA-SD", "complaint_no": complaint_no, "state": "pending"}}
+        return {"clocks": [], "events": [f"sla-{action}"]}
 
     @rpc
-    def pause(self, complaint_no, reason, actor):
-        calls.append(("sla.pause", complaint_no, reason, actor))
+    def approvals(self, actor, pending):
+        calls.append(("sla.approvals", actor, pending))
+        return [{"approval_id": APPROVAL_ID, "action": "extend", "needs": ["supervisor"], "of_unit": "BANKA-SD",
+                 "requested_at": "2026-11-24T09:00:00+08:00"}]
 
     @rpc
-    def resume(self, complaint_no, reason, actor):
-        calls.append(("sla.resume", complaint_no, reason, actor))
+    def decide_approval(self, approval_id, decision, note, actor):
+        calls.append(("sla.decide_approval", approval_id, decision, note, actor))
+        if approval_id != APPROVAL_ID:
+            raise NotFound(f"no approval {approval_id}")
+        return {"approval": {"approval_id": approval_id, "action": "extend", "needs": ["supervisor"],
+                             "of_unit": "BANKA-SD", "complaint_no": CLOSED, "state": f"{decision}d"},
+                "events": ["sla-approval"]}
 
     @rpc
     def clocks(self, complaint_no):
@@ -238,9 +260,11 @@ def test_submit_then_same_key_gives_same_receipt(base):
     again = requests.post(f"{base}/api/v1/complaints", json=submission(), headers=headers, timeout=5)
     assert again.status_code == 200
     assert again.json() == receipt
-    _, payload, channel, key, app_id = calls[0]
+    assert calls[0] == ("routing.visible_units", "BANKA")  # the user's unit is of the institution named
+    _, payload, channel, key, app_id, submitter = calls[1]
     assert "channel" not in payload and channel == "web"
     assert (key, app_id) == ("u1:k-1", "http")
+    assert submitter == {"sub": "u1", "name": "测试用户", "unit": "BANKA-SD-YT", "roles": ["handler"]}
     # The key is the user's own: another user with the same key makes another complaint.
     other = requests.post(f"{base}/api/v1/complaints", json=submission(),
                           headers={**auth(sub="u2"), "Idempotency-Key": "k-1"}, timeout=5)
@@ -248,13 +272,30 @@ def test_submit_then_same_key_gives_same_receipt(base):
     assert other.json()["complaint_no"] != receipt["complaint_no"]
 
 
-def test_submit_rejected_is_422_with_details(base):
-    body = submission()
-    del body["customer"]
-    response = requests.post(f"{base}/api/v1/complaints", json=body,
+def test_submit_rejected_by_intake_is_422_with_details(base):
+    body = submission(customer={"name": "王芳", "phone": "13800000000"})
+    response = requests.post(f"{base}/api/v1/complaints", json=dict(body, subject="REJECT"),
                              headers={**auth(), "Idempotency-Key": "k-bad"}, timeout=5)
     error = assert_error(response, 422, "validation_failed")
-    assert error["details"] == {"customer": ["Missing data for required field."]}
+    assert error["details"] == {"institution": ["unknown institution"]}
+
+
+def test_what_the_document_states_is_checked_at_the_edge(base):
+    body = submission()
+    del body["customer"]
+    response = requests.post(f"{base}/api/v1/complaints", json=dict(body, direct="yes"),
+                             headers={**auth(), "Idempotency-Key": "k-edge"}, timeout=5)
+    error = assert_error(response, 422, "validation_failed")
+    assert error["details"] == {"customer": ["Missing data for required field."], "direct": ["must be true or false"]}
+    assert calls == []
+
+
+def test_a_user_of_another_institution_is_refused_before_intake(base):
+    response = requests.post(f"{base}/api/v1/complaints", json=submission(),
+                             headers={**auth(unit="INSA-SC-CD"), "Idempotency-Key": "k-insa"}, timeout=5)
+    error = assert_error(response, 403, "forbidden")
+    assert list(error["details"]) == ["institution"]
+    assert [call[0] for call in calls] == ["routing.visible_units"]
 
 
 def test_submit_channel_is_checked_at_the_edge(base):
@@ -268,6 +309,13 @@ def test_submit_channel_is_checked_at_the_edge(base):
 def test_submit_needs_idempotency_key(base):
     response = requests.post(f"{base}/api/v1/complaints", json=submission(), headers=auth(), timeout=5)
     assert_error(response, 400, "bad_request")
+
+
+@pytest.mark.parametrize("key", ["k" * 201, "cl\u00e9", "a\tb"])
+def test_an_idempotency_key_is_printable_ascii_of_at_most_200(base, key):
+    response = requests.post(f"{base}/api/v1/complaints", json=submission(), timeout=5,
+                             headers={**auth(), "Idempotency-Key": key.encode("latin-1")})
+    assert list(assert_error(response, 400, "bad_request")["details"]) == ["Idempotency-Key"]
 
 
 def test_malformed_json_is_400(base):
@@ -420,14 +468,12 @@ ROUTING_ACTIONS = [
 
 def test_intake_actions_reach_intake_with_the_token_identity(base):
     number = new_complaint(base, "k-act-intake")
-    units = below("BANKA-SD-YT")
     for suffix, body, (action, data) in INTAKE_ACTIONS:
         calls.clear()
         response = post(base, number, suffix, body)
         assert response.status_code == 200, (suffix, response.text)
         assert response.json()["complaint_no"] == number
-        assert calls == [("routing.visible_units", "BANKA-SD-YT"),
-                         ("intake.act", number, action, data, identity(), units)], suffix
+        assert calls == [("intake.act", number, action, data, identity())], suffix
     assert response.json()["status"] == "closed"
 
 
@@ -439,44 +485,52 @@ def test_routing_actions_reach_routing_and_answer_the_complaint(base):
         response = post(base, number, suffix, body)
         assert response.status_code == 200, (suffix, response.text)
         assert response.json()["complaint_no"] == number
-        assert calls[1:] == [("routing.act", number, action, data, identity(), units),
-                             ("intake.get", number, units)], suffix
-    assert response.json()["assignment"] == {"unit": "BANKA-SD-YT", "handler": "u1"}
+        assert calls == [("routing.act", number, action, data, identity()),
+                         ("routing.visible_units", "BANKA-SD-YT"),
+                         ("intake.get_when_applied", number, [f"routing-{action}"], units)], suffix
+        # The answer is intake's record as read once it applied routing's facts, not routing's own answer.
+        assert response.json() == FakeIntake.reads[-1], suffix
 
 
 def test_the_body_actor_is_only_a_note(base):
     number = new_complaint(base, "k-act-note")
     response = post(base, number, "escalate", {"reason": "重大投诉", "actor": "admin"}, sub="u9")
     assert response.status_code == 200, response.text
-    assert calls[1][4] == {**identity(sub="u9"), "note": "admin"}
+    assert calls[0][4] == {**identity(sub="u9"), "note": "admin"}
 
 
-def test_extend_with_approvals_checks_visibility_first(base):
+def test_clock_actions_are_done_by_sla_as_the_caller(base):
     number = new_complaint(base, "k-act-extend")
-    units = below("BANKA-SD")
-    body = {"days": 30, "reason": "需司法鉴定", "approvals": ["superior_unit", "head_office_senior_manager"]}
+    body = {"days": 10, "reason": "需司法鉴定"}
     response = post(base, number, "extend", body, unit="BANKA-SD", roles=("supervisor",))
     assert response.status_code == 200, response.text
-    assert response.json()["sla"] == {"state": "on_track", "extended_by": 30}
-    actor = identity(unit="BANKA-SD", roles=("supervisor",))
-    assert calls == [("routing.visible_units", "BANKA-SD"), ("intake.get", number, units),
-                     ("sla.extend", number, 30, "需司法鉴定", actor, ["superior_unit", "head_office_senior_manager"]),
-                     ("intake.get", number, units)]
-    calls.clear()
-    assert post(base, number, "extend", {"days": 5, "reason": "补充材料"}).status_code == 200
-    assert calls[2] == ("sla.extend", number, 5, "补充材料", identity(), [])
-    # Outside the caller's units: 404, and sla is never asked.
-    calls.clear()
+    assert response.json() == FakeIntake.reads[-1]  # intake's record read once it applied sla's facts
+    assert calls[0] == ("sla.act", number, "extend", body, identity(unit="BANKA-SD", roles=("supervisor",)))
+    assert calls[2] == ("intake.get_when_applied", number, ["sla-extend"], below("BANKA-SD"))
+    # sla answers who may (here: 404 outside the caller's units).
     assert_error(post(base, number, "extend", {"days": 5, "reason": "x"}, unit="BANKA-SD-WF"), 404, "not_found")
-    assert not [call for call in calls if call[0].startswith("sla.")]
+
+
+def test_an_action_the_record_has_not_caught_up_with_answers_202_and_where_to_look(base):
+    number = new_complaint(base, "k-act-lagging")
+    FakeIntake.complaints[number]["lagging"] = True
+    response = post(base, number, "pause", PAUSE)
+    assert response.status_code == 202, response.text
+    assert response.headers["Location"] == f"/api/v1/complaints/{number}"
+    assert response.json() == {"complaint_no": number, "action": "pause", "status": "accepted",
+                               "location": f"/api/v1/complaints/{number}", "events": ["sla-pause"]}
+
+
+PAUSE = {"reason": "外部鉴定", "ground": "third_party_appraisal", "evidence": "鉴定委托书 2026-118"}
 
 
 def test_pause_resume_and_clocks(base):
     number = new_complaint(base, "k-act-pause")
     for action in ("pause", "resume"):
         calls.clear()
-        assert post(base, number, action, {"reason": "外部鉴定"}).status_code == 200
-        assert calls[2] == (f"sla.{action}", number, "外部鉴定", identity())
+        body = PAUSE if action == "pause" else {"reason": "鉴定完成"}
+        assert post(base, number, action, body).status_code == 200
+        assert calls[0] == ("sla.act", number, action, body, identity())
     calls.clear()
     response = requests.get(f"{base}/api/v1/complaints/{number}/clocks", headers=auth(unit="BANKA", roles=("auditor",)),
                             timeout=5)
@@ -492,10 +546,10 @@ def test_pause_resume_and_clocks(base):
     ("close", {"root_cause": "weather"}, {"satisfaction", "root_cause"}),
     ("transfer", {}, {"to_unit", "reason"}),
     ("transfer/reject", {"reason": "   "}, {"reason"}),
-    ("extend", {"reason": "x", "approvals": [""]}, {"days", "approvals.0"}),
+    ("extend", {"reason": "x", "approvals": ["superior_unit"]}, {"days", "approvals"}),
     ("misconduct", {"note": "x"}, {"clue"}),
     ("misconduct", {"clue": "buck_passing"}, {"note"}),
-    ("pause", None, {"reason"}),
+    ("pause", None, {"reason", "ground"}),
 ])
 def test_missing_or_invalid_fields_are_422_with_field_paths(base, suffix, body, fields_):
     response = post(base, CLOSED, suffix, body)
@@ -519,7 +573,7 @@ def test_an_auditor_may_not_act_but_an_inspector_may_refer_misconduct(base):
 def test_unknown_complaint_is_404_and_a_refused_transition_409(base):
     assert_error(post(base, "NOPE", "decision", INTAKE_ACTIONS[0][1]), 404, "not_found")
     assert_error(post(base, "NOPE", "accept"), 404, "not_found")
-    assert_error(post(base, "NOPE", "pause", {"reason": "x"}), 404, "not_found")
+    assert_error(post(base, "NOPE", "pause", PAUSE), 404, "not_found")
     error = assert_error(post(base, CLOSED, "reopen", {"reason": "x"}), 409, "conflict")
     assert error["details"] == {"status": "closed"}
     assert_error(post(base, CLOSED, "escalate", {"reason": "x"}), 409, "conflict")
@@ -530,5 +584,41 @@ def test_unknown_complaint_is_404_and_a_refused_transition_409(base):
 def test_actions_take_post_only_and_mediation_needs_its_service(base):
     response = requests.get(f"{base}/api/v1/complaints/{CLOSED}/accept", headers=auth(), timeout=5)
     assert_error(response, 405, "method_not_allowed")
-    # Served by the edge, done by the mediation service, which does not run here.
-    assert_error(post(base, CLOSED, "mediation", {"reason": "x"}), 503, "service_unavailable")
+    # Served by the edge, which checks the body first, done by the mediation service, which
+    # does not run here.
+    assert_error(post(base, CLOSED, "mediation", {"reason": "x"}), 422, "validation_failed")
+    referral = {"reason": "协商不成",
+                "negotiation": [{"at": "2026-11-20T10:00:00+08:00", "by": "yt-001", "note": "电话协商"}],
+                "consent": {"given": True, "at": "2026-11-20T11:00:00+08:00", "how": "电话录音"},
+                "authority": {"max_settlement_amount": "5000.00", "currency": "CNY"}}
+    assert_error(post(base, CLOSED, "mediation", referral), 503, "service_unavailable")
+
+
+# -- approvals ------------------------------------------------------------------------------------
+
+def test_a_step_the_caller_may_not_approve_answers_202_with_the_pending_approval(base):
+    number = new_complaint(base, "k-act-approval")
+    response = post(base, number, "extend", {"days": 30, "reason": "需外部鉴定"})
+    assert response.status_code == 202, response.text
+    assert {"approval_id", "action", "needs", "of_unit"} <= set(response.json())
+    assert [call[0] for call in calls] == ["sla.act"]
+
+
+def test_approvals_are_listed_and_decided_by_their_owner_as_the_caller(base):
+    listed = requests.get(f"{base}/api/v1/approvals", headers=auth(unit="BANKA-SD", roles=("supervisor",)),
+                          timeout=5)
+    assert listed.status_code == 200, listed.text
+    assert [item["approval_id"] for item in listed.json()["items"]] == [APPROVAL_ID]
+    assert calls == [("sla.approvals", identity(unit="BANKA-SD", roles=("supervisor",)), True)]
+    calls.clear()
+    url = f"{base}/api/v1/approvals/{APPROVAL_ID}/approve"
+    decided = requests.post(url, json={"note": "同意"}, headers=auth(unit="BANKA-SD", roles=("supervisor",)),
+                            timeout=5)
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["state"] == "approved"
+    assert calls[0] == ("sla.decide_approval", APPROVAL_ID, "approve", "同意",
+                        identity(unit="BANKA-SD", roles=("supervisor",)))
+    assert_error(requests.post(url, json={}, headers=auth(), timeout=5), 422, "validation_failed")
+    assert_error(requests.post(url, json={"note": "x"}, headers=auth(roles=("auditor",)), timeout=5), 403)
+    assert_error(requests.post(f"{base}/api/v1/approvals/mediation-{'0' * 32}/refuse", json={"note": "x"},
+                               headers=auth(), timeout=5), 404, "not_found")

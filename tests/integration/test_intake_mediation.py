@@ -64,7 +64,11 @@ def test_a_referral_is_heard_by_the_call_center_and_told_to_the_customer(intake,
     view = wait_until(lambda: (v := rpc.intake.get(complaint_no, None))["status"] == "referred" and v, "referred")
     assert view["mediation"]["referral_id"] == referral_id and view["mediation"]["status"] == "referred"
     assert "mediation" not in view["allowed_actions"] and "decision" in view["allowed_actions"]
-    assert [h["type"] for h in view["history"]][-1] == "complaint_referred"
+    referral_entries = [h for h in view["history"] if h["type"] == "complaint_referred"]
+    assert len(referral_entries) == 1
+    # The proof of the notice, beside the fact it tells of.
+    [told] = [h for h in view["history"] if h["type"] == "notice_requested" and h["details"]["template"] == "referred"]
+    assert told["details"]["tells_of"]["type"] == "complaint_referred"
 
 
 def test_the_referral_moves_the_status_even_after_a_later_fact_of_it(intake, center):
@@ -75,4 +79,5 @@ def test_the_referral_moves_the_status_even_after_a_later_fact_of_it(intake, cen
     referred(center, complaint_no, referred_at)
     view = wait_until(lambda: (v := rpc.intake.get(complaint_no, None))["status"] == "referred" and v, "referred")
     assert view["mediation"]["status"] == "accepted"  # the newer state of the referral stays
-    assert [h["type"] for h in view["history"]][-2:] == ["complaint_referred", "mediation_status_changed"]
+    facts = [h["type"] for h in view["history"] if h["type"] != "notice_requested"]
+    assert facts[-2:] == ["complaint_referred", "mediation_status_changed"]

@@ -7,7 +7,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from services.common import amqp, timeutil
 from services.common.errors import Conflict, Forbidden, Invalid, NotFound
 from services.intake.service import IntakeService
-from tests.support.harness import accepted, listening, publish_fact, wait_until
+from tests.support.harness import accepted, announce_organization, listening, publish_fact, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,10 @@ def test_facts_from_routing_and_sla_reach_the_record_and_the_center(settings, ru
         assert view["assignment"] == {"unit": "BANKA-SD-JN", "department": "BANKA-SD-JN-RETAIL", "office": "front",
                                       "handler": "sd-jn-001"}
         assert view["sla"]["due_by"] == timeutil.iso(later)
-        assert [h["type"] for h in view["history"]] == ["complaint_received", "complaint_assigned", "sla_extended"]
+        assert [h["type"] for h in view["history"]] == [
+            "complaint_received", "notice_requested", "complaint_assigned", "sla_extended", "notice_requested"]
+        assert [h["details"]["template"] for h in view["history"] if h["type"] == "notice_requested"] == [
+            "acknowledged", "extended"]
 
 
 def test_an_older_fact_arriving_late_changes_no_state(settings, run_services, center):
@@ -64,7 +67,8 @@ def test_an_older_fact_arriving_late_changes_no_state(settings, run_services, ce
         # The request that preceded the transfer arrives after it: history keeps it, state does not move back.
         publish_fact(center, "complaint_transfer_requested", complaint_no, "routing", at=start + timedelta(seconds=1),
                      from_unit="BANKA-SD", to_unit="BANKA-ZJ", reason="账户开立在浙江分行")
-        wait_until(lambda: len(rpc.intake.get(complaint_no, None)["history"]) == 4, "the late fact was recorded")
+        wait_until(lambda: "complaint_transfer_requested" in [
+            entry["type"] for entry in rpc.intake.get(complaint_no, None)["history"]], "the late fact was recorded")
         view = rpc.intake.get(complaint_no, None)
         assert view["unit"] == "BANKA-ZJ"
         assert view["status"] == "in_progress"  # the accepted transfer; never back to transfer_pending
@@ -75,20 +79,22 @@ def test_decision_close_and_review(settings, run_services, center):
             listening(settings.amqp_uri, amqp.NOTIFICATIONS_EXCHANGE) as notices, \
             listening(settings.amqp_uri, "intake.events") as facts, \
             run_services(settings, IntakeService), ClusterRpcProxy(settings.nameko_config()) as rpc:
+        announce_organization(center, settings, "intake")
         complaint_no = accepted(center, outbound, branch="BANKA-SD")
         with pytest.raises(Conflict):
-            rpc.intake.act(complaint_no, "close", {"satisfaction": "satisfied", "root_cause": "other"}, HANDLER, None)
+            rpc.intake.act(complaint_no, "close", {"satisfaction": "satisfied", "root_cause": "other"}, HANDLER)
         publish_fact(center, "complaint_assigned", complaint_no, "routing", unit="BANKA-SD", department=None,
                      office=None, reason="routed", flags=[])
         wait_until(lambda: rpc.intake.get(complaint_no, None)["status"] == "assigned", "assigned")
 
         with pytest.raises(Invalid) as invalid:
-            rpc.intake.act(complaint_no, "decision", {"outcome": "maybe"}, HANDLER, None)
+            rpc.intake.act(complaint_no, "decision", {"outcome": "maybe"}, HANDLER)
         assert set(invalid.value.details) == {"message"}
-        with pytest.raises(NotFound):
-            rpc.intake.act(complaint_no, "decision", {"outcome": "upheld", "message": "退还"}, HANDLER, ["BANKA-ZJ"])
+        with pytest.raises(NotFound):  # a unit beside it does not see it
+            rpc.intake.act(complaint_no, "decision", {"outcome": "upheld", "message": "退还"},
+                           dict(HANDLER, unit="BANKA-ZJ"))
         decided = rpc.intake.act(complaint_no, "decision", {"outcome": "upheld", "remedy": "refund", "amount": "300",
-                                                            "message": "经核实，年费已退还。"}, HANDLER, ["BANKA-SD"])
+                                                            "message": "经核实，年费已退还。"}, HANDLER)
         assert decided["status"] == "decided"
         [notice] = notices.wait_for(lambda m: m["body"]["template"] == "decided")
         assert notice["body"]["params"]["remedies"] == ["review", "mediation", "arbitration", "litigation"]
@@ -98,13 +104,13 @@ def test_decision_close_and_review(settings, run_services, center):
         assert event["body"]["body"]["outcome"] == "upheld"
 
         with pytest.raises(Invalid) as invalid:
-            rpc.intake.act(complaint_no, "close", {"satisfaction": "satisfied"}, HANDLER, None)
+            rpc.intake.act(complaint_no, "close", {"satisfaction": "satisfied"}, HANDLER)
         assert invalid.value.details == {"root_cause": ["is required"]}
         closed = rpc.intake.act(complaint_no, "close", {"satisfaction": "unsatisfied",
-                                                        "root_cause": "fees_and_pricing"}, HANDLER, None)
+                                                        "root_cause": "fees_and_pricing"}, HANDLER)
         assert closed["status"] == "closed"
         review_request = {"reason": "客户对处理结果不满意，书面申请核查"}
-        reopened = rpc.intake.act(complaint_no, "reopen", review_request, HANDLER, None)
+        reopened = rpc.intake.act(complaint_no, "reopen", review_request, HANDLER)
         assert reopened["status"] == "reopened"
         [review] = facts.wait_for(lambda m: m["routing_key"] == "complaint_reopened")
         assert review["body"]["body"]["decided_by_unit"] == "BANKA-SD"
@@ -119,12 +125,17 @@ def test_decision_close_and_review(settings, run_services, center):
 def test_recusal_and_roles(settings, run_services, center):
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
             run_services(settings, IntakeService), ClusterRpcProxy(settings.nameko_config()) as rpc:
+        announce_organization(center, settings, "intake")
         complaint_no = accepted(center, outbound, respondent_staff=["sd-jn-001"])
         publish_fact(center, "complaint_assigned", complaint_no, "routing", unit="BANKA", department=None,
                      office=None, reason="routed", flags=[])
         wait_until(lambda: rpc.intake.get(complaint_no, None)["status"] == "assigned", "assigned")
-        with pytest.raises(Forbidden):
-            rpc.intake.act(complaint_no, "decision", {"outcome": "rejected", "message": "无责"}, HANDLER, None)
+        with pytest.raises(Forbidden, match="recuse"):  # named in the complaint, at the unit accountable
+            rpc.intake.act(complaint_no, "decision", {"outcome": "rejected", "message": "无责"},
+                           dict(HANDLER, unit="BANKA"))
         with pytest.raises(Forbidden):
             rpc.intake.act(complaint_no, "decision", {"outcome": "rejected", "message": "无责"},
-                           {"sub": "audit-1", "unit": "BANKA", "roles": ["auditor"]}, None)
+                           {"sub": "audit-1", "unit": "BANKA", "roles": ["auditor"]})
+        with pytest.raises(NotFound):  # a unit below the one accountable does not see it
+            rpc.intake.act(complaint_no, "decision", {"outcome": "rejected", "message": "无责"},
+                           {"sub": "sd-2", "unit": "BANKA-SD", "roles": ["handler"]})

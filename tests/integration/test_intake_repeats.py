@@ -12,7 +12,7 @@ from services.common import amqp, ids, timeutil
 from services.common.store import database
 from services.intake.service import IntakeService
 from services.sla.service import SlaService
-from tests.support.harness import listening, publish_fact, submission, wait_until
+from tests.support.harness import announce_organization, listening, publish_fact, submission, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -99,6 +99,7 @@ def test_repeats_of_an_open_complaint_are_merged_and_new_facts_restart_its_clock
 def test_repeats_that_are_not_merged(settings, run_services, center):
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE, "receipt.#") as receipts, \
             run_services(settings, IntakeService), ClusterRpcProxy(settings.nameko_config()) as rpc:
+        announce_organization(center, settings, "intake")  # intake decides who may decide and close
         closed = complain(center, receipts, branch="BANKA-SD", received_at=ago(days=2))["complaint_no"]
         late = complain(center, receipts, received_at=ago(days=20))["complaint_no"]  # 15 days ran out
         open_no = complain(center, receipts, received_at=ago(days=1))["complaint_no"]
@@ -106,9 +107,8 @@ def test_repeats_that_are_not_merged(settings, run_services, center):
         publish_fact(center, "complaint_assigned", closed, "routing", unit="BANKA-SD", department=None,
                      office=None, reason="routed", flags=[])
         wait_until(lambda: rpc.intake.get(closed, None)["status"] == "assigned", "assigned")
-        rpc.intake.act(closed, "decision", {"outcome": "upheld", "message": "经核实，年费已退还。"}, HANDLER, None)
-        rpc.intake.act(closed, "close", {"satisfaction": "satisfied", "root_cause": "fees_and_pricing"}, HANDLER,
-                       None)
+        rpc.intake.act(closed, "decision", {"outcome": "upheld", "message": "经核实，年费已退还。"}, HANDLER)
+        rpc.intake.act(closed, "close", {"satisfaction": "satisfied", "root_cause": "fees_and_pricing"}, HANDLER)
 
         # Closed, or after the limit: the customer complains again, a complaint of its own.
         for earlier, why in ((closed, "closed"), (late, "after_limit")):
@@ -125,8 +125,8 @@ def test_repeats_that_are_not_merged(settings, run_services, center):
         rejected = answer(receipts, center.send(repeat_of(unknown)))
         assert rejected["status"] == "rejected" and rejected["complaint_no"] is None
         assert rejected["errors"] == {"repeat_of": [f"no complaint {unknown} of BANKA to repeat"]}
-        other = answer(receipts, center.send(repeat_of(open_no, institution="BANKB")))
-        assert other["errors"] == {"repeat_of": [f"no complaint {open_no} of BANKB to repeat"]}
+        other = answer(receipts, center.send(repeat_of(open_no, institution="INSA")))
+        assert other["errors"] == {"repeat_of": [f"no complaint {open_no} of INSA to repeat"]}
         before = answer(receipts, center.send(repeat_of(open_no, received_at=ago(days=2))))
         assert set(before["errors"]) == {"received_at"}
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from services.common import events, timeutil
+from services.common import timeutil
 from services.common.config import Settings
 from services.common.errors import Conflict, Forbidden, Invalid, NotFound, SignatureRefused
 from services.common.policy import SHANGHAI
@@ -19,7 +19,7 @@ from services.common.store import client_for, ensure_indexes
 from services.mediation import signature
 from services.mediation.mediation import INDEXES, Mediation
 from services.mediation.webhook import Answer
-from tests.support.harness import Now, StagingOutbox
+from tests.support.harness import Now, StagingOutbox, organization_event
 
 pytestmark = pytest.mark.integration
 
@@ -65,9 +65,7 @@ def organization():
 @pytest.fixture
 def desk(db, now, organization):
     desk = Mediation(db, SETTINGS, now=now, send=organization, rng=random.Random(7))
-    desk.registry.organization_changed(events.make_event("organization_changed", None, {
-        "institutions": {"BANKA": ["BANKA-SD-YT", "BANKA-ZJ-SX", "BANKA-SD-YT-ZF"]},
-        "regions": {"BANKA-SD-YT": "370600", "BANKA-SD-YT-ZF": "370602", "BANKA-ZJ-SX": "330600"}}, "routing"))
+    desk.organization.keep(organization_event())  # the units' regions: BANKA-SD-YT 370600 ...
     desk.registry.put("SD-BIMC", register("山东省银行业保险业纠纷调解中心", ["370000"], SECRET), ADMIN)
     desk.registry.put("ZJ-BIMC", register("浙江银行业保险业纠纷调解中心", ["330000"], OTHER_SECRET), ADMIN)
     return desk
@@ -141,10 +139,13 @@ def test_the_registry_keeps_organizations_and_never_shows_a_secret(desk):
 
 def test_the_registry_refuses_what_is_not_an_organization(desk):
     with pytest.raises(Invalid) as bad:
-        desk.registry.put("SD-X", {"name": "x", "regions": ["370000", "999999", "3706"], "url": "ftp://x",
+        desk.registry.put("SD-X", {"name": "x", "regions": ["370000", "3706"], "url": "ftp://x",
                                    "secret": "short", "contact": {}}, ADMIN)
-    assert set(bad.value.details) == {"regions", "url", "secret", "contact.phone"}
-    assert any("999999" in message for message in bad.value.details["regions"])
+    assert set(bad.value.details) == {"regions.1", "url", "secret", "contact.phone"}
+    with pytest.raises(Invalid) as unknown:  # six digits, but no province the region data knows
+        desk.registry.put("SD-X", register("x", ["370000", "999999"], SECRET), ADMIN)
+    assert set(unknown.value.details) == {"regions"}
+    assert any("999999" in message for message in unknown.value.details["regions"])
     with pytest.raises(Invalid) as code:
         desk.registry.put("sd bimc", register("x", ["370000"], SECRET), ADMIN)
     assert "code" in code.value.details

@@ -9,12 +9,11 @@ import pytest
 from nameko.exceptions import UnknownService
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from services.common import events
 from services.common.outbox import event_message
 from services.common.store import database, ensure_indexes
 from services.mediation.mediation import INDEXES, Mediation
 from services.mediation.simulator import Mediator
-from tests.support.harness import ServiceProcess, listening, settings_for, wait_until
+from tests.support.harness import ServiceProcess, listening, organization_event, settings_for, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,14 +37,13 @@ def mediator(mediation_settings):
     mediator.stop()
 
 
-def announce_regions(settings):
-    """Routing's announcement of the units' regions, as routing publishes it."""
+def announce_organization(settings):
+    """Routing's announcement of the organization (the tree, with the units' regions), as
+    routing publishes it."""
     from services.common import amqp
 
     publisher = amqp.Publisher(settings.amqp_uri)
-    event = events.make_event("organization_changed", None, {
-        "institutions": {"BANKA": ["BANKA-SD-YT"]}, "regions": {"BANKA-SD-YT": "370600"}}, "routing")
-    message = event_message(event)
+    message = event_message(organization_event())
     publisher.publish(message["exchange"], message["routing_key"], message["body"])
     publisher.close()
 
@@ -73,16 +71,16 @@ def ready(rpc, url):
     wait_until(lambda: answers(rpc), "the mediation service answers", timeout=60, interval=0.2)
     rpc.mediation.put_organization("SD-BIMC", {"name": "山东调解中心", "regions": ["370000"], "url": url,
                                                "secret": SECRET, "contact": {"phone": "0531-81000000"}}, ADMIN)
-    wait_until(lambda: _refers(rpc), "mediation knows the units' regions")
+    wait_until(lambda: _refers(rpc), "mediation knows the organization")
 
 
 def _refers(rpc) -> bool:
-    from services.common.errors import Conflict
+    from services.common.errors import Unavailable
 
     try:
         rpc.mediation.refer(complaint("BANKA-261120-0000009"), REQUEST, SUPERVISOR)
         return True
-    except Conflict:
+    except Unavailable:  # routing's announcement not kept yet
         return False
 
 
@@ -91,7 +89,7 @@ def test_kill_9_while_a_referral_waits_for_its_retry_loses_nothing_and_doubles_n
     mediator, url = mediator
     mediator.behave("SD-BIMC", fail_first=2)
     log = tmp_path / "mediation.log"
-    announce_regions(mediation_settings)
+    announce_organization(mediation_settings)
     with listening(mediation_settings.amqp_uri, "mediation.events") as published:
         first = ServiceProcess(["services.mediation.service"], mediation_settings, log).start()
         try:
@@ -141,8 +139,7 @@ def seed_due_referrals(settings, url: str, count: int) -> list[str]:
     desk = Mediation(db, settings)
     desk.registry.put("SD-BIMC", {"name": "山东调解中心", "regions": ["370000"], "url": url, "secret": SECRET,
                                   "contact": {"phone": "0531-81000000"}}, ADMIN)
-    desk.registry.organization_changed(events.make_event("organization_changed", None, {
-        "institutions": {"BANKA": ["BANKA-SD-YT"]}, "regions": {"BANKA-SD-YT": "370600"}}, "routing"))
+    desk.organization.keep(organization_event())
     return [desk.referrals.refer(complaint(f"BANKA-261120-{n:06d}0"), REQUEST, SUPERVISOR, Discard())["referral_id"]
             for n in range(count)]
 

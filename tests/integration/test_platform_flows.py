@@ -8,7 +8,7 @@ from services.common import amqp, timeutil
 from services.intake.service import IntakeService
 from services.routing.service import RoutingService
 from services.sla.service import SlaService
-from tests.support.harness import listening, publish_fact, submission, wait_until
+from tests.support.harness import listening, organization_known, publish_fact, submission, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -24,6 +24,7 @@ def platform(settings, run_services, center):
     with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE) as outbound, \
             run_services(settings, IntakeService, RoutingService, SlaService), \
             ClusterRpcProxy(settings.nameko_config()) as rpc:
+        organization_known(settings, "intake", "sla")
         yield center, outbound, rpc
 
 
@@ -46,7 +47,8 @@ def test_a_complaint_received_20_days_ago_breaches_and_is_escalated(platform):
         view = rpc.intake.get(number, None)
         # The escalation and the assignment it brings are two facts that may arrive in
         # either order: wait for both.
-        done = view["sla"]["state"] == "breached" and view["unit"] == "BANKA-SD" and view["status"] == "escalated"
+        done = (view["sla"]["state"] == "breached" and view["unit"] == "BANKA-SD" and view["status"] == "escalated"
+                and (view["assignment"] or {}).get("unit") == "BANKA-SD")
         return view if done else None
 
     view = wait_until(escalated, "the breach escalated the complaint to the tier-1 branch", timeout=60)
@@ -65,7 +67,7 @@ def test_a_complaint_received_13_days_ago_warns_and_a_decision_in_time_is_met(pl
     assert warned
     handler = {"sub": "banka-sd-yt-handler", "unit": "BANKA-SD-YT", "roles": ["handler"]}
     wait_until(lambda: rpc.intake.get(number, None)["assignment"], "routed")
-    rpc.intake.act(number, "decision", {"outcome": "partially_upheld", "message": "部分退还"}, handler, None)
+    rpc.intake.act(number, "decision", {"outcome": "partially_upheld", "message": "部分退还"}, handler)
     wait_until(lambda: rpc.intake.get(number, None)["sla"]["state"] == "met", "the decision met the clock")
     assert "escalated" not in statuses_of(outbound, number)
 

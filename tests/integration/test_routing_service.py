@@ -81,20 +81,20 @@ def test_transfer_then_reject_lands_above_both_and_a_sibling_sees_nothing(settin
         # A sibling branch's handler: as if the complaint did not exist, at routing and intake.
         for action, data in (("accept", {}), ("escalate", {"reason": "x"})):
             with pytest.raises(NotFound):
-                rpc.routing.act(complaint_no, action, data, KW_HANDLER, kw_units)
+                rpc.routing.act(complaint_no, action, data, KW_HANDLER)
         with pytest.raises(NotFound):
             rpc.intake.get(complaint_no, kw_units)
 
         with pytest.raises(Invalid) as refused:
             rpc.routing.act(complaint_no, "transfer", {"to_unit": LS, "reason": "该产品系上级部门开发设计"},
-                            ZF_HANDLER, zf_units)
+                            ZF_HANDLER)
         assert "reason" in refused.value.details
         pending = rpc.routing.act(complaint_no, "transfer", {"to_unit": LS, "reason": "客户账户开立于龙山支行"},
-                                  ZF_HANDLER, zf_units)
+                                  ZF_HANDLER)
         assert pending["unit"] == ZF and pending["pending_transfer"]["to_unit"] == LS  # the sender stays accountable
 
         after = rpc.routing.act(complaint_no, "transfer_reject", {"reason": "客户从未在本支行办理业务"},
-                                LS_HANDLER, rpc.routing.visible_units(LS))
+                                LS_HANDLER)
         assert (after["unit"], after["department"]) == (YT, "CPD")  # above both, never back to ZF
         assert after["transfer_count"] == 0 and after["refused_by"] == [LS] and ZF in after["passed_on"]
 
@@ -108,7 +108,7 @@ def test_transfer_then_reject_lands_above_both_and_a_sibling_sees_nothing(settin
                                                            "complaint_transfer_rejected"]
         # Now the outlet that passed it on no longer sees it.
         with pytest.raises(NotFound):
-            rpc.routing.act(complaint_no, "accept", {}, ZF_HANDLER, zf_units)
+            rpc.routing.act(complaint_no, "accept", {}, ZF_HANDLER)
 
 
 def test_sla_breach_escalates_to_the_parent_and_a_review_goes_above_the_decider(settings, run_services, center):

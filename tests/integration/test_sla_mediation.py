@@ -13,11 +13,14 @@ from services.common import events, timeutil
 from services.common.policy import SHANGHAI
 from services.common.store import client_for, ensure_indexes
 from services.sla.clocks import INDEXES, Clocks
-from tests.support.harness import Now, StagingOutbox
+from tests.support.harness import Now, StagingOutbox, organization_event
 
 pytestmark = pytest.mark.integration
 
 NO = "BANKA-260920-0000013"
+YT_SUPERVISOR = {"sub": "yt-sup", "name": "赵磊", "unit": "BANKA-SD-YT", "roles": ["supervisor"]}
+FACTS = {"complaint_no": NO, "institution": "BANKA", "unit": "BANKA-SD-YT", "offered_unit": None,
+         "respondent_staff": []}
 
 
 def at(*args) -> datetime:
@@ -40,6 +43,7 @@ def now():
 @pytest.fixture
 def clocks(db, now):
     keeper = Clocks(db, now=now)
+    keeper.organization.keep(organization_event())
     keeper.on_received(events.make_event("complaint_received", NO, {
         "complaint_no": NO, "institution": "BANKA", "branch": "BANKA-SD-YT", "kind": "complaint", "channel": "phone",
         "product": "credit_card", "received_at": timeutil.iso(now()), "policy": "cbirc-2020", "due_by": None,
@@ -82,6 +86,10 @@ def test_the_clock_pauses_at_the_referral_and_resumes_where_it_stopped(clocks, o
     assert paused["state"] == "paused" and paused["due_by"] is None
     [event] = outbox.events("sla_paused")
     assert event["body"]["ground"] == "mediation" and event["body"]["referral_id"] == f"{NO}-M1"
+    # A pause on the policy's mediation ground, the referral its evidence, approved with the referral.
+    [pause] = paused["pauses"]
+    assert pause["ground"] == "mediation" and pause["start"] == "2026-09-25T10:00:00+08:00"
+    assert pause["evidence"] == f"山东调解中心, referral {NO}-M1" and pause["approvers"] == []
     now.set(at(2026, 10, 20, 10, 0))  # long past the limit it would have had: nothing fires while paused
     assert clocks.sweep(outbox) == []
     clocks.on_mediation_status_changed(status(at(2026, 9, 28, 10, 0), "accepted", "referred"), outbox)
@@ -93,10 +101,12 @@ def test_the_clock_pauses_at_the_referral_and_resumes_where_it_stopped(clocks, o
     # Paused for exactly ten days: the limit moves ten days on.
     assert resumed["state"] == "running" and resumed["due_by"] == "2026-10-15T23:59:59+08:00"
     assert len(outbox.events("sla_resumed")) == 1
+    assert resumed["paused_time"] == {"seconds": 10 * 86400, "by_ground": {"mediation": 10 * 86400}}
 
 
 def test_a_mediation_ending_resumes_only_what_its_referral_paused(clocks, outbox, now):
-    clocks.pause(NO, "委托第三方鉴定", {"sub": "h1"}, outbox)  # paused on another ground first
+    clocks.act(NO, "pause", {"reason": "委托第三方鉴定", "ground": "third_party_appraisal",  # another ground first
+                             "evidence": "司法鉴定所 委托书 2026-17"}, YT_SUPERVISOR, FACTS, outbox)
     clocks.on_referred(referred(at(2026, 9, 21, 10, 0)), outbox)  # nothing running: nothing to pause
     clocks.on_mediation_status_changed(status(at(2026, 9, 22, 10, 0), "declined", "referred", ended=True), outbox)
     assert clock(clocks)["state"] == "paused"

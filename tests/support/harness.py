@@ -35,6 +35,7 @@ def env_for(settings: Settings, **extra) -> dict:
         "AMQP_URI": settings.amqp_uri, "MONGO_URI": settings.mongo_uri, "DB_PREFIX": settings.db_prefix,
         "RETRY_DELAYS": ",".join(str(d) for d in settings.retry_delays), "OUTBOX_GRACE": str(settings.outbox_grace),
         "MAX_WORKERS": str(settings.max_workers), "PYTHONUNBUFFERED": "1",
+        "POLICIES_PATH": settings.policies_path or "", "CALENDARS_PATH": settings.calendars_path or "",
         "MEDIATION_RETRY_BASE": str(settings.mediation_retry_base),
         "MEDIATION_RETRY_CAP": str(settings.mediation_retry_cap),
         "MEDIATION_RETRY_FOR": str(settings.mediation_retry_for), "MEDIATION_TIMEOUT": str(settings.mediation_timeout),
@@ -173,6 +174,38 @@ def publish_fact(center: CallCenter, name: str, complaint_no: str, producer: str
     return event
 
 
+def organization_event() -> dict:
+    """``organization_changed`` with the shipped organization, as routing announces it."""
+    from services.routing.organization import load_organization
+    from services.routing.routing import announcement
+
+    return events.make_event("organization_changed", None, announcement(load_organization()), "routing")
+
+
+def announce_organization(center: CallCenter, settings: Settings, *services: str) -> dict:
+    """Publish ``organization_changed`` with the shipped organization, as routing does when it
+    starts, and wait until each of ``services`` (which decide who may act) has kept it."""
+    from services.common.outbox import event_message
+
+    event = organization_event()
+    message = event_message(event)
+    center.publisher.publish(message["exchange"], message["routing_key"], message["body"])
+    organization_known(settings, *services)
+    return event
+
+
+def organization_known(settings: Settings, *services: str) -> None:
+    """Wait until each of ``services`` kept routing's announcement of the organization (which
+    routing makes when it starts): until then they refuse to decide who may act (503)."""
+    from services.common.orgtree import ANNOUNCED, COLLECTION
+    from services.common.store import client_for
+
+    for service in services:
+        kept = client_for(settings.mongo_uri)[f"{settings.db_prefix}_{service}"][COLLECTION]
+        wait_until(lambda: kept.find_one({"_id": ANNOUNCED, "units": {"$exists": True}}),  # noqa: B023
+                   f"{service} kept the organization")
+
+
 def accepted(center: CallCenter, listener: Listener, **changes) -> str:
     """Send a complaint and return its number once the accepted receipt arrived."""
     message_id = center.send(submission(**changes))
@@ -200,6 +233,38 @@ def listening(amqp_uri: str, exchange: str, routing_key: str = "#"):
         yield listener
     finally:
         listener.close()
+
+
+@contextmanager
+def http_platform(mongo_uri: str, **overrides):
+    """intake, routing, sla, mediation and the HTTP edge in this process, over a vhost and
+    databases of their own; yields the edge's base URL and the settings. For a module of
+    HTTP tests."""
+    from nameko.runners import ServiceRunner
+
+    from services.common.errors import quiet_answers
+    from services.gateway.service import GatewayService
+    from services.intake.service import IntakeService
+    from services.mediation.service import MediationService
+    from services.routing.service import RoutingService
+    from services.sla.service import SlaService
+    from tests.support.infra import free_port, rabbit_vhost, wait_for_port
+
+    quiet_answers()  # as the runner does
+    with rabbit_vhost() as amqp_uri:
+        settings = settings_for(amqp_uri, mongo_uri, **overrides)
+        with Connection(amqp_uri) as connection:
+            amqp.declare_topology(connection)
+        port = free_port()
+        runner = ServiceRunner(dict(settings.nameko_config(), WEB_SERVER_ADDRESS=f"127.0.0.1:{port}"))
+        for cls in (IntakeService, RoutingService, SlaService, MediationService, GatewayService):
+            runner.add_service(cls)
+        runner.start()
+        try:
+            wait_for_port(port)
+            yield f"http://127.0.0.1:{port}", settings
+        finally:
+            runner.stop()
 
 
 class Now:

@@ -7,16 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.common import events as catalogue
-from services.routing.assignment import (
-    Actor,
-    AssignmentPolicy,
-    InvalidReason,
-    InvalidRequest,
-    NotAllowed,
-    TransitionRefused,
-    from_document,
-    to_document,
-)
+from services.common.access import Caller
+from services.common.errors import Conflict, Forbidden, Invalid, NotFound
+from services.routing.assignment import AssignmentPolicy, from_document, to_document
 from services.routing.organization import load_organization
 from services.routing.rules import DEFAULT_PATH, load_rules
 
@@ -40,7 +33,7 @@ def assert_catalogue(events):
 
 
 def actor(unit, *roles, staff_id=None):
-    return Actor(staff_id or f"u-{unit}", unit, frozenset(roles or ("handler",)))
+    return Caller(staff_id or f"u-{unit}", unit, frozenset(roles or ("handler",)))
 
 
 def start(branch=ZF, **fields):
@@ -90,14 +83,14 @@ def test_a_complaint_within_the_outlets_authority_is_assigned_there_alone():
 
 def test_accept_by_the_accountable_unit():
     state = start()
-    with pytest.raises(NotAllowed):
+    with pytest.raises(Forbidden):
         POLICY.accept(state, actor(YT))
-    with pytest.raises(NotAllowed):
+    with pytest.raises(Forbidden):
         POLICY.accept(state, actor(ZF, "auditor"))
     state, events = POLICY.accept(state, actor(ZF, staff_id="A0027"))
     assert (state.status, state.handler) == ("accepted", "A0027")
     assert events[0]["type"] == "complaint_accepted"
-    with pytest.raises(TransitionRefused):
+    with pytest.raises(Conflict):
         POLICY.accept(state, actor(ZF))
 
 
@@ -110,11 +103,11 @@ def test_sender_stays_accountable_until_the_receiver_accepts():
     assert pending.accountable_unit == ZF and pending.pending_transfer.to_unit == KW
     assert events[0]["type"] == "complaint_transfer_requested"
     assert events[0]["body"]["reason"] == REASON and events[0]["body"]["actor"] == "u-" + ZF
-    with pytest.raises(TransitionRefused):
+    with pytest.raises(Conflict):
         POLICY.request_transfer(pending, actor(ZF), LS, REASON)
-    with pytest.raises(NotAllowed):
+    with pytest.raises(NotFound):  # a unit beside both does not even see it
         POLICY.accept_transfer(pending, actor(LS))
-    with pytest.raises(TransitionRefused):
+    with pytest.raises(Conflict):
         POLICY.accept(pending, actor(ZF))
     moved, events = POLICY.accept_transfer(pending, actor(KW, staff_id="A0100"))
     assert (moved.accountable_unit, moved.department, moved.handler) == (KW, "CPC", "A0100")
@@ -128,7 +121,7 @@ def test_sender_stays_accountable_until_the_receiver_accepts():
 
 def test_a_transfer_needs_a_reason():
     for blank in ("", "   ", None, {"code": None, "text": ""}):
-        with pytest.raises(InvalidReason):
+        with pytest.raises(Invalid):
             POLICY.request_transfer(start(), actor(ZF), KW, blank)
 
 
@@ -147,22 +140,22 @@ def test_a_transfer_needs_a_reason():
     "the regulator has answered the customer",
 ])
 def test_never_valid_reasons_are_refused(reason):
-    with pytest.raises(InvalidReason, match="never a valid ground"):
+    with pytest.raises(Invalid, match="never a valid ground"):
         POLICY.request_transfer(start(), actor(ZF), KW, reason)
     pending = POLICY.request_transfer(start(), actor(ZF), KW, REASON).state
-    with pytest.raises(InvalidReason, match="never a valid ground"):
+    with pytest.raises(Invalid, match="never a valid ground"):
         POLICY.reject_transfer(pending, actor(KW), reason)
 
 
 def test_bad_targets_are_refused():
     state = start()
-    with pytest.raises(InvalidRequest, match="unknown unit"):
+    with pytest.raises(Invalid, match="unknown unit"):
         POLICY.request_transfer(state, actor(ZF), "NOPE", REASON)
-    with pytest.raises(InvalidRequest, match="another institution"):
+    with pytest.raises(Invalid, match="another institution"):
         POLICY.request_transfer(state, actor(ZF), "INSA-SC", REASON)
-    with pytest.raises(TransitionRefused, match="already with"):
+    with pytest.raises(Conflict, match="already with"):
         POLICY.request_transfer(state, actor(ZF), ZF, REASON)
-    with pytest.raises(NotAllowed):  # beside it, not above it: out of reach
+    with pytest.raises(NotFound):  # beside it, not above it: out of reach
         POLICY.request_transfer(state, actor(LS), KW, REASON)
     # a unit above may redirect a complaint of its subtree
     assert POLICY.request_transfer(state, actor(SD, "consumer_protection"), KW, REASON).state
@@ -170,10 +163,10 @@ def test_bad_targets_are_refused():
 
 def test_never_back_to_a_unit_that_passed_it_on():
     state = transferred(start(), KW)
-    with pytest.raises(TransitionRefused, match="never back and forth"):
+    with pytest.raises(Conflict, match="never back and forth"):
         POLICY.request_transfer(state, actor(KW), ZF, REASON)
     state = transferred(state, LS)
-    with pytest.raises(TransitionRefused, match="never back and forth"):
+    with pytest.raises(Conflict, match="never back and forth"):
         POLICY.request_transfer(state, actor(LS), KW, REASON)
 
 
@@ -201,7 +194,7 @@ def test_a_rejected_transfer_lands_above_both(sender, receiver, lands):
     assert_catalogue(events)
     assert sender in state.passed_on and receiver in state.refused_by
     assert state.transfer_count == 0 and state.pending_transfer is None
-    with pytest.raises(TransitionRefused, match="refused it"):
+    with pytest.raises(Conflict, match="refused it"):
         POLICY.request_transfer(state, actor(lands), receiver, REASON)
 
 
@@ -220,11 +213,13 @@ def test_the_head_office_cannot_refuse_upward():
 
 def test_only_the_receiver_rejects_and_needs_a_reason():
     pending = POLICY.request_transfer(start(), actor(ZF), KW, REASON).state
-    with pytest.raises(NotAllowed):
+    with pytest.raises(Forbidden):
         POLICY.reject_transfer(pending, actor(ZF), "no")
-    with pytest.raises(InvalidReason):
+    with pytest.raises(Invalid):
         POLICY.reject_transfer(pending, actor(KW), "  ")
-    with pytest.raises(TransitionRefused):
+    with pytest.raises(Conflict):  # nothing pending: a unit that sees it is told so
+        POLICY.reject_transfer(start(), actor(ZF), "no")
+    with pytest.raises(NotFound):  # ... and a unit that does not is told nothing
         POLICY.reject_transfer(start(), actor(KW), "no")
 
 
@@ -239,7 +234,7 @@ def test_escalate_to_the_parent_lead_department():
     assert events[0]["body"]["cause"] == "handler" and events[0]["body"]["to_unit"] == YT
     assert events[1]["body"]["reason"] == "escalated"
     assert_catalogue(events)
-    with pytest.raises(InvalidReason):
+    with pytest.raises(Invalid):
         POLICY.escalate(start(), actor(ZF), "")
 
 
@@ -260,7 +255,7 @@ def test_escalation_at_head_office_stays_but_is_recorded():
 
 def test_manual_escalation_waits_for_a_pending_transfer():
     pending = POLICY.request_transfer(start(), actor(ZF), KW, REASON).state
-    with pytest.raises(TransitionRefused):
+    with pytest.raises(Conflict):
         POLICY.escalate(pending, actor(ZF), "up")
 
 
@@ -296,7 +291,7 @@ def test_a_review_goes_to_the_unit_above_the_one_that_decided():
     # a head office decision is reviewed by the head office's lead department
     state, _ = POLICY.review(start(branch="BANKA", product="credit_card"), "BANKA", "核查")
     assert (state.accountable_unit, state.department) == ("BANKA", "CPD")
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(Invalid):
         POLICY.review(state, "NOPE", "核查")
 
 
@@ -333,9 +328,9 @@ def test_misconduct_goes_to_discipline_inspection_in_parallel():
     assert events[0]["type"] == "misconduct_referred"
     assert (events[0]["body"]["unit"], events[0]["body"]["department"]) == (YT, "DISC")
     assert_catalogue(events)
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(Invalid):
         POLICY.flag_misconduct(state, actor(ZF), "gossip", "x")
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(Invalid):
         POLICY.flag_misconduct(state, actor(ZF), "threats", "")
     inspector = actor(YT, "inspector")
     assert POLICY.flag_misconduct(state, inspector, "threats", "威胁客户").state.referrals
@@ -349,12 +344,12 @@ def test_respondent_staff_may_not_act_nor_be_assigned():
                 lambda: POLICY.request_transfer(state, named, KW, REASON),
                 lambda: POLICY.escalate(state, named, "up"),
                 lambda: POLICY.flag_misconduct(state, named, "threats", "x")):
-        with pytest.raises(NotAllowed, match="recuse"):
+        with pytest.raises(Forbidden, match="recuse"):
             act()
     up = POLICY.escalate(state, actor(ZF), "回避").state
     assert up.handler is not None and up.handler not in up.respondent_staff
     pending = POLICY.request_transfer(up, actor(YT), KW, REASON).state
-    with pytest.raises(NotAllowed, match="recuse"):
+    with pytest.raises(Forbidden, match="recuse"):
         POLICY.accept_transfer(pending, actor(KW, staff_id="A0025"))
 
 
@@ -405,7 +400,7 @@ def test_no_sequence_sends_it_back_ping_pongs_or_loses_accountability(branch, st
         before = state
         try:
             state, events = apply(state, op, arg)
-        except (TransitionRefused, InvalidRequest, NotAllowed):
+        except (Conflict, Invalid, Forbidden, NotFound):
             continue
         assert_catalogue(events)
         assert from_document(json.loads(json.dumps(to_document(state)))) == state
@@ -446,7 +441,7 @@ def test_accepted_transfers_never_revisit_a_unit(branch, targets):
     for to_unit in targets:
         try:
             state = transferred(state, to_unit)
-        except TransitionRefused:
+        except Conflict:
             assert to_unit in visited
             continue
         visited.append(state.accountable_unit)

@@ -6,7 +6,7 @@ import pytest
 
 from services.gateway.auth import Identity, authenticate, authorize, bearer_token, issue_token, verify_token
 from services.gateway.errors import Forbidden, Unauthorized
-from services.gateway.routes import BY_NAME, SUBMITTERS
+from services.gateway.routes import BY_NAME
 
 SECRET = "unit-test-secret-of-at-least-32-bytes"
 USER = {"sub": "banka-sd-yt-handler", "name": "刘洋", "unit": "BANKA-SD-YT", "roles": ["handler"]}
@@ -92,7 +92,7 @@ def test_who_may_submit(roles, allowed):
         authorize(identity, BY_NAME["submit_complaint"].roles)
     else:
         with pytest.raises(Forbidden) as caught:
-            authorize(identity, SUBMITTERS)
+            authorize(identity, BY_NAME["submit_complaint"].roles)
         assert caught.value.status == 403
 
 

@@ -8,13 +8,19 @@ from werkzeug.test import EnvironBuilder
 from services.gateway import mediation
 from services.gateway.auth import Identity
 from services.gateway.entrypoint import Endpoint
-from services.gateway.errors import Unauthorized
+from services.gateway.errors import MalformedJson, Unauthorized, ValidationFailed
 from services.gateway.routes import BY_NAME
 
 SUPERVISOR = Identity("s1", "张伟", "BANKA-SD-YT", ("supervisor",), 0)
 ACTOR = {"sub": "s1", "name": "张伟", "unit": "BANKA-SD-YT", "roles": ["supervisor"]}
 UNITS = ["BANKA-SD-YT"]
 COMPLAINT = {"complaint_no": "C1", "status": "in_progress"}
+REFERRAL = {"reason": "协商未果", "actor": "工号 7",
+            "negotiation": [{"at": "2026-11-20T15:00:00+08:00", "by": "yt-001", "note": "客户不接受退还一半"}],
+            "consent": {"given": True, "at": "2026-11-21T10:00:00+08:00", "how": "电话录音"},
+            "authority": {"max_settlement_amount": "200.00", "currency": "CNY"}}
+ORGANIZATION = {"name": "山东调解中心", "regions": ["370000"], "url": "https://mediator.example/in",
+                "secret": "s" * 16, "contact": {"phone": "0531-81000000"}}
 
 
 class Recorder:
@@ -44,12 +50,26 @@ def request(method="POST", body=None, raw=None, headers=None):
 def test_a_referral_reads_the_complaint_as_the_caller_sees_it_and_answers_201():
     log = []
     peers = Peers(log, refer={"referral_id": "C1-M1", "organization": "SD-BIMC", "status": "referred"})
-    body = {"reason": "协商未果", "actor": "工号 7"}
+    body = REFERRAL
     status, headers, answer = mediation.refer(peers, request(body=body), SUPERVISOR, "C1")
     assert status == 201 and headers == {"Location": "/api/v1/mediation/referrals/C1-M1"}
     assert answer["referral_id"] == "C1-M1"
     assert log == [("routing.visible_units", "BANKA-SD-YT"), ("intake.get", "C1", UNITS),
                    ("mediation.refer", COMPLAINT, body, {**ACTOR, "note": "工号 7"})]
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"consent": {**REFERRAL["consent"], "given": False}}, "consent.given"),
+    ({"negotiation": []}, "negotiation"),
+    ({"reason": "  "}, "reason"),
+    ({"authority": {"max_settlement_amount": "1e3", "currency": "CNY"}}, "authority.max_settlement_amount"),
+    ({"negotiation": [{**REFERRAL["negotiation"][0], "at": "0001-01-01T00:00:00+14:00"}]}, "negotiation.0.at"),
+])
+def test_the_edge_refuses_a_body_the_document_refuses_before_asking_a_peer(change, field):
+    log = []
+    with pytest.raises(ValidationFailed) as refused:
+        mediation.refer(Peers(log), request(body={**REFERRAL, **change}), SUPERVISOR, "C1")
+    assert field in refused.value.details and log == []
 
 
 def test_a_callback_passes_the_exact_bytes_and_the_signature():
@@ -61,6 +81,10 @@ def test_a_callback_passes_the_exact_bytes_and_the_signature():
     [(name, referral_id, body, signed)] = log
     assert name == "mediation.callback" and referral_id == "C1-M1" and signed == "t=1,v1=ab"
     assert base64.b64decode(body) == raw
+    log.clear()
+    with pytest.raises(MalformedJson):  # what no part of the platform can hold goes no further
+        mediation.callback(peers, request(raw=b'{"event_id": "\\ud800"}'), "C1-M1")
+    assert log == []
 
 
 def test_a_referral_is_read_with_a_token_or_a_signature():
@@ -80,11 +104,13 @@ def test_a_referral_is_read_with_a_token_or_a_signature():
 def test_registering_answers_201_then_200():
     log = []
     peers = Peers(log, put_organization={"created": True, "organization": {"code": "SD"}})
-    assert mediation.put_organization(peers, request("PUT", body={"name": "x"}), SUPERVISOR, "SD") == (
+    assert mediation.put_organization(peers, request("PUT", body=ORGANIZATION), SUPERVISOR, "SD") == (
         201, {"code": "SD"})
-    assert log == [("mediation.put_organization", "SD", {"name": "x"}, ACTOR)]
+    assert log == [("mediation.put_organization", "SD", ORGANIZATION, ACTOR)]
     peers.mediation._answers["put_organization"] = {"created": False, "organization": {"code": "SD"}}
-    assert mediation.put_organization(peers, request("PUT", body={"name": "x"}), SUPERVISOR, "SD")[0] == 200
+    assert mediation.put_organization(peers, request("PUT", body=ORGANIZATION), SUPERVISOR, "SD")[0] == 200
+    with pytest.raises(ValidationFailed):
+        mediation.put_organization(peers, request("PUT", body={"name": "x"}), SUPERVISOR, "SD")
 
 
 def test_a_signed_route_needs_no_token_from_an_organization():

@@ -11,7 +11,7 @@ from services.gateway import views
 from services.gateway.auth import Identity
 from services.gateway.entrypoint import Endpoint
 from services.gateway.errors import Forbidden, MalformedJson, ValidationFailed
-from services.gateway.routes import ACTION_ROUTES, ACTIONS, BY_NAME, ROUTES
+from services.gateway.routes import ACTION_ROUTES, ACTIONS, ROUTES
 from services.gateway.service import GatewayService
 
 
@@ -92,22 +92,28 @@ UNITS = ["BANKA-SD-YT", "BANKA-SD-YT-ZF"]
 
 
 class Recorder:
-    """A fake peer whose every method records its call and answers ``answer``."""
+    """A fake peer whose every method records its call and answers ``answers[method]``, else
+    ``answer``."""
 
-    def __init__(self, name, log, answer=None):
-        self._name, self._log, self._answer = name, log, answer
+    def __init__(self, name, log, answer=None, **answers):
+        self._name, self._log, self._answer, self._answers = name, log, answer, answers
 
     def __getattr__(self, method):
         def call(*args):
             self._log.append((f"{self._name}.{method}", *args))
-            return self._answer
+            return self._answers.get(method, self._answer)
         return call
 
 
-def recording_peers():
+COMPLAINT = {"complaint_no": "C1", "status": "x"}
+
+
+def recording_peers(applied=True):
     log = []
-    return log, Peers(Recorder("intake", log, {"complaint_no": "C1", "status": "x"}),
-                      Recorder("routing", log, UNITS), Recorder("sla", log, [{"clock": "decision"}]))
+    done = {"events": ["e-1", "e-2"]}
+    intake = Recorder("intake", log, COMPLAINT, get_when_applied={"applied": applied, "complaint": COMPLAINT})
+    return log, Peers(intake, Recorder("routing", log, UNITS, act=done),
+                      Recorder("sla", log, [{"clock": "decision"}], act=done))
 
 
 def request(body=None, raw=None):
@@ -128,53 +134,73 @@ def test_one_action_one_post_route():
     assert len({(route.method, route.path) for route in ROUTES}) == len(ROUTES)
 
 
+def test_an_action_is_done_by_its_owner_in_the_rule_book():
+    assert {action.name: action.peer for action in ACTIONS} == {
+        "accept": "routing", "transfer": "routing", "transfer_accept": "routing", "transfer_reject": "routing",
+        "escalate": "routing", "misconduct": "routing", "extend": "sla", "pause": "sla", "resume": "sla",
+        "decision": "intake", "close": "intake", "reopen": "intake", "withdraw": "intake"}
+
+
 def test_intake_action_passes_the_data_and_the_token_identity():
     log, peers = recording_peers()
     body = {"outcome": "upheld", "amount": "1200.5", "message": "退还年费", "actor": "工号 0042"}
-    answer = views.act(peers, BY_NAME["complaint_decision"], request(body), HANDLER, "C1")
+    answer = views.act(peers, "decision", request(body), HANDLER, "C1")
     assert answer == {"complaint_no": "C1", "status": "x"}
-    assert log == [("routing.visible_units", "BANKA-SD-YT"),
-                   ("intake.act", "C1", "decision", {"outcome": "upheld", "amount": "1200.50", "message": "退还年费"},
-                    {**ACTOR, "note": "工号 0042"}, UNITS)]
+    assert log == [("intake.act", "C1", "decision", {"outcome": "upheld", "amount": "1200.50", "message": "退还年费"},
+                    {**ACTOR, "note": "工号 0042"})]
 
 
-def test_routing_action_then_the_complaint():
+def test_routing_action_then_the_complaint_once_its_record_shows_it():
     log, peers = recording_peers()
-    views.act(peers, BY_NAME["complaint_transfer"], request({"to_unit": "BANKA-SD-WF", "reason": "属地"}),
-              HANDLER, "C1")
-    assert log[1:] == [("routing.act", "C1", "transfer", {"to_unit": "BANKA-SD-WF", "reason": "属地"}, ACTOR, UNITS),
-                       ("intake.get", "C1", UNITS)]
+    answer = views.act(peers, "transfer", request({"to_unit": "BANKA-SD-WF", "reason": "属地"}), HANDLER, "C1")
+    assert answer == COMPLAINT
+    assert log == [("routing.act", "C1", "transfer", {"to_unit": "BANKA-SD-WF", "reason": "属地"}, ACTOR),
+                   ("routing.visible_units", "BANKA-SD-YT"), ("intake.get_when_applied", "C1", ["e-1", "e-2"], UNITS)]
+
+
+def test_an_action_the_record_has_not_caught_up_with_is_202_with_where_to_look():
+    _, peers = recording_peers(applied=False)
+    body = {"reason": "外部鉴定", "ground": "third_party_appraisal", "evidence": "鉴定委托书 2026-118"}
+    status, headers, body = views.act(peers, "pause", request(body), HANDLER, "C1")
+    assert (status, headers) == (202, {"Location": "/api/v1/complaints/C1"})
+    assert body == {"complaint_no": "C1", "action": "pause", "status": "accepted",
+                    "location": "/api/v1/complaints/C1", "events": ["e-1", "e-2"]}
 
 
 def test_accept_needs_no_body():
     log, peers = recording_peers()
-    views.act(peers, BY_NAME["complaint_transfer_accept"], request(), HANDLER, "C1")
-    assert log[1] == ("routing.act", "C1", "transfer_accept", {}, ACTOR, UNITS)
+    views.act(peers, "transfer_accept", request(), HANDLER, "C1")
+    assert log[0] == ("routing.act", "C1", "transfer_accept", {}, ACTOR)
 
 
-def test_sla_action_checks_visibility_and_passes_arguments_in_order():
+def test_sla_action_passes_the_body_and_the_token_identity():
     log, peers = recording_peers()
-    views.act(peers, BY_NAME["complaint_extend"], request({"days": 15, "reason": "需鉴定"}), HANDLER, "C1")
-    assert log[1:] == [("intake.get", "C1", UNITS), ("sla.extend", "C1", 15, "需鉴定", ACTOR, []),
-                       ("intake.get", "C1", UNITS)]
-    log.clear()
-    views.act(peers, BY_NAME["complaint_pause"], request({"reason": "司法鉴定"}), HANDLER, "C1")
-    assert ("sla.pause", "C1", "司法鉴定", ACTOR) in log
+    views.act(peers, "extend", request({"days": 15, "reason": "需鉴定"}), HANDLER, "C1")
+    assert log[0] == ("sla.act", "C1", "extend", {"days": 15, "reason": "需鉴定"}, ACTOR)
+
+
+def test_a_step_the_caller_may_not_approve_answers_202_with_the_pending_approval():
+    log = []
+    pending = {"approval_id": "sla-1", "action": "extend", "needs": ["supervisor"], "of_unit": "BANKA-SD"}
+    peers = Peers(Recorder("intake", log), Recorder("routing", log), Recorder("sla", log, act={"approval": pending}))
+    assert views.act(peers, "extend", request({"days": 30, "reason": "需鉴定"}), HANDLER, "C1") == (202, pending)
+    assert [call[0] for call in log] == ["sla.act"]  # nothing to wait for: nothing applied
 
 
 @pytest.mark.parametrize("name,body,fields_", [
-    ("complaint_decision", {"outcome": "maybe", "amount": 12.5}, {"outcome", "amount", "message"}),
-    ("complaint_close", {"satisfaction": "happy"}, {"satisfaction", "root_cause"}),
-    ("complaint_extend", {"days": 0, "reason": " ", "approvals": "superior_unit"}, {"days", "reason", "approvals"}),
-    ("complaint_extend", {"days": "3", "reason": "x"}, {"days"}),
-    ("complaint_transfer", {"reason": "x", "colour": "red"}, {"to_unit", "colour"}),
-    ("complaint_misconduct", {"clue": "gossip"}, {"clue", "note"}),
-    ("complaint_reopen", {}, {"reason"}),
+    ("decision", {"outcome": "maybe", "amount": 12.5}, {"outcome", "amount", "message"}),
+    ("close", {"satisfaction": "happy"}, {"satisfaction", "root_cause"}),
+    ("extend", {"days": 0, "reason": " ", "approvals": ["superior_unit"]}, {"days", "reason", "approvals"}),
+    ("pause", {"reason": "鉴定", "evidence": " "}, {"ground", "evidence"}),
+    ("extend", {"days": "3", "reason": "x"}, {"days"}),
+    ("transfer", {"reason": "x", "colour": "red"}, {"to_unit", "colour"}),
+    ("misconduct", {"clue": "gossip"}, {"clue", "note"}),
+    ("reopen", {}, {"reason"}),
 ])
 def test_invalid_bodies_are_422_before_any_call(name, body, fields_):
     log, peers = recording_peers()
     with pytest.raises(ValidationFailed) as caught:
-        views.act(peers, BY_NAME[name], request(body), HANDLER, "C1")
+        views.act(peers, name, request(body), HANDLER, "C1")
     assert set(caught.value.details) == fields_
     assert log == []
 
@@ -182,12 +208,40 @@ def test_invalid_bodies_are_422_before_any_call(name, body, fields_):
 def test_an_action_body_must_be_a_json_object():
     _, peers = recording_peers()
     with pytest.raises(ValidationFailed):
-        views.act(peers, BY_NAME["complaint_escalate"], request(["x"]), HANDLER, "C1")
+        views.act(peers, "escalate", request(["x"]), HANDLER, "C1")
     with pytest.raises(MalformedJson):
-        views.act(peers, BY_NAME["complaint_escalate"], request(raw=b"{"), HANDLER, "C1")
+        views.act(peers, "escalate", request(raw=b"{"), HANDLER, "C1")
 
 
 def test_clocks_after_the_visibility_check():
     log, peers = recording_peers()
     assert views.complaint_clocks(peers, HANDLER, "C1") == [{"clock": "decision"}]
     assert log[1:] == [("intake.get", "C1", UNITS), ("sla.clocks", "C1")]
+
+
+# -- approvals --------------------------------------------------------------------------------
+
+def test_approvals_are_listed_from_their_owners_newest_first():
+    log = []
+    older, newer = {"approval_id": "sla-1", "requested_at": "2026-11-20T09:00:00+08:00"}, \
+        {"approval_id": "sla-2", "requested_at": "2026-11-24T09:00:00+08:00"}
+    peers = Peers(Recorder("intake", log), Recorder("routing", log), Recorder("sla", log, approvals=[older, newer]))
+    query = EnvironBuilder(method="GET", query_string="pending=false").get_request()
+    assert views.list_approvals(peers, query, HANDLER) == {"items": [newer, older]}
+    assert log == [("sla.approvals", ACTOR, False)]
+
+
+def test_a_decision_goes_to_the_owner_the_id_names_with_a_note():
+    log = []
+    decided = {"approval_id": "sla-1", "complaint_no": "C1", "state": "approved"}
+    peers = Peers(Recorder("intake", log, get_when_applied={"applied": True, "complaint": COMPLAINT}),
+                  Recorder("routing", log, UNITS), Recorder("sla", log, decide_approval={"approval": decided,
+                                                                                         "events": ["e-1"]}))
+    answer = views.decide_approval(peers, request({"note": "同意延期"}), HANDLER, "sla-1", "approve")
+    assert answer == {**decided, "complaint": COMPLAINT}
+    assert log[0] == ("sla.decide_approval", "sla-1", "approve", "同意延期", ACTOR)
+    with pytest.raises(ValidationFailed):
+        views.decide_approval(peers, request({}), HANDLER, "sla-1", "refuse")
+    with pytest.raises(NotFound):
+        views.decide_approval(peers, request({"note": "x"}), HANDLER, "mediation-1", "approve")
+

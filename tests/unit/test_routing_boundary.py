@@ -1,11 +1,9 @@
-"""Routing's service boundary without a broker: loading the files' text, and the domain's
-refusals mapped to the errors that cross RPC."""
+"""Routing's service boundary without a broker: loading the files' text."""
 import pytest
 
-from services.common.errors import Conflict, Forbidden, Invalid
+from services.common.errors import Invalid
 from services.routing import organization, rules
-from services.routing.assignment import InvalidReason, InvalidRequest, NotAllowed, TransitionRefused
-from services.routing.routing import build, domain_errors
+from services.routing.routing import build
 
 ORG_TEXT = organization.DEFAULT_PATH.read_text(encoding="utf-8")
 RULES_TEXT = rules.DEFAULT_PATH.read_text(encoding="utf-8")
@@ -28,17 +26,3 @@ def test_invalid_files_are_refused_with_every_problem(org_text, rules_text, key,
         build(org_text, rules_text)
     assert list(refused.value.details) == [key]
     assert any(problem in p for p in refused.value.details[key])
-
-
-@pytest.mark.parametrize("raised, expected, field", [
-    (TransitionRefused("no transfer is pending"), Conflict, "action"),
-    (InvalidReason("a reason is required"), Invalid, "reason"),
-    (InvalidRequest("unknown unit 'X'"), Invalid, "to_unit"),
-    (NotAllowed("A0027 must recuse"), Forbidden, None),
-])
-def test_domain_refusals_cross_rpc_as_the_shared_errors(raised, expected, field):
-    with pytest.raises(expected) as caught, domain_errors("transfer"):
-        raise raised
-    assert caught.value.message == str(raised)
-    if field:
-        assert caught.value.details == {field: [str(raised)]}

@@ -1,19 +1,24 @@
-"""RPC to the peers with a time limit.
+"""RPC to a peer service with a time limit.
 
 nameko's ``RpcProxy`` waits for a reply for ever; a peer whose queue exists but whose
-instances are all down would hang the HTTP request. ``TimedRpcProxy`` is the same proxy
-whose replies give up after ``RPC_TIMEOUT`` seconds (settings) with nameko's
-``RpcTimeout``, which the edge answers with 503, like ``UnknownService`` (no queue at all).
+instances are all down would hang the caller (an HTTP request at the edge, a worker of a
+service asking intake). ``TimedRpcProxy`` is the same proxy whose replies give up after
+``RPC_TIMEOUT`` seconds (settings) with nameko's ``RpcTimeout``, which the edge answers
+with 503, like ``UnknownService`` (no queue at all).
 """
 from __future__ import annotations
 
 import time
 
 import eventlet
-from nameko.exceptions import RpcTimeout
+from kombu.exceptions import OperationalError
+from nameko.exceptions import ContainerBeingKilled, RpcTimeout, UnknownService
 from nameko.rpc import RpcProxy
 
 from services.common.config import from_container
+
+# What a failure of the broker or of a peer looks like to an RPC caller.
+UNAVAILABLE = (RpcTimeout, UnknownService, ContainerBeingKilled, OperationalError, ConnectionError)
 
 
 class TimedRpcProxy(RpcProxy):
