@@ -95,6 +95,9 @@ class ComplaintReopened(_ComplaintFact):
 
     reason = fields.String(required=True)
     decided_at = fields.AwareDateTime(required=True)
+    # When the gateway reported the decision delivered to the customer: the review window
+    # (Art. 20) runs from it; null when no delivery was reported (the window has not started).
+    delivered_at = fields.AwareDateTime(allow_none=True)
     decided_by_unit = fields.String(required=True)
 
 

@@ -12,9 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
-import yaml
 from bson import Binary
 from marshmallow import ValidationError
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -28,7 +26,10 @@ from services.common.outbox import pending as outbox_pending
 from services.common.policy import NoDueDate, PromiseRefused, load_calendars, load_policies
 from services.common.store import in_transaction
 from services.common.submission import ReceivedWindow, SubmissionSchema, for_any_institution
+from services.intake import notices
+from services.intake.contacts import Contacts
 from services.intake.lifecycle import Lifecycle
+from services.intake.notices import Notices
 from services.intake.records import Records
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 PRODUCER = "intake"
 ROUTING_PREFIX = "complaint.submit."
 HTTP_APP_ID = "http"
-CONTACTS = Path(__file__).parent / "data" / "contacts.yaml"
 ORGANIZATION_DOC = "units"
 KNOWN_UNITS_TTL = 5.0
 MERGED = "merged_messages"
@@ -55,10 +55,13 @@ INDEXES = {
         IndexModel([("transfer_to", ASCENDING)], sparse=True),
         IndexModel([("status", ASCENDING), ("received_at", DESCENDING)]),
         IndexModel([("due_by", ASCENDING), ("status", ASCENDING)]),
+        IndexModel([("closed_at", ASCENDING)]),  # retention: closed longest ago first
     ],
     "rejections": [IndexModel([("at", DESCENDING)]), IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)])],
     # Messages answered by merging them into an open complaint: one per message, ever.
-    MERGED: [IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)], unique=True, name="one_per_message")],
+    MERGED: [IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)], unique=True, name="one_per_message"),
+             IndexModel([("merged_into", ASCENDING)])],
+    **notices.INDEXES,
     "serials": [],
     "organization": [],
 }
@@ -126,7 +129,7 @@ class Intake:
     """The system of record's write side for new submissions, and its read side."""
 
     def __init__(self, db, serial_block: int = 50, load_policy_book=load_policies, load_calendar_book=load_calendars,
-                 window: ReceivedWindow = ReceivedWindow()):
+                 window: ReceivedWindow = ReceivedWindow(), notice_policy: notices.NoticePolicy | None = None):
         self.db = db
         self.window = window
         self.complaints = db["complaints"]
@@ -135,8 +138,8 @@ class Intake:
         self.policies = load_policy_book()
         self.calendars = load_calendar_book()
         self.lifecycle = Lifecycle.load()
-        with open(CONTACTS, encoding="utf-8") as handle:
-            self.contacts = yaml.safe_load(handle)
+        self.contacts = Contacts.load()
+        self.notices = Notices(db, self.policies, notice_policy)
         self._known_units: tuple[float, dict | None] = (0.0, None)
         self.records = Records(self)
 
@@ -198,6 +201,7 @@ class Intake:
         external_id = payload.get("external_id") if isinstance(payload.get("external_id"), str) else None
         try:
             data = SubmissionSchema(known_units=self.known_units(), window=self.window).load(payload)
+            self._contact(data)
         except ValidationError as exc:
             # A redelivery of an accepted message is a duplicate, whatever holds now.
             first = self._first_of(app_id, message_id)
@@ -345,10 +349,14 @@ class Intake:
         return DueOnReceipt(policy.code, clock.name, due_by, provisional,
                             description=clock.description or str(clock.limit))
 
-    def _contact(self, institution: str, branch: str | None) -> dict:
-        return (self.contacts["branches"].get(branch or "")
-                or self.contacts["institutions"].get(institution)
-                or self.contacts["default"])
+    def _contact(self, data: dict) -> dict:
+        """The institution's own contact the acknowledgement names; a submission for an
+        institution without one is refused (``contacts``)."""
+        contact = self.contacts.of(data["institution"], data.get("branch"))
+        if contact is None:
+            raise ValidationError({"institution": [
+                f"{data['institution']} has no contact for its customers (services/intake/data/contacts.yaml)"]})
+        return contact
 
     def _accept(self, data: dict, app_id: str, message_id: str, outbox, not_merged: str | None = None) -> Outcome:
         received_at = timeutil.local(data["received_at"])
@@ -397,21 +405,20 @@ class Intake:
                 "message_id": message_id, "external_id": data.get("external_id"), "status": "accepted",
                 "complaint_no": complaint_no, "due_by": receipt["due_by"], "errors": {},
                 **({"provisional": True} if due.provisional else {})}))
-        notice = outbound.notification(complaint_no, data["customer"], "acknowledged", {
+        notice = self.notices.compose(complaint, "acknowledged", {
             "complaint_no": complaint_no,
             "kind": data["kind"],
             "received_at": timeutil.iso(received_at),
             "due_by": receipt["due_by"],
             "provisional": due.provisional,
             "time_limit": due.description,
-            "contact": self._contact(data["institution"], data.get("branch")),
+            "contact": self._contact(data),
             **({"reply_within_days": data["reply_within_days"]} if data.get("reply_within_days") else {}),
-        })
-        if notice is not None:
-            messages.append(notice)
+        }, ("complaint_received", now), now)
+
         def store(session):
             self.complaints.insert_one(complaint, session=session)
-            outbox.stage(session, *messages)
+            outbox.stage(session, *messages, *self.notices.keep(session, [notice]))
 
         in_transaction(self.db, store)
         return Outcome("accepted", complaint)
@@ -484,16 +491,21 @@ class Intake:
     # -- reading -------------------------------------------------------------------------
 
     def health(self) -> dict:
-        """Up, with what an operator watches: messages not yet relayed, rejections kept, and
-        the alert of open complaints without a due date (the policy or calendar data could
-        not give one; also the ``complaints_without_due_date`` metric)."""
+        """Up, with what an operator watches: messages not yet relayed, rejections kept, the
+        alert of open complaints without a due date (the policy or calendar data could not
+        give one; also the ``complaints_without_due_date`` metric), notices and reports that
+        need an operator, institutions without a contact for their customers."""
         without = self.complaints.count_documents({"due_by": None, "status": {"$in": self.lifecycle.open_statuses()}})
         metrics.WITHOUT_DUE_DATE.labels(PRODUCER).set(without)
+        known = self.known_units()
         return {
             "status": "ok",
             "outbox_pending": outbox_pending(self.db),
             "rejections_kept": self.db["rejections"].estimated_document_count(),
             "complaints_without_due_date": without,
+            **self.notices.health(),
+            # The organization's institutions whose submissions are refused for want of a contact.
+            "institutions_without_contact": self.contacts.missing(known or ()),
         }
 
     def rejections(self, limit: int = 50) -> list[dict]:
@@ -513,7 +525,8 @@ class Intake:
         return complaint
 
     def get(self, complaint_no: str, visible_units: list[str] | None) -> dict:
-        return view(self.visible(complaint_no, visible_units))
+        complaint = self.visible(complaint_no, visible_units)
+        return view(complaint, self.notices.of_complaint(complaint_no))
 
     def list(self, filters: dict, visible_units: list[str] | None, limit: int = 50, cursor: str | None = None) -> dict:
         query: dict = within(visible_units)
@@ -584,14 +597,16 @@ def summary(complaint: dict) -> dict:
     }
 
 
-def in_time_order(complaint: dict, field: str) -> list[dict]:
+def in_time_order(entries) -> list[dict]:
     """Entries recorded as facts arrived (from several services, in any order), by time."""
-    return sorted(complaint.get(field, []), key=lambda entry: timeutil.local(entry["at"]))
+    return sorted(entries, key=lambda entry: timeutil.local(entry["at"]))
 
 
-def view(complaint: dict) -> dict:
-    """The complaint as it stands (CONTRACTS.md §3), times in ISO 8601 with offset."""
+def view(complaint: dict, notices_sent: list[dict] = ()) -> dict:
+    """The complaint as it stands (CONTRACTS.md §3), times in ISO 8601 with offset; the
+    history shows each notice to the customer with the gateway's reports beside it."""
     sla = complaint["sla"]
+    history = [*complaint.get("history", []), *(notices.history_entry(notice) for notice in notices_sent)]
     return {
         **summary(complaint),
         "external_id": complaint.get("external_id"),
@@ -611,9 +626,20 @@ def view(complaint: dict) -> dict:
         "priority": complaint.get("priority"),
         "flags": complaint.get("flags", []),
         "first_responder": complaint["first_responder"],
-        "transfers": [{**entry, "at": timeutil.iso(entry["at"])} for entry in in_time_order(complaint, "transfers")],
+        "transfers": [{**entry, "at": timeutil.iso(entry["at"])}
+                      for entry in in_time_order(complaint.get("transfers", []))],
         "sla": {"policy": sla["policy"], "due_by": timeutil.iso(sla.get("due_by")), "state": sla["state"],
                 "provisional": bool(sla.get("provisional")), "error": sla.get("error")},
         "mediation": complaint.get("mediation"),
-        "history": [{**entry, "at": timeutil.iso(entry["at"])} for entry in in_time_order(complaint, "history")],
+        "decision": _decision_view(complaint.get("decision")),
+        "history": [{**entry, "at": timeutil.iso(entry["at"])} for entry in in_time_order(history)],
     }
+
+
+def _decision_view(decision: dict | None) -> dict | None:
+    """The decision, with when the customer received it and until when they may ask for a review."""
+    if decision is None:
+        return None
+    times = ("at", "delivered_at", "review_until")
+    return {**{k: v for k, v in decision.items() if k not in times},
+            **{k: timeutil.iso(decision.get(k)) for k in times}}

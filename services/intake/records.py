@@ -1,7 +1,8 @@
 """Intake's record follows the complaint after receipt: the handlers' decisions, closure and
 review requests (actions intake owns), and the facts routing and SLA publish (assignment,
 transfers, escalation, clocks). Each change is one transaction: the record, its history,
-the event or status message for the call center, and the customer's notification.
+the event or status message for the call center, and the customer's notice (kept as the
+proof of notice, ``notices``).
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class Records:
         self.db = intake.db
         self.complaints = intake.complaints
         self.lifecycle = intake.lifecycle
+        self.notices = intake.notices
         self.facts = FACT_RULES
 
     # -- actions the handlers take through the HTTP edge --------------------------------
@@ -81,17 +83,22 @@ class Records:
             except ValidationError as exc:
                 raise Invalid("the amount is not a decimal string", {"amount": exc.messages}) from None
         policy = self.intake.policies.get(complaint["sla"]["policy"])
-        review_until = policy.review_window_ends(now) if policy.review_window else None
+        window = policy.review_window
         body = {"outcome": data["outcome"], "unit": complaint["unit"], "remedy": data.get("remedy"),
                 "amount": data.get("amount")}
+        # The review window runs from when the customer receives the decision (Art. 20): its
+        # end is known once the gateway reports the notice delivered (notices._delivered).
+        # The notice states the window, and the earliest it can end as a date.
+        earliest_end = policy.review_window_ends(now) if window else None
         return {
             "record": {"decision": {**body, "message": data["message"], "at": now, "by": actor.get("sub"),
-                                 "review_until": review_until}},
+                                 "delivered_at": None, "review_until": None}},
             "event": ("complaint_decided", body),
             "tell": ("decided", {"outcome": data["outcome"]}),
             "notify": ("decided", {
                 "outcome": data["outcome"], "message": data["message"], "remedy": data.get("remedy"),
-                "amount": data.get("amount"), "review_until": timeutil.iso(review_until),
+                "amount": data.get("amount"), "review_until": timeutil.iso(earliest_end),
+                "review_window": window and {"value": window.value, "unit": window.unit, "from": "receipt"},
                 "review_unit": "the superior unit of " + complaint["unit"], "remedies": list(REMEDIES)}),
         }
 
@@ -100,7 +107,8 @@ class Records:
         _one_of(data, "satisfaction", reference.SATISFACTION)
         _one_of(data, "root_cause", reference.causes())
         body = {"satisfaction": data["satisfaction"], "root_cause": data["root_cause"]}
-        return {"record": {"closure": {**body, "at": now, "by": actor.get("sub")}},
+        # closed_at: retention counts from here (``retention``); a review request clears it.
+        return {"record": {"closure": {**body, "at": now, "by": actor.get("sub")}, "closed_at": now},
                 "event": ("complaint_closed", body), "tell": ("closed", body), "notify": ("closed", {})}
 
     def _reopen(self, complaint, data, actor, now) -> dict:
@@ -108,18 +116,23 @@ class Records:
         decision = complaint.get("decision")
         if decision is None:
             raise Conflict("only a decided complaint can be reviewed", {"status": complaint["status"]})
-        policy = self.intake.policies.get(complaint["sla"]["policy"])
-        try:
-            policy.review_due_by(decision["at"], now)
-        except ReviewWindowClosed as exc:
-            raise Conflict("the window to ask for a review has passed", {"reason": [str(exc)]}) from None
+        # The window runs from the decision's delivery to the customer (Art. 20); until the
+        # gateway reports it delivered, it has not started, so it cannot have ended.
+        delivered_at = decision.get("delivered_at")
+        if delivered_at is not None:
+            policy = self.intake.policies.get(complaint["sla"]["policy"])
+            try:
+                policy.review_due_by(delivered_at, now)
+            except ReviewWindowClosed as exc:
+                raise Conflict("the window to ask for a review has passed", {"reason": [str(exc)]}) from None
         body = {"reason": data["reason"], "decided_at": timeutil.iso(decision["at"]),
-                "decided_by_unit": decision["unit"]}
-        return {"record": {"review": {"reason": data["reason"], "requested_at": now}},
+                "delivered_at": timeutil.iso(delivered_at), "decided_by_unit": decision["unit"]}
+        return {"record": {"review": {"reason": data["reason"], "requested_at": now}, "closed_at": None},
                 "event": ("complaint_reopened", body), "tell": ("reopened", {"reason": data["reason"]})}
 
     def _withdraw(self, complaint, data, actor, now) -> dict:
-        return {"record": {"withdrawal": {"reason": data.get("reason"), "at": now}},
+        # A withdrawal ends handling (Art. 15): retention counts from it as from a closure.
+        return {"record": {"withdrawal": {"reason": data.get("reason"), "at": now}, "closed_at": now},
                 "event": ("complaint_withdrawn", {"reason": data.get("reason")})}
 
     def _commit(self, complaint, action, status, actor, now, outbox, *, record, event, tell=None, notify=None):
@@ -129,7 +142,8 @@ class Records:
         published = events.make_event(name, complaint_no,
                                       {"complaint_no": complaint_no, "at": timeutil.iso(now), "actor": actor_id,
                                        **body}, PRODUCER)
-        messages = [event_message(published), *self._outward(complaint, now, tell, notify)]
+        messages, notice = self._outward(complaint, (name, now), tell, notify)
+        messages.insert(0, event_message(published))
         entry = {"at": now, "type": name, "actor": actor_id, "details": body}
 
         def write(session):
@@ -140,23 +154,24 @@ class Records:
                 session=session)
             if result.matched_count != 1:
                 raise Conflict("the complaint changed meanwhile; read it again", {"action": action})
-            outbox.stage(session, *messages)
+            outbox.stage(session, *messages, *self.notices.keep(session, [notice]))
 
         in_transaction(self.db, write)
 
-    def _outward(self, complaint, now, tell, notify) -> list[dict]:
-        messages = []
+    def _outward(self, complaint, change, tell, notify):
+        """What a change (its history entry's type and time) sends out: the status message
+        for the call center, and the notice to the customer (None when none is due)."""
+        _, at = change
+        messages, notice = [], None
         if tell and complaint.get("source") == "amqp":
-            change, details = tell
+            status, details = tell
             messages.append(outbound.status(complaint["app_id"], complaint["_id"], complaint.get("external_id"),
-                                            change, at=now, **details))
+                                            status, at=at, **details))
         if notify:
             template, params = notify
-            notice = outbound.notification(complaint["_id"], complaint["customer"], template,
-                                           {"complaint_no": complaint["_id"], **params})
-            if notice is not None:
-                messages.append(notice)
-        return messages
+            notice = self.notices.compose(complaint, template, {"complaint_no": complaint["_id"], **params},
+                                          change, timeutil.now())
+        return messages, notice
 
     # -- facts from routing and SLA -----------------------------------------------------
 
@@ -220,7 +235,7 @@ class Records:
             transfer = {"type": event["type"], "at": at, **{k: body.get(k) for k in ("from_unit", "to_unit", "reason")}}
         entry = {"at": at, "type": event["type"], "actor": body.get("actor"),
                  "details": {k: v for k, v in body.items() if k not in ("complaint_no", "at", "actor")}}
-        messages = self._outward(complaint, at, tell, notify)
+        messages, notice = self._outward(complaint, (event["type"], at), tell, notify)
 
         def write(session):
             if not inbox.first_time(self.db, session, event):
@@ -235,7 +250,7 @@ class Records:
                                                 session=session)
             if result.matched_count != 1:
                 raise _Stale()
-            outbox.stage(session, *messages)
+            outbox.stage(session, *messages, *self.notices.keep(session, [notice]))
 
         in_transaction(self.db, write)
 

@@ -296,7 +296,8 @@ class Clocks:
         clock (the complaint *is* under review) and the refusal is logged."""
         body = event["body"]
         requested_at = timeutil.parse(body["at"])
-        decided_at = timeutil.parse(body["decided_at"])
+        # The window runs from the decision's delivery to the customer when intake had it reported.
+        decided_at = timeutil.parse(body.get("delivered_at") or body["decided_at"])
         now = self.now()
         source = self.clocks.find_one({"complaint_no": body["complaint_no"]}, sort=[("created_at", ASCENDING)])
         if source is None:

@@ -538,3 +538,18 @@ def test_in_transaction_is_what_the_domain_uses(db):
     with pytest.raises(RuntimeError):
         in_transaction(db, work)
     assert db["staged"].count_documents({}) == 0
+
+
+def test_the_review_window_counts_from_the_decision_s_delivery_when_intake_had_it(clocks, outbox, now, caplog):
+    """complaint_reopened's optional delivered_at: SLA checks the window from it, as intake did."""
+    decided, delivered, requested = at(2026, 9, 1, 10, 0), at(2026, 9, 25, 10, 0), at(2026, 10, 10, 10, 0)
+    for no, delivery in (("BANKA-DELIVERED", {"delivered_at": timeutil.iso(delivered)}), ("BANKA-UNSAID", {})):
+        received(clocks, outbox, no=no, received_at=at(2026, 8, 25, 10, 0))
+        now.set(requested)
+        clocks.on_reopened(fact("complaint_reopened", no, requested, reason="对结果不满意",
+                                decided_at=timeutil.iso(decided), decided_by_unit="BANKA-SD-JN", **delivery), outbox)
+    out_of_window = [r.getMessage() for r in caplog.records if "out of the window" in r.getMessage()]
+    # 39 days after the decision was recorded, 15 after it was delivered.
+    assert [message.split()[2] for message in out_of_window] == ["BANKA-UNSAID"]
+    started = {e["complaint_no"]: e["body"] for e in outbox.events("sla_started") if e["body"]["clock"] == "review"}
+    assert set(started) == {"BANKA-DELIVERED", "BANKA-UNSAID"}
