@@ -56,6 +56,8 @@ class ComplaintReceived(_Body):
     respondent_staff = fields.List(fields.String(), required=True)
     group_size = fields.Integer(required=True)
     cause_event = fields.String(allow_none=True)
+    # The reply time promised for a suggestion, in the days of the policy's clock: its limit.
+    reply_within_days = fields.Integer(allow_none=True)
     app_id = fields.String(required=True)
     external_id = fields.String(allow_none=True)
 

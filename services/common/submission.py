@@ -27,8 +27,13 @@ from services.common.fields import CODE, CURRENCY, MoneyString, Pattern, StrictB
 
 SCHEMA_ID = "complaint.submit/1"
 # Refusals of a body the document calls valid: they depend on data (the organization, the
-# complaints stored) or on the clock, which no static schema states.
-SEMANTIC_FIELDS = ("institution", "branch", "repeat_of", "received_at")
+# complaints stored, the policy's bounds of a promise), on the clock, or compare one field
+# with another in a way JSON Schema cannot (representatives and group_size).
+SEMANTIC_FIELDS = ("institution", "branch", "repeat_of", "received_at", "reply_within_days", "representatives")
+# Order 3/2020 Art. 12: a group complaining in person chooses at most 5 representatives.
+MAX_REPRESENTATIVES = 5
+# A group visiting with more people than may speak for it must name who does.
+REPRESENTATIVES_REQUIRED_ABOVE = MAX_REPRESENTATIVES
 
 
 class ComplaintNumber(Pattern):
@@ -89,8 +94,10 @@ class CustomerSchema(Schema):
     class Meta:
         unknown = RAISE
 
+    PHONE = Pattern(r"^\+?[0-9][0-9 -]{4,19}$", error="is not a phone number")
+
     name = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    phone = fields.String(validate=Pattern(r"^\+?[0-9][0-9 -]{4,19}$", error="is not a phone number"))
+    phone = fields.String(validate=PHONE)
     email = fields.Email(validate=validate.Length(max=254))
     id_type = fields.String(validate=validate.Length(max=32))
     id_number = fields.String(validate=validate.Length(max=64))
@@ -102,6 +109,16 @@ class CustomerSchema(Schema):
             raise ValidationError(
                 "give at least one of phone, email or address so the customer can be answered", "_schema"
             )
+
+
+class RepresentativeSchema(Schema):
+    """One person a group chose to speak for it (Order 3/2020 Art. 12), and how to reach them."""
+
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    phone = fields.String(validate=CustomerSchema.PHONE)
 
 
 class SubmissionSchema(Schema):
@@ -118,6 +135,10 @@ class SubmissionSchema(Schema):
         {"anyOf": [{"properties": {"channel": {"not": {"enum": ["regulator"]}}}}, {"required": ["regulator_ref"]}]},
         {"anyOf": [{"properties": {"currency": {"enum": ["CNY"]}}}, {"required": ["amount_in_dispute"]}]},
         {"anyOf": [{"properties": {"new_facts": {"enum": [False]}}}, {"required": ["repeat_of"]}]},
+        {"anyOf": [{"not": {"required": ["reply_within_days"]}}, {"properties": {"kind": {"enum": ["suggestion"]}}}]},
+        {"anyOf": [{"properties": {"channel": {"not": {"enum": ["visit"]}}}},
+                   {"properties": {"group_size": {"maximum": REPRESENTATIVES_REQUIRED_ABOVE}}},
+                   {"required": ["representatives"]}]},
     ]}
 
     class Meta:
@@ -150,6 +171,13 @@ class SubmissionSchema(Schema):
     respondent_staff = fields.List(fields.String(validate=CODE), load_default=list,
                                    validate=validate.Length(max=50))
     group_size = fields.Integer(load_default=1, strict=True, validate=validate.Range(min=1, max=100000))
+    representatives = fields.List(
+        fields.Nested(RepresentativeSchema), validate=validate.Length(
+            min=1, max=MAX_REPRESENTATIVES,
+            error=f"name 1 to {MAX_REPRESENTATIVES} representatives (Order 3/2020 Art. 12)"), metadata={
+            "description": f"Whom a group chose to speak for it: at most {MAX_REPRESENTATIVES} (Order 3/2020 "
+                           f"Art. 12), no more than group_size; required when more than "
+                           f"{REPRESENTATIVES_REQUIRED_ABOVE} people complain in person (channel visit)."})
     cause_event = fields.String(validate=validate.OneOf(reference.CAUSE_EVENTS))
     # A repeat of an earlier complaint, as the agent who took the call knows it: see
     # ``Intake.submit`` for what becomes of it. new_facts: the customer brought new facts
@@ -157,6 +185,12 @@ class SubmissionSchema(Schema):
     repeat_of = fields.String(validate=ComplaintNumber(), metadata={
         "description": "The number of a complaint of the same institution, check digit included."})
     new_facts = StrictBoolean(metadata={"description": "true only with repeat_of."})
+    # The reply time promised to the customer for a suggestion (seed 003 §3.2); intake checks
+    # it against the bounds of the policy's reply clock.
+    reply_within_days = fields.Integer(strict=True, validate=validate.Range(min=1, max=366), metadata={
+        "description": "Only with kind suggestion: the reply time promised to the customer, in the days of "
+                       "the policy's reply clock (calendar days as shipped), within its bounds (1 to 60 as "
+                       "shipped); it replaces the policy's limit for this suggestion."})
 
     def __init__(self, *args, known_units: dict | None = None, window: ReceivedWindow | None = ReceivedWindow(),
                  now: Callable[[], datetime] = timeutil.now, **kwargs):
@@ -186,6 +220,9 @@ class SubmissionSchema(Schema):
             errors["currency"] = ["is given without amount_in_dispute"]
         if data.get("new_facts") and not data.get("repeat_of"):
             errors["new_facts"] = ["is given without repeat_of"]
+        if data.get("reply_within_days") is not None and data.get("kind") != "suggestion":
+            errors["reply_within_days"] = ["is promised for a suggestion only"]
+        errors.update(self._representatives_problems(data))
         if self.known_units is not None and data.get("institution"):
             units = self.known_units.get(data["institution"])
             if units is None:
@@ -194,6 +231,23 @@ class SubmissionSchema(Schema):
                 errors["branch"] = ["unknown branch of this institution"]
         if errors:
             raise ValidationError(errors)
+
+    @staticmethod
+    def _representatives_problems(data: dict) -> dict:
+        """Order 3/2020 Art. 12: a group complaining in person chooses at most 5
+        representatives. With more people at the counter than that, who speaks for them is
+        part of the record; a group never has more representatives than members."""
+        chosen = data.get("representatives")
+        group = data.get("group_size", 1)
+        if chosen is None:
+            if data.get("channel") == "visit" and group > REPRESENTATIVES_REQUIRED_ABOVE:
+                return {"representatives": [
+                    f"are required when {group} people complain in person: they choose at most "
+                    f"{MAX_REPRESENTATIVES} (Order 3/2020 Art. 12)"]}
+            return {}
+        if len(chosen) > group:
+            return {"representatives": [f"are {len(chosen)}, more than the group of {group} (group_size)"]}
+        return {}
 
     @post_load
     def defaults(self, data, **kwargs):

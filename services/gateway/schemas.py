@@ -148,7 +148,11 @@ class ComplaintSchema(ComplaintSummarySchema):
     direct = fields.Bool(required=True)
     regulator_ref = fields.Str(allow_none=True)
     group_size = fields.Int(required=True)
+    representatives = fields.List(fields.Dict(), metadata={
+        "description": "Whom the group chose to speak for it (name, phone), at most 5."})
     cause_event = fields.Str(allow_none=True)
+    reply_within_days = fields.Int(allow_none=True, metadata={
+        "description": "A suggestion's reply time promised to the customer: its limit."})
     respondent_staff = fields.List(fields.Str(), required=True)
     assignment = fields.Nested(AssignmentSchema, required=True, allow_none=True)
     priority = fields.Str(allow_none=True)
@@ -227,6 +231,8 @@ class ClockSchema(Reply):
     breached = fields.Bool()
     paused = fields.Bool(required=True)
     extensions = fields.Int(required=True, metadata={"description": "Extensions granted so far."})
+    promised_limit = fields.Int(allow_none=True, metadata={
+        "description": "The limit promised to the customer (a suggestion's reply time), in place of the policy's."})
 
 
 # -- handler actions (CONTRACTS §3) -----------------------------------------------------------

@@ -24,7 +24,7 @@ from services.common.errors import Forbidden, Invalid, NotFound, flatten_errors
 from services.common.orgtree import AnnouncedOrganization
 from services.common.outbox import event_message
 from services.common.outbox import pending as outbox_pending
-from services.common.policy import NoDueDate, load_calendars, load_policies
+from services.common.policy import NoDueDate, PromiseRefused, load_calendars, load_policies
 from services.common.store import in_transaction
 from services.common.submission import ReceivedWindow, SubmissionSchema, for_any_institution
 from services.intake import notices
@@ -210,6 +210,12 @@ class Intake:
         except DuplicateKeyError:
             # Delivered before (or to another instance at once): the stored one is the answer.
             return self._duplicate(self._first_of(app_id, message_id), message_id, outbox)
+        except PromiseRefused as exc:
+            first = self._first_of(app_id, message_id)
+            if first is not None:
+                return self._duplicate(first, message_id, outbox)
+            return self._reject(app_id, message_id, data.get("external_id"), {"reply_within_days": [str(exc)]},
+                                outbox, delivery=delivery, payload=payload, kind="invalid")
 
     def _check_submitter(self, data: dict, submitter: dict | None) -> None:
         if submitter is None or for_any_institution(submitter.get("roles"), data["channel"]):
@@ -315,11 +321,15 @@ class Intake:
         return Outcome("accepted", in_transaction(self.db, store))
 
     def _main_clock(self, data: dict, received_at: datetime) -> DueOnReceipt:
-        """The policy that applies, the clock it starts on receipt and its due date."""
+        """The policy that applies, the clock it starts on receipt and its due date: with the
+        reply time promised for a suggestion, that limit (``PromiseRefused`` when the policy
+        takes no such promise)."""
         policy = clock = None
         try:
-            policy = self.policies.select(data["institution"], data["kind"], data["channel"])
+            policy = self.policies.select(data["institution"], data["kind"], data["channel"], received_at)
             clock = policy.primary_clock
+            if data.get("reply_within_days") is not None:
+                clock = clock.promised(data["reply_within_days"])
             calendar = self.calendars.for_institution(data["institution"])
             due_by = clock.due_by(received_at, calendar=calendar)
         except NoDueDate as exc:
@@ -396,6 +406,7 @@ class Intake:
             "provisional": due.provisional,
             "time_limit": due.description,
             "contact": self._contact(data),
+            **({"reply_within_days": data["reply_within_days"]} if data.get("reply_within_days") else {}),
         }, ("complaint_received", now), now)
 
         def store(session):
@@ -426,6 +437,7 @@ class Intake:
             "respondent_staff": complaint.get("respondent_staff", []),
             "group_size": complaint.get("group_size", 1),
             "cause_event": complaint.get("cause_event"),
+            "reply_within_days": complaint.get("reply_within_days"),
             "app_id": complaint["app_id"],
             "external_id": complaint.get("external_id"),
         }
@@ -627,7 +639,9 @@ def view(complaint: dict, notices_sent: list[dict] = ()) -> dict:
         "direct": complaint.get("direct", False),
         "regulator_ref": complaint.get("regulator_ref"),
         "group_size": complaint.get("group_size", 1),
+        "representatives": complaint.get("representatives", []),
         "cause_event": complaint.get("cause_event"),
+        "reply_within_days": complaint.get("reply_within_days"),
         "respondent_staff": complaint.get("respondent_staff", []),
         "assignment": complaint.get("assignment"),
         "priority": complaint.get("priority"),

@@ -154,6 +154,7 @@ class RuleBook:
         self.organization = organization
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.major_group_size: int = major["group_size"]
+        self.major_channels = frozenset(major["channels"])
         self.major_cause_events = frozenset(major["cause_events"])
         self.reasons = reasons
         self.products = frozenset(products)
@@ -162,8 +163,11 @@ class RuleBook:
     # -- facts --------------------------------------------------------------------------
 
     def is_major(self, complaint: Mapping) -> bool:
+        """Order 3/2020 Art. 29: a group of ``group_size`` or more people in person (on one of
+        ``channels``: a walk-in at an outlet), or a complaint arising from a cause event."""
         group = complaint.get("group_size") or 1
-        return (int(group) >= self.major_group_size
+        in_person = complaint.get("channel") in self.major_channels
+        return ((in_person and int(group) >= self.major_group_size)
                 or complaint.get("cause_event") in self.major_cause_events)
 
     def _facts(self, complaint: Mapping) -> _Facts:
@@ -323,7 +327,11 @@ def build_rules(data: Any, organization: Organization) -> RuleBook:
     major = data.get("major") or {}
     if not isinstance(major.get("group_size"), int) or major["group_size"] < 2:
         problems.append("major: group_size must be an integer of at least 2")
+    channels = major.get("channels")
+    if not isinstance(channels, list) or not channels or any(c not in CHANNELS for c in channels):
+        problems.append(f"major: channels must list the channels that are in person, among {', '.join(CHANNELS)}")
     major = {"group_size": major.get("group_size") or 20,
+             "channels": list(channels or ()),
              "cause_events": list(major.get("cause_events") or [])}
 
     rules = []

@@ -18,7 +18,9 @@ A clock document::
     pauses         [{start, end|None, reason, ground, evidence, actor, approvers, approval_id,
                     referral_id (a pause for mediation)}]
     total          the limit in force, in the clock's unit (base limit + extensions)
-    limit          a limit of this clock alone replacing the policy's (an agreement's own date)
+    promised_limit the limit promised to the customer (a suggestion's reply time) or in a
+                   mediation agreement (its carry-out date), which replaces the policy's; None
+                   when none was promised
     extensions     [{days, total, reason, approved_by (positions), approvers (people), approval_id,
                     actor, at, previous_due_by}]
     due_by         None while paused (or when no calendar can count the year)
@@ -146,8 +148,9 @@ class Clocks:
 
     def _rule(self, doc: dict) -> ClockRule:
         rule = self.policies.get(doc["policy"]).clock(doc["clock"])
-        # A limit set for this clock alone (a mediation agreement's own date) replaces the policy's.
-        return rule if doc.get("limit") is None else rule.with_limit(doc["limit"])
+        # A promise (to the customer, or in a mediation agreement) stands, whatever the policy's
+        # bounds became since.
+        return rule if doc.get("promised_limit") is None else rule.with_limit(doc["promised_limit"])
 
     def _calendar(self, doc: dict):
         return self.calendars.for_institution(doc.get("institution"))
@@ -157,7 +160,9 @@ class Clocks:
         return schedule.compute(doc, self._rule(doc), self._calendar(doc), now, rearm=rearm)
 
     def _new_clock(self, complaint_no: str, rule: ClockRule, started_at: datetime, *, institution: str,
-                   unit: str | None, now: datetime, limit: int | None = None) -> dict:
+                   unit: str | None, now: datetime, promised_limit: int | None = None) -> dict:
+        if promised_limit is not None:
+            rule = rule.with_limit(promised_limit)
         doc = {
             "_id": clock_id(complaint_no, rule.name),
             "complaint_no": complaint_no,
@@ -170,8 +175,8 @@ class Clocks:
             "state": "running",
             "started_at": started_at,
             "pauses": [],
-            "total": rule.limit.value if limit is None else limit,
-            "limit": limit,
+            "total": rule.limit.value,
+            "promised_limit": promised_limit,
             "extensions": [],
             "warned": [],
             "breached": False,
@@ -232,9 +237,10 @@ class Clocks:
         self._transaction(event, lambda session: self.start_received(event["body"], session, outbox))
 
     def start_received(self, body: dict, session, outbox) -> bool:
-        """Start the primary clock of a received complaint, within ``session``; False when the
-        policy data lacks what it needs: the complaint is then kept in ``unscheduled`` (an
-        operator's alert) until the data is fixed and the recompute starts it."""
+        """Start the primary clock of a received complaint, within ``session``, with the reply
+        time promised to the customer if one was (a suggestion); False when the policy data
+        lacks what it needs: the complaint is then kept in ``unscheduled`` (an operator's
+        alert) until the data is fixed and the recompute starts it."""
         now = self.now()
         try:
             rule = self._primary_rule(body)
@@ -248,7 +254,7 @@ class Clocks:
             return False
         doc = self._new_clock(body["complaint_no"], rule, timeutil.parse(body["received_at"]),
                               institution=body["institution"], unit=body.get("branch") or body["institution"],
-                              now=now)
+                              now=now, promised_limit=body.get("reply_within_days"))
         doc["kind"] = body.get("kind")
         if self.clocks.find_one({"_id": doc["_id"]}, {"_id": 1}, session=session):
             return True  # the same complaint announced twice: its clock runs already
@@ -263,7 +269,8 @@ class Clocks:
         (intake's data lacked it), the policy this service's data selects."""
         if body.get("policy"):
             return self.policies.get(body["policy"]).primary_clock
-        return self.policies.select(body["institution"], body["kind"], body.get("channel")).primary_clock
+        return self.policies.select(body["institution"], body["kind"], body.get("channel"),
+                                    timeutil.parse(body["received_at"])).primary_clock
 
     @staticmethod
     def _due_date_outcome(doc: dict) -> str:
@@ -475,7 +482,7 @@ class Clocks:
                 log.warning("%s counts %s: the agreement's own date is not used", AGREEMENT_CLOCK, rule.limit.unit)
         started_at = datetime.combine(signed_on, dt_time(0), tzinfo=SHANGHAI)
         doc = self._new_clock(body["complaint_no"], rule, started_at, institution=source.get("institution"),
-                              unit=source.get("unit"), now=now, limit=limit)
+                              unit=source.get("unit"), now=now, promised_limit=limit)
         started = self._event("sla_started", doc, now, body.get("actor"), started_at=timeutil.iso(started_at),
                               reason="agreement_reached", referral_id=body["referral_id"])
 
@@ -850,6 +857,7 @@ class Clocks:
                         "by": p.get("actor"), "approvers": p.get("approvers", [])} for p in doc.get("pauses", [])],
             "paused_time": paused_time(doc.get("pauses", []), now),
             "pending_approvals": waiting,
+            "promised_limit": doc.get("promised_limit"),
         }
 
     # -- the books and what an operator watches ---------------------------------------------

@@ -191,6 +191,36 @@ def test_an_implausible_received_at_is_rejected_over_amqp_alike(platform):
     assert list(receipt["body"]["errors"]) == ["received_at"]
 
 
+def test_a_suggestion_promised_a_reply_time_gets_it_over_http(platform):
+    base, settings = platform
+    received = (timeutil.now() - timedelta(hours=1)).replace(microsecond=0)
+    created = submit(base, settings, "yantai", body(branch="BANKA-SD-YT", kind="suggestion", reply_within_days=7,
+                                                    received_at=received.isoformat()))
+    assert created.status_code == 201, created.text
+    promised = timeutil.parse(created.json()["due_by"])
+    assert promised == (received + timedelta(days=7)).replace(hour=23, minute=59, second=59)
+    path = f"{base}/api/v1/complaints/{created.json()['complaint_no']}"
+    view = requests.get(path, headers=headers(settings, "yantai"), timeout=30).json()
+    assert view["reply_within_days"] == 7
+    clocks = wait_until(lambda: requests.get(path + "/clocks", headers=headers(settings, "yantai"), timeout=30)
+                        .json(), "SLA started the reply clock")
+    assert [(c["promised_limit"], timeutil.parse(c["due_by"])) for c in clocks] == [(7, promised)]
+
+
+@pytest.mark.parametrize("changes, field, says", [
+    ({"kind": "suggestion", "reply_within_days": 90}, "reply_within_days", "takes a promise of 1 to 60"),
+    ({"kind": "complaint", "reply_within_days": 7}, "reply_within_days", "for a suggestion only"),
+    ({"channel": "visit", "group_size": 30}, "representatives", "at most 5 (Order 3/2020 Art. 12)"),
+    ({"group_size": 2, "representatives": [{"name": "甲"}, {"name": "乙"}, {"name": "丙"}]}, "representatives",
+     "more than the group of 2"),
+])
+def test_a_promise_or_representatives_beyond_the_rules_are_422(platform, changes, field, says):
+    base, settings = platform
+    response = submit(base, settings, "yantai", {**body(branch="BANKA-SD-YT"), **changes})
+    [message] = error_of(response, 422)["details"][field]
+    assert says in message
+
+
 @pytest.mark.parametrize("value", ["yes", "true", 1])
 def test_direct_is_a_json_boolean(platform, value):
     base, settings = platform

@@ -3,6 +3,7 @@ import json
 
 import pymongo
 import pytest
+from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.common import amqp, ids
 from services.common.store import database
@@ -117,6 +118,31 @@ def test_regulator_channel_needs_its_reference(settings, run_services, center):
         [accepted] = receipts_of(receipts, given)
         assert rejected["body"]["errors"] == {"regulator_ref": ["is required for complaints forwarded by a regulator"]}
         assert accepted["body"]["status"] == "accepted"
+
+
+def test_a_group_in_person_names_at_most_five_representatives(settings, run_services, center):
+    """Order 3/2020 Art. 12: 30 people at an outlet choose at most 5 to speak for them; the
+    record names them, and a sixth, or none at all, is refused saying why (and kept)."""
+    five = [{"name": f"代表{i}", "phone": f"1390000000{i}"} for i in range(5)]
+    with listening(settings.amqp_uri, amqp.OUTBOUND_EXCHANGE, "receipt.#") as receipts, \
+            run_services(settings, IntakeService), ClusterRpcProxy(settings.nameko_config()) as rpc:
+        named = center.send(submission(group_size=30, representatives=five), channel="visit")
+        six = center.send(submission(group_size=30, representatives=[*five, {"name": "代表5"}]), channel="visit")
+        none = center.send(submission(group_size=30), channel="visit")
+        by_letter = center.send(submission(group_size=30), channel="letter")
+        [accepted] = receipts_of(receipts, named)
+        assert accepted["body"]["status"] == "accepted"
+        assert rpc.intake.get(accepted["body"]["complaint_no"], None)["representatives"] == five
+        [too_many] = receipts_of(receipts, six)
+        assert too_many["body"]["errors"] == {"representatives": ["name 1 to 5 representatives (Order 3/2020 Art. 12)"]}
+        [missing] = receipts_of(receipts, none)
+        assert missing["body"]["errors"] == {"representatives": [
+            "are required when 30 people complain in person: they choose at most 5 (Order 3/2020 Art. 12)"]}
+        [letter] = receipts_of(receipts, by_letter)
+        assert letter["body"]["status"] == "accepted"  # not in person: none need be named
+        rejections = database(settings, "intake")["rejections"]
+        assert {row["message_id"] for row in rejections.find({"errors.representatives": {"$exists": True}})} == {
+            six, none}
 
 
 @pytest.mark.parametrize("raw, properties, key, errors", [

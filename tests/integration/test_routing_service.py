@@ -192,7 +192,12 @@ def sample_bodies():
             body["branch"] = branch
         bodies.append(body)
     bodies += [submission(external_id="same-direct", branch=KW, direct=True),
-               submission(external_id="same-major", branch=LS, group_size=30, product="mortgage"),
+               dict(submission(external_id="same-major", branch=LS, group_size=30, product="mortgage",
+                               representatives=[{"name": "王强", "phone": "13900000001"}, {"name": "刘洋"}]),
+                    channel="visit"),
+               # As many people, by letter: not in person, so not a major complaint (Art. 29).
+               dict(submission(external_id="same-petition", branch=LS, group_size=30, product="mortgage"),
+                    channel="letter"),
                submission(external_id="same-wealth", branch=ZF, product="wealth_management"),
                submission(external_id="same-recused", branch=ZF, respondent_staff=["A0027"])]
     return bodies
@@ -216,6 +221,8 @@ def test_two_routing_instances_route_as_one_and_a_reload_reaches_both(
             assert alone["same-recused"][0] == {"unit": ZF, "department": "CPC", "office": "back", "handler": None}
             assert alone["same-major"][0]["unit"] == "BANKA"
             assert alone["same-major"][2] == ["emergency_plan", "regulator_report"]
+            # (a mortgage is beyond the outlet's authority: its city branch, not head office)
+            assert alone["same-petition"][0]["unit"] == YT and alone["same-petition"][1:3] == ("normal", [])
 
             # A reload taken by one instance is in force on both within a second or so.
             result = rpc.routing.reload(None, str(rules_sending_everything_up(tmp_path)))

@@ -119,7 +119,7 @@ def test_received_starts_the_primary_clock_once(clocks, outbox, db, now):
         "clock": "decision", "policy": "cbirc-2020", "state": "running", "due_by": "2026-10-05T23:59:59+08:00",
         "started_at": "2026-09-20T10:00:00+08:00", "warned": [], "breached": False, "paused": False,
         "extensions": 0, "provisional": False, "pauses": [], "paused_time": {"seconds": 0, "by_ground": {}},
-        "pending_approvals": []}]
+        "pending_approvals": [], "promised_limit": None}]
     with pytest.raises(NotFound):
         clocks.view("BANKA-NONE")
 

@@ -206,9 +206,9 @@ def organization_known(settings: Settings, *services: str) -> None:
                    f"{service} kept the organization")
 
 
-def accepted(center: CallCenter, listener: Listener, **changes) -> str:
+def accepted(center: CallCenter, listener: Listener, channel: str = "phone", **changes) -> str:
     """Send a complaint and return its number once the accepted receipt arrived."""
-    message_id = center.send(submission(**changes))
+    message_id = center.send(submission(**changes), channel=channel)
     [receipt] = listener.wait_for(lambda m: m["body"].get("message_id") == message_id)
     assert receipt["body"]["status"] == "accepted", receipt["body"]
     return receipt["body"]["complaint_no"]

@@ -303,7 +303,8 @@ def test_list_bounds_state_their_form_and_years():
 def test_refusals_on_data_are_named_per_operation():
     paths = document()["paths"]
     submit = paths["/api/v1/complaints"]["post"]["responses"]["422"]
-    assert submit["x-semantic-refusals"] == ["institution", "branch", "repeat_of", "received_at"]
+    assert submit["x-semantic-refusals"] == ["institution", "branch", "repeat_of", "received_at",
+                                             "reply_within_days", "representatives"]
     assert paths["/api/v1/complaints"]["get"]["responses"]["422"]["x-semantic-refusals"] == ["cursor"]
     assert "x-semantic-refusals" not in paths["/api/v1/complaints/{complaint_no}/close"]["post"]["responses"]["422"]
 

@@ -2,6 +2,7 @@
 import json
 from datetime import datetime, timedelta
 
+import jsonschema_rs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -232,3 +233,78 @@ def test_the_window_is_a_setting():
     wide = ReceivedWindow(skew=timedelta(hours=1), max_age=timedelta(days=3650))
     assert at("2026-11-24T10:30:00+08:00", wide)
     assert at("2020-01-01T00:00:00+08:00", wide)
+
+
+# -- a suggestion's promised reply time --------------------------------------------------------
+
+def test_a_suggestion_records_the_reply_time_promised():
+    assert load(submission(kind="suggestion", reply_within_days=10))["reply_within_days"] == 10
+    assert "reply_within_days" not in load(submission(kind="suggestion"))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"kind": "complaint"}, "is promised for a suggestion only"),
+    ({"kind": "consultation"}, "is promised for a suggestion only"),
+    ({"kind": "suggestion", "reply_within_days": 0}, "Must be greater than or equal to 1"),
+    ({"kind": "suggestion", "reply_within_days": "10"}, "Not a valid integer."),
+    ({"kind": "suggestion", "reply_within_days": 10.5}, "Not a valid integer."),
+])
+def test_a_promise_that_cannot_be_one_is_refused(change, message):
+    found = errors_of(submission(**{"reply_within_days": 10, **change}))
+    assert any(message in text for text in found["reply_within_days"]), found
+
+
+# -- groups and their representatives (Order 3/2020 Art. 12) ------------------------------------
+
+REPRESENTATIVES = [{"name": "王强", "phone": "13900000001"}, {"name": "刘洋"}]
+
+
+def test_a_group_in_person_names_its_representatives():
+    data = load(dict(submission(group_size=30, representatives=REPRESENTATIVES), channel="visit"))
+    assert data["representatives"] == REPRESENTATIVES
+
+
+@pytest.mark.parametrize("channel, group_size", [("visit", 5), ("phone", 30), ("letter", 200)])
+def test_representatives_are_optional_for_a_small_group_or_a_group_not_in_person(channel, group_size):
+    assert load(dict(submission(group_size=group_size), channel=channel))["group_size"] == group_size
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"group_size": 6}, "are required when 6 people complain in person: they choose at most 5 (Order 3/2020 Art. 12)"),
+    ({"group_size": 30, "representatives": [{"name": f"代表{i}"} for i in range(6)]},
+     "name 1 to 5 representatives (Order 3/2020 Art. 12)"),
+    ({"group_size": 30, "representatives": []}, "name 1 to 5 representatives (Order 3/2020 Art. 12)"),
+    ({"group_size": 2, "representatives": [{"name": "甲"}, {"name": "乙"}, {"name": "丙"}]},
+     "are 3, more than the group of 2 (group_size)"),
+])
+def test_representatives_beyond_the_article_are_refused_saying_why(change, message):
+    assert errors_of(dict(submission(**change), channel="visit")) == {"representatives": [message]}
+
+
+@pytest.mark.parametrize("representative, path", [
+    ({"phone": "13900000001"}, "representatives.0.name"),
+    ({"name": "王强", "phone": "call me"}, "representatives.0.phone"),
+    ({"name": "王强", "id_number": "370102198001011234"}, "representatives.0.id_number"),
+])
+def test_each_representative_is_a_name_and_a_phone(representative, path):
+    assert path in errors_of(dict(submission(group_size=30, representatives=[representative]), channel="visit"))
+
+
+@pytest.mark.parametrize("body", [
+    dict(submission(kind="suggestion", reply_within_days=10), channel="web"),
+    dict(submission(kind="complaint", reply_within_days=10), channel="web"),
+    dict(submission(group_size=30), channel="visit"),
+    dict(submission(group_size=30), channel="phone"),
+    dict(submission(group_size=5), channel="visit"),
+    dict(submission(group_size=30, representatives=REPRESENTATIVES), channel="visit"),
+])
+def test_the_document_states_the_rules_of_promises_and_representatives(body):
+    """The rules across fields, as the document states them (JSON Schema, judged by a
+    validator as a client judges them), refuse what the schema refuses."""
+    documented = jsonschema_rs.validator_for(SubmissionSchema.JSON_SCHEMA).is_valid(body)
+    try:
+        SubmissionSchema().load(body)
+        refused = False
+    except ValidationError:
+        refused = True
+    assert documented is not refused

@@ -22,6 +22,7 @@ from services.common.policy import (
     ExtensionRefused,
     Limit,
     PolicyError,
+    PromiseRefused,
     ReviewWindowClosed,
     UnknownClock,
     UnknownPolicy,
@@ -172,6 +173,41 @@ def test_invalid_data_is_refused_at_load(raw):
         policies_from_data(raw)
 
 
+def test_a_rule_for_a_period_holds_for_the_days_received_in_it():
+    """Same-day mode for BANKA in February 2026, by data: a complaint received on a day of
+    the period gets same-day, before and after it the default; the day is read in Shanghai."""
+    book = _custom_book([
+        {"when": {"institution": "BANKA", "kind": "complaint", "received": {"from": date(2026, 2, 1),
+                                                                               "to": "2026-02-28"}},
+         "policy": "b"},
+        {"when": {"kind": "complaint", "received": {"from": date(2026, 6, 1)}}, "policy": "c"},
+        {"when": {"kind": "complaint"}, "policy": "a"},
+    ])
+    assert book.select("BANKA", "complaint", "phone", sh(2026, 2, 1, 0, 0)).code == "b"
+    assert book.select("BANKA", "complaint", "phone", sh(2026, 2, 28, 23, 59)).code == "b"
+    assert book.select("BANKA", "complaint", "phone", sh(2026, 1, 31, 23, 59)).code == "a"
+    assert book.select("BANKA", "complaint", "phone", sh(2026, 3, 1, 0, 0)).code == "a"
+    # 2026-02-28 20:00 UTC is March 1st in Shanghai
+    assert book.select("BANKA", "complaint", "phone", datetime(2026, 2, 28, 20, 0, tzinfo=UTC)).code == "a"
+    assert book.select("INSA", "complaint", "phone", sh(2026, 2, 10, 9, 0)).code == "a"
+    assert book.select("INSA", "complaint", "phone", sh(2027, 1, 10, 9, 0)).code == "c"  # open-ended
+    # without a time of receipt, a rule for a period does not hold
+    assert book.select("BANKA", "complaint", "phone").code == "a"
+
+
+@pytest.mark.parametrize("received", [
+    {"from": "2026-03-01", "to": "2026-02-01"},
+    {"from": "1 March"},
+    {"from": datetime(2026, 3, 1, 9, 0)},
+    {"since": "2026-03-01"},
+    {},
+    "2026-03-01",
+])
+def test_a_period_that_is_not_one_is_refused_at_load(received):
+    with pytest.raises(PolicyError, match="received"):
+        _custom_book([{"when": {"received": received}, "policy": "a"}])
+
+
 def test_load_from_a_path(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(
@@ -251,6 +287,36 @@ def test_suggestion_promised_limit():
     reply = BOOK.get("suggestion").clock("reply")
     assert reply.due_by(sh(2026, 9, 20, 10, 0), calendar=None) == eod(2026, 10, 5)
     assert reply.with_limit(20).due_by(sh(2026, 9, 20, 10, 0), calendar=None) == eod(2026, 10, 10)
+    assert reply.promised(5).due_by(sh(2026, 9, 20, 10, 0), calendar=None) == eod(2026, 9, 25)
+    assert reply.promised(60).limit == Limit(60, "calendar_days")
+
+
+@pytest.mark.parametrize("clock, value, message", [
+    (BOOK.get("suggestion").clock("reply"), 61, "takes a promise of 1 to 60 calendar_days, not 61"),
+    (BOOK.get("suggestion").clock("reply"), 0, "takes a promise of 1 to 60 calendar_days, not 0"),
+    (CBIRC, 10, "cbirc-2020/decision takes no promised limit"),
+])
+def test_a_promise_outside_the_policy_is_refused(clock, value, message):
+    with pytest.raises(PromiseRefused, match=message):
+        clock.promised(value)
+
+
+def _promising(promise, unit="calendar_days", value=15):
+    return {"policies": [{"code": "s", "clocks": [
+        {"name": "reply", "limit": {"value": value, "unit": unit}, "promise": promise}]}]}
+
+
+@pytest.mark.parametrize("raw", [
+    _promising({"min": 1, "max": 30}, unit="hours"),
+    _promising({"min": 0, "max": 30}),
+    _promising({"min": 20, "max": 10}),
+    _promising({"min": 1}),
+    _promising({"min": 1, "max": "30"}),
+    _promising({"min": 1, "max": 10}),  # the default limit, 15, must be a promise it takes
+])
+def test_promise_bounds_are_checked_at_load(raw):
+    with pytest.raises(PolicyError, match="promise"):
+        policies_from_data(raw)
 
 
 # -- unknown years ---------------------------------------------------------------------------

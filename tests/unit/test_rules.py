@@ -86,8 +86,8 @@ def test_regulator_forwarded_goes_to_the_tier1_lead_department(book, branch, exp
 
 
 @pytest.mark.parametrize("fields", [
-    {"group_size": 20},
-    {"group_size": 300},
+    {"group_size": 20, "channel": "visit"},
+    {"group_size": 300, "channel": "visit"},
     {"cause_event": "natural_disaster"},
     {"cause_event": "safety_accident"},
     {"cause_event": "public_health"},
@@ -100,12 +100,26 @@ def test_major_complaint_goes_to_head_office_under_the_emergency_plan(book, fiel
 
 
 def test_nineteen_people_is_not_major(book):
-    assert book.route(complaint(branch=OUTLET, group_size=19)).rule != "major_complaint"
+    assert book.route(complaint(branch=OUTLET, channel="visit", group_size=19)).rule != "major_complaint"
+
+
+@pytest.mark.parametrize("channel", ["phone", "letter", "web", "app", "wechat", "email", "regulator"])
+def test_twenty_people_not_in_person_is_not_major(book, channel):
+    """Art. 29 counts people in person: a call or a letter on behalf of many is not major."""
+    assert book.route(complaint(branch=OUTLET, channel=channel, group_size=300,
+                                regulator_ref="LN-1")).rule != "major_complaint"
 
 
 def test_major_wins_over_direct_and_regulator(book):
-    d = book.route(complaint(branch=OUTLET, direct=True, channel="regulator", group_size=25))
+    assert book.route(complaint(branch=OUTLET, direct=True, channel="visit", group_size=25)).rule == "major_complaint"
+    d = book.route(complaint(branch=OUTLET, channel="regulator", regulator_ref="LN-1", cause_event="public_health"))
     assert d.rule == "major_complaint"
+
+
+@pytest.mark.parametrize("channels", [None, [], ["counter"], "visit"])
+def test_the_channels_in_person_are_named_in_the_data(raw, org, channels):
+    raw["major"]["channels"] = channels
+    assert "major: channels must list the channels that are in person" in refused(raw, org)
 
 
 def test_credit_card_complaint_goes_to_the_card_department_with_the_product_owner(book):

@@ -5,12 +5,13 @@ Pure Python: policies and calendars are data (``data/policies.yaml``,
 
     book = load_policies()
     calendars = load_calendars()
-    policy = book.select("BANKA", "complaint", "phone")          # cbirc-2020
+    policy = book.select("BANKA", "complaint", "phone", received_at)  # cbirc-2020
     clock = policy.clock("decision")
     due = clock.due_by(received_at, calendar=calendars.for_institution("BANKA"))
     clock.warning_points(due, calendar)                            # [(label, when), ...]
     clock.extend(15, 15, {"supervisor"})                          # -> 30, or ExtensionRefused
     clock.provisional_years(received_at, due, calendar)             # (2027,): counted provisionally
+    book.get("suggestion").clock("reply").promised(10)             # the reply time promised
 
 See ``engine`` for the due-date conventions and ``calendar`` for working days and the
 provisional calendar of years not published yet. Every "no due date can be computed" error
@@ -44,6 +45,7 @@ from services.common.policy.engine import (
     Policy,
     PolicyBook,
     PolicyError,
+    PromiseRefused,
     ReviewWindowClosed,
     SelectionRule,
     UnknownClock,
@@ -82,6 +84,7 @@ __all__ = [
     "Policy",
     "PolicyBook",
     "PolicyError",
+    "PromiseRefused",
     "ProvisionalRule",
     "ReviewWindowClosed",
     "SelectionRule",

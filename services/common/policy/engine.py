@@ -33,6 +33,11 @@ out is not revived. ``end=None`` means still paused: the due date is then undete
   day of resumption does not count). A same-day pause moves nothing; a pause from
   2026-09-30 to 2026-10-09 gives back two days (Oct 8 and 9; Oct 1-7 are holidays).
 
+Promises: a clock may take a limit promised to the customer when the matter was recorded (a
+suggestion's reply time, seed 003 §3.2), within the bounds its data declares (``promise``:
+``{min, max}`` in the limit's unit, a day unit); ``promised`` checks it and gives the clock
+with that limit (``with_limit``). A clock without ``promise`` takes none.
+
 Extensions: a clock declares ordered steps; the n-th extension granted on a clock (``steps_taken
 == n - 1``) is governed by step n: the new total may not exceed the step's ``to_total`` and,
 if the step names approval roles, ``approvals`` must contain at least one of them. After the
@@ -44,7 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +62,8 @@ from services.common.reference import KINDS
 DEFAULT_POLICIES_PATH = Path(__file__).with_name("data") / "policies.yaml"
 
 LIMIT_UNITS = ("calendar_days", "working_days", "hours", "end_of_business_day")
+# Limits a customer may be promised (complaint.submit/1 ``reply_within_days``).
+PROMISE_UNITS = ("calendar_days", "working_days")
 # Limits whose due date the business calendar decides.
 CALENDAR_LIMIT_UNITS = ("working_days", "end_of_business_day")
 OFFSET_UNITS = ("calendar_days", "working_days", "hours")
@@ -88,6 +95,11 @@ class ExtensionRefused(Exception):
         self.reason = reason
         self.message = message
         super().__init__(f"{reason}: {message}")
+
+
+class PromiseRefused(ValueError):
+    """A promised limit the policy does not take: the clock takes no promise, or the value is
+    outside its bounds. ``str()`` says which, for the customer's record."""
 
 
 class ReviewWindowClosed(Exception):
@@ -191,6 +203,8 @@ class ClockRule:
     description: str = ""
     warnings: tuple[WarningOffset, ...] = ()
     extensions: tuple[ExtensionStep, ...] = ()
+    # The limits that may be promised instead of ``limit`` (inclusive), or None: no promise.
+    promise: tuple[int, int] | None = None
 
     @property
     def max_total(self) -> int:
@@ -203,6 +217,18 @@ class ClockRule:
         if value < 0:
             raise ValueError("a limit is >= 0")
         return replace(self, limit=Limit(value, self.limit.unit))
+
+    def promised(self, value: int) -> ClockRule:
+        """This clock with the limit promised to the customer (``value`` in the limit's unit),
+        or ``PromiseRefused`` when the clock takes no promise or ``value`` is outside its
+        ``promise`` bounds."""
+        if self.promise is None:
+            raise PromiseRefused(f"{self.policy}/{self.name} takes no promised limit; it counts {self.limit}")
+        low, high = self.promise
+        if not low <= value <= high:
+            raise PromiseRefused(f"{self.policy}/{self.name} takes a promise of {low} to {high} {self.limit.unit}, "
+                                 f"not {value}")
+        return self.with_limit(value)
 
     def due_by(
         self,
@@ -405,18 +431,33 @@ class Policy:
 
 @dataclass(frozen=True)
 class SelectionRule:
-    """Chooses ``policy`` when every named criterion matches (None: any)."""
+    """Chooses ``policy`` when every named criterion matches (None: any). ``received_from``
+    and ``received_to`` bound the day of receipt (Asia/Shanghai, both days included): a mode
+    an institution is in for a period, such as same-day handling in an emergency."""
 
     policy: str
     institution: frozenset[str] | None = None
     kind: frozenset[str] | None = None
     channel: frozenset[str] | None = None
+    received_from: date | None = None
+    received_to: date | None = None
 
-    def matches(self, institution: str | None, kind: str, channel: str | None) -> bool:
-        return all(
+    def matches(self, institution: str | None, kind: str, channel: str | None,
+                received_at: datetime | None = None) -> bool:
+        codes = all(
             allowed is None or value in allowed
             for allowed, value in ((self.institution, institution), (self.kind, kind), (self.channel, channel))
         )
+        return codes and self._in_period(received_at)
+
+    def _in_period(self, received_at: datetime | None) -> bool:
+        if self.received_from is None and self.received_to is None:
+            return True
+        if received_at is None:
+            return False  # a rule for a period cannot hold for a time not given
+        day = to_shanghai(received_at).date()
+        return (self.received_from is None or self.received_from <= day) and (
+            self.received_to is None or day <= self.received_to)
 
 
 @dataclass(frozen=True)
@@ -434,14 +475,17 @@ class PolicyBook:
         except KeyError:
             raise UnknownPolicy(f"no policy {code!r} (have {sorted(self.policies)})") from None
 
-    def select(self, institution: str | None, kind: str, channel: str | None) -> Policy:
-        """The policy of the first selection rule that matches; ``UnknownPolicy`` if none."""
+    def select(self, institution: str | None, kind: str, channel: str | None,
+               received_at: datetime | None = None) -> Policy:
+        """The policy of the first selection rule that matches a complaint received at
+        ``received_at`` (rules for a period match only with it); ``UnknownPolicy`` if none."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         for rule in self.selection:
-            if rule.matches(institution, kind, channel):
+            if rule.matches(institution, kind, channel, received_at):
                 return self.get(rule.policy)
-        raise UnknownPolicy(f"no selection rule for institution={institution!r} kind={kind!r} channel={channel!r}")
+        raise UnknownPolicy(f"no selection rule for institution={institution!r} kind={kind!r} channel={channel!r}"
+                            f" received_at={received_at and received_at.isoformat()!r}")
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -505,7 +549,24 @@ def _clock(policy: str, raw: Mapping[str, Any]) -> ClockRule:
         description=str(raw.get("description", "")).strip(),
         warnings=tuple(warnings),
         extensions=tuple(steps),
+        promise=_promise(raw.get("promise"), limit, where),
     )
+
+
+def _promise(raw: Any, limit: Limit, where: str) -> tuple[int, int] | None:
+    """The ``promise`` bounds of a clock: whole days, around its default limit."""
+    if raw is None:
+        return None
+    if limit.unit not in PROMISE_UNITS:
+        raise PolicyError(f"{where}.promise: a promise is in days; the limit is in {limit.unit}")
+    if not isinstance(raw, Mapping) or set(raw) != {"min", "max"}:
+        raise PolicyError(f"{where}.promise: expected {{min, max}}, got {raw!r}")
+    low, high = raw["min"], raw["max"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)) or not 1 <= low <= high:
+        raise PolicyError(f"{where}.promise: min and max are integers, 1 <= min <= max; got {low!r}, {high!r}")
+    if not low <= limit.value <= high:
+        raise PolicyError(f"{where}.promise: the default limit {limit.value} lies outside {low}..{high}")
+    return low, high
 
 
 def _codes(raw: Any, where: str) -> frozenset[str] | None:
@@ -516,6 +577,31 @@ def _codes(raw: Any, where: str) -> frozenset[str] | None:
     if isinstance(raw, list) and raw and all(isinstance(r, str) for r in raw):
         return frozenset(raw)
     raise PolicyError(f"{where}: expected a code or a list of codes, got {raw!r}")
+
+
+def _day(raw: Any, where: str) -> date | None:
+    if raw is None:
+        return None
+    if isinstance(raw, datetime):
+        raise PolicyError(f"{where}: a day (2026-02-01), not a time: {raw!r}")
+    if isinstance(raw, date):
+        return raw
+    try:
+        return date.fromisoformat(str(raw))
+    except ValueError:
+        raise PolicyError(f"{where}: not a day such as 2026-02-01: {raw!r}") from None
+
+
+def _period(raw: Any, where: str) -> tuple[date | None, date | None]:
+    """``received: {from, to}`` of a selection rule: days of receipt, both included."""
+    if raw is None:
+        return None, None
+    if not isinstance(raw, Mapping) or not raw or set(raw) - {"from", "to"}:
+        raise PolicyError(f"{where}: expected {{from, to}} (either may be left out), got {raw!r}")
+    start, end = _day(raw.get("from"), f"{where}.from"), _day(raw.get("to"), f"{where}.to")
+    if start and end and end < start:
+        raise PolicyError(f"{where}: ends ({end}) before it begins ({start})")
+    return start, end
 
 
 def policies_from_data(raw: Mapping[str, Any]) -> PolicyBook:
@@ -545,7 +631,7 @@ def policies_from_data(raw: Mapping[str, Any]) -> PolicyBook:
     for i, r in enumerate(raw.get("selection") or ()):
         where = f"selection[{i}]"
         when = r.get("when") or {}
-        unknown = set(when) - {"institution", "kind", "channel"}
+        unknown = set(when) - {"institution", "kind", "channel", "received"}
         if unknown:
             raise PolicyError(f"{where}: unknown criteria {sorted(unknown)}")
         if r.get("policy") not in policies:
@@ -553,12 +639,15 @@ def policies_from_data(raw: Mapping[str, Any]) -> PolicyBook:
         kinds = _codes(when.get("kind"), where)
         if kinds and not kinds <= set(KINDS):
             raise PolicyError(f"{where}: kind must be among {KINDS}")
+        received_from, received_to = _period(when.get("received"), f"{where}.when.received")
         rules.append(
             SelectionRule(
                 policy=r["policy"],
                 institution=_codes(when.get("institution"), where),
                 kind=kinds,
                 channel=_codes(when.get("channel"), where),
+                received_from=received_from,
+                received_to=received_to,
             )
         )
     return PolicyBook(policies=policies, selection=tuple(rules), version=raw.get("version"))
@@ -579,6 +668,7 @@ __all__ = [
     "Policy",
     "PolicyBook",
     "PolicyError",
+    "PromiseRefused",
     "ReviewWindowClosed",
     "SelectionRule",
     "UnknownClock",
