@@ -56,10 +56,14 @@ def inbound_queues() -> list[Queue]:
 
 
 def subscriber_queues(subscriber: str, event_name: str) -> list[Queue]:
-    first, *others = events.event_type(event_name).producers
+    first, *others = producers = events.event_type(event_name).producers
     queues = consumer_queues(events.queue_name(subscriber, event_name), topic(events.exchange_name(first)), event_name)
-    # An event type several services publish: the subscriber's one queue hears every one.
-    queues[0].bindings.update(binding(topic(events.exchange_name(other)), routing_key=event_name) for other in others)
+    if others:
+        # An event type several services publish: the subscriber's one queue hears every one.
+        # Each exchange is a binding of its own, the first too: a queue with bindings loses its
+        # main exchange when kombu copies it (as declaring and consuming do).
+        queues[0].bindings.update(binding(topic(events.exchange_name(producer)), routing_key=event_name)
+                                  for producer in producers)
     return queues
 
 
