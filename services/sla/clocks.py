@@ -279,21 +279,23 @@ class Clocks:
         return "provisional" if doc.get("provisional") else "final"
 
     def on_decided(self, event: dict, outbox) -> None:
-        """``complaint_decided``: every open clock stops; ``sla_met`` says met or breached."""
-        self._stop_open(event, outbox)
+        """``complaint_decided``: every open clock of the handling stops; ``sla_met`` says
+        met or breached."""
+        self._stop_open(event, outbox, _handling)
 
     def on_closed(self, event: dict, outbox) -> None:
-        """``complaint_closed``: a clock still open (e.g. closed after mediation) stops too."""
-        self._stop_open(event, outbox)
+        """``complaint_closed``: a clock of the handling still open (e.g. closed after
+        mediation) stops too."""
+        self._stop_open(event, outbox, _handling)
 
-    def _stop_open(self, event: dict, outbox, clock: str | None = None) -> None:
-        """Stop the open clocks of the event's complaint (only ``clock`` when named)."""
+    def _stop_open(self, event: dict, outbox, stops: Callable[[str], bool]) -> None:
+        """Stop the open clocks of the event's complaint whose name ``stops`` accepts."""
         body = event["body"]
         at = timeutil.parse(body["at"])
 
         def work(session):
             now = self.now()
-            docs = [d for d in self._open(body["complaint_no"], session=session) if clock in (None, d["clock"])]
+            docs = [d for d in self._open(body["complaint_no"], session=session) if stops(d["clock"])]
             if not docs and not self.clocks.find_one({"complaint_no": body["complaint_no"]}, {"_id": 1},
                                                      session=session):
                 # Facts of one complaint travel on different queues: the receipt may still be
@@ -501,7 +503,7 @@ class Clocks:
 
     def on_agreement_carried_out(self, event: dict, outbox) -> None:
         """``agreement_carried_out``: the agreement's clock stops, met or breached."""
-        self._stop_open(event, outbox, clock=AGREEMENT_CLOCK)
+        self._stop_open(event, outbox, lambda clock: clock == AGREEMENT_CLOCK)
 
     # -- firing -----------------------------------------------------------------------------
 
@@ -899,6 +901,12 @@ class Clocks:
             "recompute_jobs": self.rescheduling.under_way(),
             "outbox_pending": outbox_pending(self.db),
         }
+
+
+def _handling(clock: str) -> bool:
+    """A clock of the complaint's handling, which its decision or closing stops: all but an
+    agreement's, which is tracked to completion whatever happens to them (seed 000 §8)."""
+    return clock != AGREEMENT_CLOCK
 
 
 def paused_time(pauses: list[dict], now: datetime) -> dict:

@@ -150,3 +150,31 @@ def test_an_agreement_carried_out_in_time_is_met_and_without_a_date_takes_the_po
     [met] = outbox.events("sla_met")
     assert met["body"]["clock"] == "agreement_performance" and met["body"]["state"] == "met"
     assert clock(clocks)["state"] == "running"  # carrying out an agreement stops no other clock
+
+
+def intake_fact(name, when, **body) -> dict:
+    return events.make_event(name, NO, {"complaint_no": NO, "at": timeutil.iso(when), "actor": "yt-001", **body},
+                             "intake")
+
+
+def test_an_agreement_is_tracked_to_completion_whatever_happens_to_the_decision_clock(clocks, outbox, now):
+    clocks.on_referred(referred(at(2026, 9, 25, 10, 0)), outbox)
+    agreement = {"terms": "退还年费300元", "signed_on": "2026-10-08", "carry_out_by": "2026-10-20",
+                 "amount": "300.00", "currency": "CNY"}
+    clocks.on_mediation_status_changed(status(at(2026, 10, 8, 16, 0), "agreement_reached", "accepted",
+                                              agreement=agreement), outbox)
+    now.set(at(2026, 10, 9, 10, 0))
+    clocks.on_decided(intake_fact("complaint_decided", now(), outcome="partially_upheld", unit="BANKA-SD-YT"),
+                      outbox)
+    assert clock(clocks)["state"] == "met"
+    assert clock(clocks, "agreement_performance")["state"] == "running"
+    clocks.on_closed(intake_fact("complaint_closed", now(), satisfaction="satisfied", root_cause="fees_and_pricing"),
+                     outbox)
+    timed = clock(clocks, "agreement_performance")
+    assert timed["state"] == "running" and timed["due_by"] == "2026-10-20T23:59:59+08:00"
+    assert [e["body"]["clock"] for e in outbox.events("sla_met")] == ["decision"]
+    now.set(at(2026, 10, 21, 0, 0, 1))  # still not carried out: it breaches, closed complaint or not
+    assert [p["label"] for p in clocks.sweep(outbox, limit=100, budget=10)][-1] == "breach"
+    clocks.on_agreement_carried_out(mediation_fact("agreement_carried_out", at(2026, 10, 22, 9, 0),
+                                                   status="carried_out", note="已退还"), outbox)
+    assert clock(clocks, "agreement_performance")["state"] == "breached"
