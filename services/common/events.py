@@ -191,6 +191,15 @@ class MassComplaintDetected(_ComplaintFact):
     note = fields.String(allow_none=True)
 
 
+class Approver(Schema):
+    """A person who approved a step: who, of which unit, holding which positions."""
+
+    sub = fields.String(required=True)
+    name = fields.String(allow_none=True)
+    unit = fields.String(required=True)
+    positions = fields.List(fields.String(), required=True)
+
+
 # -- mediation ---------------------------------------------------------------------------
 
 class _MediationFact(_ComplaintFact):
@@ -207,6 +216,10 @@ class ComplaintReferred(_MediationFact):
     organization_name = fields.String(required=True)
     contact = fields.Dict(required=True)
     reason = fields.String(required=True)
+    # Who approved the authority the referral grants (the referrer, or the person who decided
+    # the pending approval ``approval_id``): the clocks' pause for mediation needs no other.
+    approvers = fields.List(fields.Nested(Approver))
+    approval_id = fields.String(allow_none=True)
 
 
 class MediationStatusChanged(_MediationFact):
@@ -226,6 +239,8 @@ class MediationStatusChanged(_MediationFact):
 class MediationAuthorityRaised(_MediationFact):
     raise_no = fields.Integer(required=True)
     authority = fields.Dict(required=True)
+    approvers = fields.List(fields.Nested(Approver))
+    approval_id = fields.String(allow_none=True)
 
 
 class AgreementCarriedOut(_MediationFact):
@@ -281,15 +296,6 @@ class SlaMet(_ClockFact):
     state = fields.String(required=True, validate=validate.OneOf(["met", "breached"]))
 
 
-class Approver(Schema):
-    """A person who approved a step: who, of which unit, holding which positions."""
-
-    sub = fields.String(required=True)
-    name = fields.String(allow_none=True)
-    unit = fields.String(required=True)
-    positions = fields.List(fields.String(), required=True)
-
-
 class SlaExtended(_ClockFact):
     previous_due_by = fields.AwareDateTime(required=True, allow_none=True)
     total = fields.Integer(required=True)
@@ -322,7 +328,7 @@ class SlaRescheduled(_ClockFact):
     state = fields.String(required=True, validate=validate.OneOf(reference.RUNNING_SLA_STATES))
 
 
-# -- approvals (any service owning an action that needs one: sla now, mediation later) -----
+# -- approvals (any service owning an action that needs one: sla, mediation) ---------------
 
 class ApprovalRequested(_ComplaintFact):
     """A step the requester's roles may not approve waits for a person who may (``actor``
@@ -401,9 +407,9 @@ for _event in (
     EventType("mediation_delivered", "mediation", MediationDelivered, ("intake",)),
     EventType("mediation_delivery_failed", "mediation", MediationDeliveryFailed, ("intake",)),
     EventType("mediation_delivery_resent", "mediation", MediationDeliveryResent, ("intake",)),
-    # mediation joins the producers when it raises a negotiator's authority the same way.
-    EventType("approval_requested", ("sla",), ApprovalRequested, ("intake",)),
-    EventType("approval_decided", ("sla",), ApprovalDecided, ("intake",)),
+    # Approvals: sla's of extensions and pauses, mediation's of a mediator's authority.
+    EventType("approval_requested", ("sla", "mediation"), ApprovalRequested, ("intake",)),
+    EventType("approval_decided", ("sla", "mediation"), ApprovalDecided, ("intake",)),
 ):
     register(_event)
 

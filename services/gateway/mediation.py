@@ -2,11 +2,11 @@
 
 The edge checks a body against its schema (``services.common.mediation``, the one the
 document states) to answer early; the mediation service checks it again, with who may act
-and the organizations' signatures: the edge passes it the JSON object, the caller's identity
-and, for what an organization sends, the raw body (base64, so that the bytes signed cross
-RPC intact) and the ``X-Complaint-Signature`` header. For a handler's action it first reads
-the complaint from intake as the caller may see it (404 outside the caller's units) and
-hands it over.
+and the organizations' signatures: the edge passes it the complaint's number, the JSON
+object and the caller's identity, or, for what an organization sends, the raw body (base64,
+so that the bytes signed cross RPC intact) and the ``X-Complaint-Signature`` header. A
+referral's authority, and a raise of it, that the caller may not approve answers 202 with
+the pending approval (decided through ``/api/v1/approvals``, like an extension).
 """
 from __future__ import annotations
 
@@ -49,30 +49,32 @@ def retire_organization(peers, identity: Identity, code: str) -> dict:
     return peers.mediation.retire_organization(code, actor_of(identity))
 
 
-def _complaint_and_actor(peers, request, identity: Identity, complaint_no: str,
-                         schema: Schema) -> tuple[dict, dict, dict]:
+def _action(request, identity: Identity, schema: Schema) -> tuple[dict, dict]:
+    """The checked body and who acts (the token; the body's ``actor`` only as a note)."""
     data = _checked(request, schema)
-    complaint = peers.intake.get(complaint_no, visible_units(peers, identity))
-    return complaint, data, actor_of(identity, data.get("actor"))
+    return data, actor_of(identity, data.get("actor"))
 
 
 def refer(peers, request, identity: Identity, complaint_no: str):
-    complaint, data, actor = _complaint_and_actor(peers, request, identity, complaint_no,
-                                                  mediation.ReferralRequestSchema())
-    referral = peers.mediation.refer(complaint, data, actor)
+    """201 with the referral made, or 202 with the pending approval of its authority."""
+    data, actor = _action(request, identity, mediation.ReferralRequestSchema())
+    answer = peers.mediation.refer(complaint_no, data, actor)
+    if "approval" in answer:
+        return 202, answer["approval"]
+    referral = answer["referral"]
     return 201, {"Location": f"/api/v1/mediation/referrals/{referral['referral_id']}"}, referral
 
 
-def raise_authority(peers, request, identity: Identity, complaint_no: str) -> dict:
-    complaint, data, actor = _complaint_and_actor(peers, request, identity, complaint_no,
-                                                  mediation.AuthorityRaiseSchema())
-    return peers.mediation.raise_authority(complaint, data, actor)
+def raise_authority(peers, request, identity: Identity, complaint_no: str):
+    """200 with the referral, its authority raised, or 202 with the pending approval."""
+    data, actor = _action(request, identity, mediation.AuthorityRaiseSchema())
+    answer = peers.mediation.raise_authority(complaint_no, data, actor)
+    return (202, answer["approval"]) if "approval" in answer else answer["referral"]
 
 
 def carried_out(peers, request, identity: Identity, complaint_no: str) -> dict:
-    complaint, data, actor = _complaint_and_actor(peers, request, identity, complaint_no,
-                                                  mediation.CarriedOutSchema())
-    return peers.mediation.carried_out(complaint, data, actor)
+    data, actor = _action(request, identity, mediation.CarriedOutSchema())
+    return peers.mediation.carried_out(complaint_no, data, actor)
 
 
 def get_referral(peers, request, identity: Identity | None, referral_id: str) -> dict:

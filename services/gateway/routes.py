@@ -325,23 +325,32 @@ MEDIATION_ROUTES: tuple[Route, ...] = (
     Route(
         name="refer_complaint", method="POST", path=f"{COMPLAINT}/mediation", tags=("actions", "mediation"),
         summary="Refer a complaint decided against the customer, or stalled, to mediation.",
-        description="With the customer's consent and the mediator's authority (approved by the caller's "
-                    "role), to the organization covering the handling unit's region or the one named. 409 "
-                    "when no organization covers it or the complaint's state does not allow it; 422 when "
-                    "consent or the negotiation record is missing.",
+        description="With the customer's consent and the mediator's authority, to the organization covering "
+                    "the handling unit's region or the one named. The authority is granted by the caller "
+                    "when they hold a position the rule book names for it; else the referral waits for a "
+                    "person who does (202, the pending approval) and is made when approved. 409 when no "
+                    "organization covers it or the complaint's state does not allow it; 422 when consent or "
+                    "the negotiation record is missing.",
         roles=RULE_BOOK.roles_for("refer"), body=mediation.ReferralRequestSchema,
         path_params=schemas.ComplaintPathSchema, semantic=mediation.REFER_SEMANTIC,
         responses=(Response(201, "Referred; delivered to the organization in the background.",
-                            schemas.ReferralCreatedSchema, headers=(("Location", "The referral's URL."),)),),
+                            schemas.ReferralCreatedSchema, headers=(("Location", "The referral's URL."),)),
+                   Response(202, "The authority waits for a person who may approve it: the pending approval.",
+                            schemas.ApprovalSchema)),
         extra_errors=(409,),
     ),
     Route(
         name="raise_mediation_authority", method="POST", path=f"{COMPLAINT}/mediation/authority",
         tags=("actions", "mediation"),
         summary="Raise the mediator's authority to settle; it reaches the organization within seconds.",
+        description="Applied at once when the caller holds a position the rule book names for it; else it "
+                    "waits for a person who does (202, the pending approval) and reaches the organization "
+                    "once approved.",
         roles=RULE_BOOK.roles_for("raise_authority"), body=mediation.AuthorityRaiseSchema,
         path_params=schemas.ComplaintPathSchema, semantic=mediation.RAISE_SEMANTIC,
-        responses=(Response(200, "The referral as it stands.", schemas.ReferralSchema),),
+        responses=(Response(200, "The referral as it stands.", schemas.ReferralSchema),
+                   Response(202, "The raise waits for a person who may approve it: the pending approval.",
+                            schemas.ApprovalSchema)),
         extra_errors=(409,),
     ),
     Route(

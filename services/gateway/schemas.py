@@ -66,8 +66,8 @@ class HealthSchema(Reply):
     status = fields.Str(required=True, metadata={"example": "ok"})
     peers = fields.Dict(
         keys=fields.Str(), values=fields.Str(validate=validate.OneOf(("up", "down", "error"))),
-        metadata={"description": "Whether each RPC peer (intake, routing, sla) answers: up, down "
-                                 "(no answer) or error."},
+        metadata={"description": "Whether each RPC peer (intake, routing, sla, mediation) answers: up, "
+                                 "down (no answer) or error."},
     )
 
 
@@ -310,14 +310,17 @@ class ApproverSchema(Reply):
 class ApprovalSchema(Reply):
     """A step that waits for (or got) the approval of a person who may give it."""
 
-    approval_id = fields.Str(required=True, metadata={"example": "sla-0f6c2d0e8f6a4f0e9b1d2c3a4b5c6d7e"})
+    approval_id = fields.Str(required=True, metadata={
+        "example": "sla-0f6c2d0e8f6a4f0e9b1d2c3a4b5c6d7e",
+        "description": "Its prefix names the service that keeps it (sla, mediation)."})
     action = fields.Str(required=True, metadata={"example": "extend"})
     needs = fields.List(fields.Str(), required=True, metadata={"description": "The roles that may decide it."})
     of_unit = fields.Str(required=True, allow_none=True, metadata={"description": "The unit it is addressed to."})
     complaint_no = fields.Str()
     state = fields.Str(validate=validate.OneOf(("pending", "approved", "refused")))
     positions = fields.List(fields.Str(), metadata={"description": "The approval positions of the rule book."})
-    request = fields.Dict(metadata={"description": "What is asked: days and reason, or ground and evidence."})
+    request = fields.Dict(metadata={"description": "What is asked: days and reason, ground and evidence, a "
+                                                   "referral and its authority, or an authority raised."})
     requested_by = fields.Nested(ApproverSchema)
     requested_at = fields.AwareDateTime()
     decided_by = fields.Nested(ApproverSchema, allow_none=True)

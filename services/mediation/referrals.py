@@ -1,9 +1,11 @@
-"""A referral's life: made by a handler, reported on by its organization (signed callbacks,
-each applied once, in the order of ``data/statuses.yaml``), its authority raised, its
-agreement carried out. What it sends the organization is the courier's to deliver.
+"""A referral's life: made by a handler, its authority approved (at once, or as a pending
+approval a person who may decides: ``services.common.approvals``), reported on by its
+organization (signed callbacks, each applied once, in the order of ``data/statuses.yaml``),
+its authority raised the same way, its agreement carried out. What it sends the organization
+is the courier's to deliver. Who may is the rule book's (``access``).
 
-Storage: ``referrals`` (see ``documents``) and ``callbacks``, one per callback applied,
-``_id`` ``<referral_id>/<event_id>``.
+Storage: ``referrals`` (see ``documents``), ``callbacks``, one per callback applied, ``_id``
+``<referral_id>/<event_id>``, and ``approvals`` (the common module's).
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from decimal import Decimal
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from services.common import timeutil
+from services.common import approvals, timeutil
+from services.common.access import RULE_BOOK, Caller, Facts
+from services.common.approvals import Approvals, approver
 from services.common.errors import Conflict, Invalid, NotFound, SignatureRefused
 from services.common.mediation import (
     AgreementSchema,
@@ -29,13 +33,14 @@ from services.common.mediation import (
 from services.common.orgtree import AnnouncedOrganization
 from services.common.store import in_transaction
 from services.mediation import access, documents, signature
-from services.mediation.documents import REFERRALS, fact, fresh, load, message, queue, timed, write
+from services.mediation.documents import PRODUCER, REFERRALS, fact, fresh, load, message, queue, timed, write
 from services.mediation.registry import Registry
 from services.mediation.rules import authority_body, authority_key, referral_body, referral_key, statuses
 
 CALLBACKS = "callbacks"
 
 INDEXES = {
+    **approvals.INDEXES,
     REFERRALS: [
         IndexModel([("next_attempt_at", ASCENDING)], name="due"),
         IndexModel([("complaint_no", ASCENDING)], name="by_complaint"),
@@ -53,10 +58,13 @@ class Referrals:
         self.callbacks = db[CALLBACKS]
         self.registry = registry
         self.organization = organization
+        self.approvals = Approvals(db, PRODUCER)
         self.statuses = statuses()
         self.now = now
 
-    # -- a handler's actions ----------------------------------------------------------------
+    # -- a handler's actions, on the complaint as intake shows it and intake's facts of who is
+    #    accountable for it (``access.Facts``); each answers ``{"referral": ...}`` with the ids
+    #    of the events it staged, or ``{"approval": ...}``: the pending approval it became ----
 
     def _referable(self, complaint: dict) -> None:
         """Conflict unless the complaint's lifecycle allows a referral and it is decided
@@ -71,54 +79,81 @@ class Referrals:
                 raise Conflict("the decision upheld the complaint: nothing is left in dispute",
                                {"status": [status], "outcome": ["upheld"]})
 
-    def refer(self, complaint: dict, data: dict, actor: dict, outbox) -> dict:
-        """``POST /api/v1/complaints/{no}/mediation`` with ``complaint`` as intake shows it
-        to the caller. ``{"referral_id", "organization", "status"}``."""
+    def _covering(self, complaint: dict, named: str | None, tree) -> tuple[dict, str | None]:
+        """The organization a referral of ``complaint`` goes to, and its unit's region."""
+        unit = complaint["unit"]
+        region = tree.unit(unit).region if tree.has(unit) else None
+        return self.registry.covering(region, named), region
+
+    def refer(self, complaint: dict, facts: dict, data: dict, actor: dict, outbox) -> dict:
+        """``POST /api/v1/complaints/{no}/mediation``. The referral grants the mediator an
+        authority: a caller holding a position the rule book names for it refers at once
+        (``{"referral": {"referral_id", "organization", "status"}, "events"}``); anyone
+        else's referral waits for one who does (``{"approval": ...}``), and is made when
+        approved, on the complaint as it then stands."""
         request = load(ReferralRequestSchema(), data)
-        access.may("refer", actor, complaint)
-        self._referable(complaint)
-        authority = access.approve_authority(actor, request["authority"])
+        caller, facts = Caller.of(actor), Facts.of(facts)
         tree = self.organization.tree()
-        region = tree.unit(complaint["unit"]).region if tree.has(complaint["unit"]) else None
-        organization = self.registry.covering(region, request.get("organization"))
-        complaint_no = complaint["complaint_no"]
-        negotiation = [dict(entry, at=timeutil.iso(entry["at"])) for entry in request["negotiation"]]
-        consent = dict(request["consent"], at=timeutil.iso(request["consent"]["at"]))
-        contact = organization.get("contact") or {}
+        RULE_BOOK.check(access.REFER, caller, facts, tree)
+        self._referable(complaint)
+        access.named_approver(caller, request["authority"])
+        self._covering(complaint, request.get("organization"), tree)  # refused now, not when approved
+        positions, held = access.approving(access.REFER, caller, facts, tree)
 
         def work(session):
             now = self.now()
-            ongoing = self.referrals.find_one(
-                {"complaint_no": complaint_no, "status": {"$in": self.statuses.open_statuses()}},
-                {"_id": 1, "status": 1}, session=session)
-            if ongoing is not None:
-                raise Conflict(f"the complaint is already referred ({ongoing['_id']}, {ongoing['status']})",
-                               {"status": [ongoing["status"]]})
-            number = self.referrals.count_documents({"complaint_no": complaint_no}, session=session) + 1
-            referral_id = f"{complaint_no}-M{number}"
-            body = referral_body(referral_id, complaint, region, request["reason"], negotiation, authority, now)
-            doc = {
-                "_id": referral_id, "complaint_no": complaint_no, "institution": complaint["institution"],
-                "unit": complaint["unit"], "region": region, "organization": organization["_id"],
-                "organization_name": organization["name"], "contact": contact,
-                "status": self.statuses.initial, "referred_at": now, "referred_by": actor.get("sub"),
-                "reason": request["reason"], "negotiation": negotiation, "consent": consent,
-                "authority": authority, "authority_raises": [], "events": [], "agreement": None,
-                "carried_out": None, "version": 1, "lease": None,
-                "messages": [message(referral_key(referral_id), "referral", body)],
-            }
-            doc.update(queue(doc["messages"], now))
-            self.referrals.insert_one(doc, session=session)
-            outbox.stage(session, fact("complaint_referred", doc, now, actor.get("sub"),
-                                       organization_name=organization["name"], contact=contact,
-                                       reason=request["reason"]))
-            return doc
+            if positions and not held:
+                self._none_under_way(complaint["complaint_no"], session)
+                return {"approval": approvals.view(self.approvals.request(
+                    session, action=access.REFER, request=_asked(data), caller=caller, facts=facts,
+                    positions=list(positions), tree=tree, now=now, outbox=outbox))}
+            doc, staged = self._refer(session, complaint, request, approver(caller, held), caller.sub, None, tree,
+                                      now, outbox)
+            return {"referral": _created(doc), "events": staged}
 
+        return in_transaction(self.db, work)
+
+    def _none_under_way(self, complaint_no: str, session) -> None:
+        ongoing = self.referrals.find_one(
+            {"complaint_no": complaint_no, "status": {"$in": self.statuses.open_statuses()}},
+            {"_id": 1, "status": 1}, session=session)
+        if ongoing is not None:
+            raise Conflict(f"the complaint is already referred ({ongoing['_id']}, {ongoing['status']})",
+                           {"status": [ongoing["status"]]})
+
+    def _refer(self, session, complaint: dict, request: dict, person: dict, requested_by: str,
+               approval_id: str | None, tree, now: datetime, outbox) -> tuple[dict, list[str]]:
+        """Make the referral ``requested_by`` asked for, with the authority ``person``
+        approved, in ``session``; the document and the ids of the events staged."""
+        complaint_no = complaint["complaint_no"]
+        self._none_under_way(complaint_no, session)
+        organization, region = self._covering(complaint, request.get("organization"), tree)
+        authority = access.granted(request["authority"], person["sub"])
+        negotiation = [dict(entry, at=timeutil.iso(entry["at"])) for entry in request["negotiation"]]
+        consent = dict(request["consent"], at=timeutil.iso(request["consent"]["at"]))
+        contact = organization.get("contact") or {}
+        number = self.referrals.count_documents({"complaint_no": complaint_no}, session=session) + 1
+        referral_id = f"{complaint_no}-M{number}"
+        body = referral_body(referral_id, complaint, region, request["reason"], negotiation, authority, now)
+        doc = {
+            "_id": referral_id, "complaint_no": complaint_no, "institution": complaint["institution"],
+            "unit": complaint["unit"], "region": region, "organization": organization["_id"],
+            "organization_name": organization["name"], "contact": contact,
+            "status": self.statuses.initial, "referred_at": now, "referred_by": requested_by,
+            "reason": request["reason"], "negotiation": negotiation, "consent": consent,
+            "authority": authority, "approvers": [person], "approval_id": approval_id, "authority_raises": [],
+            "events": [], "agreement": None, "carried_out": None, "version": 1, "lease": None,
+            "messages": [message(referral_key(referral_id), "referral", body)],
+        }
+        doc.update(queue(doc["messages"], now))
         try:
-            doc = in_transaction(self.db, work)
+            self.referrals.insert_one(doc, session=session)
         except DuplicateKeyError:
             raise Conflict("the complaint was referred meanwhile; read it again") from None
-        return {"referral_id": doc["_id"], "organization": doc["organization"], "status": doc["status"]}
+        referred = fact("complaint_referred", doc, now, requested_by, organization_name=organization["name"],
+                        contact=contact, reason=request["reason"], approvers=[person], approval_id=approval_id)
+        outbox.stage(session, referred)
+        return doc, [referred["_id"]]
 
     def _open_referral(self, complaint_no: str) -> dict:
         doc = self.referrals.find_one({"complaint_no": complaint_no, "status": {"$in": self.statuses.open_statuses()}})
@@ -126,46 +161,69 @@ class Referrals:
             raise Conflict("the complaint has no referral under way", {"status": ["not referred"]})
         return doc
 
-    def raise_authority(self, complaint: dict, data: dict, actor: dict, outbox) -> dict:
+    def raise_authority(self, complaint: dict, facts: dict, data: dict, actor: dict, outbox) -> dict:
         """A higher authority for the mediator, delivered as ``mediation.authority/1``
-        after whatever the organization has not received yet. The referral as it stands."""
+        after whatever the organization has not received yet: at once by a caller holding a
+        position the rule book names (``{"referral": ..., "events"}``), else when a person
+        who holds one approves it (``{"approval": ...}``)."""
         request = load(AuthorityRaiseSchema(), data)
-        access.may("raise_authority", actor, complaint)
-        referral_id = self._open_referral(complaint["complaint_no"])["_id"]
-        authority = access.approve_authority(actor, request["authority"])
+        caller, facts = Caller.of(actor), Facts.of(facts)
+        tree = self.organization.tree()
+        RULE_BOOK.check(access.RAISE_AUTHORITY, caller, facts, tree)
+        doc = self._open_referral(complaint["complaint_no"])
+        if not self.statuses.in_mediation(doc["status"]):
+            raise Conflict(f"the authority cannot be raised once the referral is {doc['status']}",
+                           {"status": [doc["status"]]})
+        access.named_approver(caller, request["authority"])
+        _above(doc, request["authority"], Invalid)
+        positions, held = access.approving(access.RAISE_AUTHORITY, caller, facts, tree)
 
         def work(session):
             now = self.now()
-            doc = fresh(self.referrals, referral_id, session)
-            if not self.statuses.in_mediation(doc["status"]):
-                raise Conflict(f"the authority cannot be raised once the referral is {doc['status']}",
-                               {"status": [doc["status"]]})
-            current = doc["authority"]
-            if authority["currency"] != current["currency"]:
-                raise Invalid("the authority keeps its currency",
-                              {"authority.currency": [f"must be {current['currency']}"]})
-            if Decimal(authority["max_settlement_amount"]) <= Decimal(current["max_settlement_amount"]):
-                raise Invalid("a raise is above the authority in force", {"authority.max_settlement_amount": [
-                    f"must be above {current['max_settlement_amount']} {current['currency']}"]})
-            raise_no = len(doc["authority_raises"]) + 1
-            body = authority_body(referral_id, authority, now)
-            messages = [*doc["messages"], message(authority_key(referral_id, raise_no), "authority", body)]
-            raises = [*doc["authority_raises"], {"raise_no": raise_no, "authority": authority, "at": now,
-                                                 "by": actor.get("sub"), "previous": current}]
-            changes = {"authority": authority, "authority_raises": raises, "messages": messages}
-            if doc.get("lease") is None:  # else the attempt in flight schedules it when it ends
-                changes.update(queue(messages, now))
-            write(self.referrals, session, doc, changes)
-            outbox.stage(session, fact("mediation_authority_raised", doc, now, actor.get("sub"), raise_no=raise_no,
-                                       authority=authority))
+            if positions and not held:
+                asked = {"referral_id": doc["_id"], **_asked(data)}
+                return {"approval": approvals.view(self.approvals.request(
+                    session, action=access.RAISE_AUTHORITY, request=asked, caller=caller, facts=facts,
+                    positions=list(positions), tree=tree, now=now, outbox=outbox))}
+            staged = self._raise(session, doc["_id"], request["authority"], approver(caller, held), caller.sub,
+                                 None, now, outbox)
+            return {"events": staged}
 
-        in_transaction(self.db, work)
-        return self.referral(referral_id)
+        answer = in_transaction(self.db, work)
+        return answer if "approval" in answer else {"referral": self.referral(doc["_id"]), **answer}
 
-    def carried_out(self, complaint: dict, data: dict, actor: dict, outbox) -> dict:
+    def _raise(self, session, referral_id: str, requested: dict, person: dict, requested_by: str,
+               approval_id: str | None, now: datetime, outbox) -> list[str]:
+        """Raise the referral's authority to ``requested`` as ``person`` approved it, in
+        ``session``; the ids of the events staged. Conflict when it no longer applies (the
+        mediation ended, or the authority in force reached it meanwhile)."""
+        doc = fresh(self.referrals, referral_id, session)
+        if not self.statuses.in_mediation(doc["status"]):
+            raise Conflict(f"the authority cannot be raised once the referral is {doc['status']}",
+                           {"status": [doc["status"]]})
+        _above(doc, requested, Conflict)
+        authority = access.granted(requested, person["sub"])
+        current = doc["authority"]
+        raise_no = len(doc["authority_raises"]) + 1
+        body = authority_body(referral_id, authority, now)
+        messages = [*doc["messages"], message(authority_key(referral_id, raise_no), "authority", body)]
+        raises = [*doc["authority_raises"], {"raise_no": raise_no, "authority": authority, "at": now,
+                                             "by": requested_by, "approvers": [person], "approval_id": approval_id,
+                                             "previous": current}]
+        changes = {"authority": authority, "authority_raises": raises, "messages": messages}
+        if doc.get("lease") is None:  # else the attempt in flight schedules it when it ends
+            changes.update(queue(messages, now))
+        write(self.referrals, session, doc, changes)
+        raised = fact("mediation_authority_raised", doc, now, requested_by, raise_no=raise_no, authority=authority,
+                      approvers=[person], approval_id=approval_id)
+        outbox.stage(session, raised)
+        return [raised["_id"]]
+
+    def carried_out(self, complaint: dict, facts: dict, data: dict, actor: dict, outbox) -> dict:
         """The institution carried the agreement out; the referral as it stands."""
         request = load(CarriedOutSchema(), data)
-        access.may("carried_out", actor, complaint)
+        caller, facts = Caller.of(actor), Facts.of(facts)
+        RULE_BOOK.check(access.RECORD_CARRIED_OUT, caller, facts, self.organization.tree())
         referral_id = self._open_referral(complaint["complaint_no"])["_id"]
         target = self.statuses.carried_out
 
@@ -175,12 +233,44 @@ class Referrals:
             if not self.statuses.may_follow(doc["status"], target):
                 raise Conflict(f"only an agreement reached can be carried out; the referral is {doc['status']}",
                                {"status": [doc["status"]]})
-            record = {"at": now, "by": actor.get("sub"), "note": request.get("note")}
+            record = {"at": now, "by": caller.sub, "note": request.get("note")}
             write(self.referrals, session, doc, {"status": target, "carried_out": record})
-            outbox.stage(session, fact("agreement_carried_out", doc, now, actor.get("sub"), note=request.get("note")))
+            outbox.stage(session, fact("agreement_carried_out", doc, now, caller.sub, note=request.get("note")))
 
         in_transaction(self.db, work)
         return self.referral(referral_id)
+
+    # -- approvals of a mediator's authority ------------------------------------------------
+
+    def approvals_for(self, actor: dict, pending: bool = True) -> list[dict]:
+        """The approvals ``actor`` may decide (``pending``), or also decided and asked for."""
+        return [approvals.view(doc) for doc in
+                self.approvals.listing(Caller.of(actor), self.organization.tree(), pending)]
+
+    def decide_approval(self, approval_id: str, decision: str, note: str, actor: dict, complaint: dict,
+                        facts: dict, outbox) -> dict:
+        """``approve`` (the referral is made, or the raise applied, in the same transaction)
+        or ``refuse`` a pending approval, judged on the complaint as it stands; the decided
+        approval and the ids of the events staged."""
+        if decision not in ("approve", "refuse"):
+            raise Invalid("a decision is approve or refuse", {"decision": ["must be approve or refuse"]})
+        tree = self.organization.tree()
+
+        def apply(session, approval: dict, person: dict) -> list[str]:
+            request, requested_by, now = approval["request"], approval["requested_by"]["sub"], self.now()
+            if approval["action"] == access.RAISE_AUTHORITY:
+                authority = load(AuthorityRaiseSchema(), {"authority": request["authority"]})["authority"]
+                return self._raise(session, request["referral_id"], authority, person, requested_by,
+                                   approval["_id"], now, outbox)
+            self._referable(complaint)
+            asked = load(ReferralRequestSchema(), request)
+            _, staged = self._refer(session, complaint, asked, person, requested_by, approval["_id"], tree, now,
+                                    outbox)
+            return staged
+
+        decided, staged = self.approvals.decide(approval_id, decision == "approve", note, Caller.of(actor),
+                                                Facts.of(facts), tree, apply=apply, now=self.now(), outbox=outbox)
+        return {"approval": approvals.view(decided), "events": staged}
 
     # -- the organization's callbacks -----------------------------------------------------
 
@@ -273,6 +363,26 @@ class Referrals:
                 "deliveries_pending": self.referrals.count_documents({"delivery": documents.PENDING})}
 
 
+def _asked(data: dict) -> dict:
+    """A request as a pending approval keeps it (and ``approval_requested`` tells it): the
+    body as sent, JSON, without the actor's note."""
+    return {key: value for key, value in data.items() if key != "actor"}
+
+
+def _created(doc: dict) -> dict:
+    return {"referral_id": doc["_id"], "organization": doc["organization"], "status": doc["status"]}
+
+
+def _above(doc: dict, requested: dict, error: type[Exception]) -> None:
+    """``error`` unless ``requested`` is above the authority in force, in its currency."""
+    current = doc["authority"]
+    if requested["currency"] != current["currency"]:
+        raise error("the authority keeps its currency", {"authority.currency": [f"must be {current['currency']}"]})
+    if Decimal(requested["max_settlement_amount"]) <= Decimal(current["max_settlement_amount"]):
+        raise error("a raise is above the authority in force", {"authority.max_settlement_amount": [
+            f"must be above {current['max_settlement_amount']} {current['currency']}"]})
+
+
 def view(doc: dict) -> dict:
     """A referral as handlers and its organization see it (CONTRACTS §4, JSON-ready)."""
     messages = [{
@@ -286,7 +396,8 @@ def view(doc: dict) -> dict:
         "organization": {"code": doc["organization"], "name": doc["organization_name"], "contact": doc["contact"]},
         "status": doc["status"], "referred_at": doc["referred_at"], "referred_by": doc["referred_by"],
         "reason": doc["reason"], "negotiation": doc["negotiation"], "consent": doc["consent"],
-        "authority": doc["authority"], "authority_raises": doc["authority_raises"], "events": doc["events"],
+        "authority": doc["authority"], "approvers": doc.get("approvers", []), "approval_id": doc.get("approval_id"),
+        "authority_raises": doc["authority_raises"], "events": doc["events"],
         "agreement": doc["agreement"], "carried_out": doc["carried_out"],
         "delivery": {"state": doc["delivery"], "next_attempt_at": doc.get("next_attempt_at"),
                      "in_flight": doc.get("lease") is not None, "messages": messages},

@@ -1,5 +1,6 @@
 """Mediation's entrypoints: RPC for the HTTP edge and operators, the delivery timer, and
-routing's announcement of the organization's tree (the units' regions). Everything else is in ``mediation``."""
+routing's announcement of the organization's tree (who stands where, the units' regions).
+Everything else is in ``mediation``."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,9 @@ from nameko.rpc import rpc
 from nameko.timer import timer
 
 from services.common.consumers import subscribe
+from services.common.errors import Unavailable
 from services.common.outbox import Outbox
+from services.common.rpc import UNAVAILABLE, TimedRpcProxy
 from services.common.store import Domain
 from services.mediation.mediation import INDEXES, Mediation
 
@@ -20,6 +23,7 @@ class MediationService:
 
     desk = Domain(Mediation, indexes=INDEXES, options=lambda settings: {"settings": settings})
     outbox = Outbox()
+    intake = TimedRpcProxy("intake")
 
     @subscribe("organization_changed")
     def on_organization_changed(self, event: dict):
@@ -53,23 +57,43 @@ class MediationService:
     def retire_organization(self, code: str, actor: dict) -> dict:
         return self.desk.registry.retire(code, actor)
 
-    # -- handlers' actions, with the complaint as intake shows it to the caller --------------
+    # -- handlers' actions, judged on the complaint as intake holds it ----------------------
 
     @rpc
-    def refer(self, complaint: dict, data: dict, actor: dict) -> dict:
-        return self.desk.referrals.refer(complaint, data, actor, self.outbox)
+    def refer(self, complaint_no: str, data: dict, actor: dict) -> dict:
+        return self.desk.referrals.refer(*self._complaint(complaint_no), data, actor, self.outbox)
 
     @rpc
-    def raise_authority(self, complaint: dict, data: dict, actor: dict) -> dict:
-        return self.desk.referrals.raise_authority(complaint, data, actor, self.outbox)
+    def raise_authority(self, complaint_no: str, data: dict, actor: dict) -> dict:
+        return self.desk.referrals.raise_authority(*self._complaint(complaint_no), data, actor, self.outbox)
 
     @rpc
-    def carried_out(self, complaint: dict, data: dict, actor: dict) -> dict:
-        return self.desk.referrals.carried_out(complaint, data, actor, self.outbox)
+    def carried_out(self, complaint_no: str, data: dict, actor: dict) -> dict:
+        return self.desk.referrals.carried_out(*self._complaint(complaint_no), data, actor, self.outbox)
 
     @rpc
     def referral(self, referral_id: str) -> dict:
         return self.desk.referrals.referral(referral_id)
+
+    @rpc
+    def approvals(self, actor: dict, pending: bool = True) -> list:
+        """The approvals of mediators' authorities ``actor`` may decide (or also decided ones)."""
+        return self.desk.referrals.approvals_for(actor, pending)
+
+    @rpc
+    def decide_approval(self, approval_id: str, decision: str, note: str, actor: dict) -> dict:
+        """approve or refuse a pending approval; an approved referral or raise applies with it."""
+        complaint, facts = self._complaint(self.desk.referrals.approvals.complaint_of(approval_id))
+        return self.desk.referrals.decide_approval(approval_id, decision, note, actor, complaint, facts,
+                                                   self.outbox)
+
+    def _complaint(self, complaint_no: str) -> tuple[dict, dict]:
+        """The complaint as intake shows it, and intake's facts of who is accountable for it
+        (the system of record: a referral is made of it, and who may act judged on it)."""
+        try:
+            return self.intake.get(complaint_no, None), self.intake.access_facts(complaint_no)
+        except UNAVAILABLE as exc:
+            raise Unavailable(f"intake, which holds complaint {complaint_no}, did not answer") from exc
 
     # -- the organizations, signed ------------------------------------------------------------
 

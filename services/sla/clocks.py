@@ -416,7 +416,7 @@ class Clocks:
         """``complaint_referred``: every running clock pauses from the referral on the
         ``mediation`` ground of the policy data, the referral its evidence, until the
         mediation ends (see ``on_mediation_status_changed``). No approval of its own: the
-        referral was approved by whoever may refer."""
+        referral was approved (its approvers and approval are the pause's)."""
         body = event["body"]
         ground = self.pause_grounds.get(MEDIATION)
         if ground is None:
@@ -429,8 +429,9 @@ class Clocks:
 
         def work(session):
             running = [d for d in self._found(body["complaint_no"], session) if d["state"] == "running"]
-            self._pause(session, running, reason, ground.code, evidence, body.get("actor"), [], self.now(), outbox,
-                        start=at, referral_id=body["referral_id"])
+            self._pause(session, running, reason, ground.code, evidence, body.get("actor"), body.get("approvers") or [],
+                        self.now(), outbox, approval_id=body.get("approval_id"), start=at,
+                        referral_id=body["referral_id"])
 
         self._transaction(event, work)
 

@@ -28,6 +28,8 @@ OTHER_SECRET = "zj-secret-0123456789abcdef"
 SUPERVISOR = {"sub": "banka-sd-yt-supervisor", "name": "张伟", "unit": "BANKA-SD-YT", "roles": ["supervisor"]}
 ADMIN = {"sub": "ops-1", "name": "平台管理员", "unit": "BANKA", "roles": ["admin"]}
 HANDLER = {"sub": "banka-sd-yt-handler", "name": "刘洋", "unit": "BANKA-SD-YT", "roles": ["handler"]}
+# Of the superior unit (Shandong branch): approves a raise of the authority.
+SD_CPD = {"sub": "banka-sd-cpd", "name": "李娜", "unit": "BANKA-SD", "roles": ["consumer_protection"]}
 SETTINGS = Settings(mediation_retry_base=10.0, mediation_retry_cap=3600.0, mediation_retry_for=24 * 3600.0)
 
 
@@ -102,8 +104,32 @@ def request(**changes) -> dict:
     return body
 
 
+def facts_of(view: dict) -> dict:
+    """Intake's facts of who is accountable for the complaint (``intake.access_facts``)."""
+    return {"complaint_no": view["complaint_no"], "institution": view["institution"], "unit": view["unit"],
+            "offered_unit": None, "respondent_staff": view["respondent_staff"]}
+
+
+# The actions as the service calls them: on the complaint as intake shows it, and its facts.
+def refer(desk, view, data, actor, outbox) -> dict:
+    return desk.referrals.refer(view, facts_of(view), data, actor, outbox)
+
+
+def raise_authority(desk, view, data, actor, outbox) -> dict:
+    return desk.referrals.raise_authority(view, facts_of(view), data, actor, outbox)
+
+
+def carried_out(desk, view, data, actor, outbox) -> dict:
+    return desk.referrals.carried_out(view, facts_of(view), data, actor, outbox)
+
+
+def decide(desk, outbox, approval_id, decision, actor, view=None, note="核实后同意") -> dict:
+    view = view or complaint()
+    return desk.referrals.decide_approval(approval_id, decision, note, actor, view, facts_of(view), outbox)
+
+
 def referred(desk, outbox, **changes) -> str:
-    return desk.referrals.refer(complaint(**changes), request(), SUPERVISOR, outbox)["referral_id"]
+    return refer(desk, complaint(**changes), request(), SUPERVISOR, outbox)["referral"]["referral_id"]
 
 
 def callback(desk, outbox, referral_id, status, secret=SECRET, event_id=None, at=None, details=None, raw=None,
@@ -154,7 +180,7 @@ def test_the_registry_refuses_what_is_not_an_organization(desk):
 # -- referral --------------------------------------------------------------------------------------
 
 def test_a_referral_goes_to_the_organization_covering_the_units_region(desk, outbox):
-    answer = desk.referrals.refer(complaint(), request(), SUPERVISOR, outbox)
+    answer = refer(desk, complaint(), request(), SUPERVISOR, outbox)["referral"]
     assert answer == {"referral_id": "BANKA-261120-0000017-M1", "organization": "SD-BIMC", "status": "referred"}
     view = desk.referrals.referral(answer["referral_id"])
     assert view["region"] == "370600" and view["authority"]["approver"] == SUPERVISOR["sub"]
@@ -170,45 +196,126 @@ def test_a_referral_goes_to_the_organization_covering_the_units_region(desk, out
     assert "authority" not in json.dumps(event["body"]["mediation"])
     # A prefecture's own organization comes before the province's.
     desk.registry.put("YT-MC", register("烟台调解中心", ["370600"], SECRET), ADMIN)
-    second = desk.referrals.refer(complaint(no="BANKA-261120-0000025"), request(), SUPERVISOR, outbox)
+    second = refer(desk, complaint(no="BANKA-261120-0000025"), request(), SUPERVISOR, outbox)["referral"]
     assert second["organization"] == "YT-MC"
 
 
 def test_a_referral_is_refused_with_the_reason(desk, outbox):
     with pytest.raises(Invalid) as no_consent:
-        desk.referrals.refer(complaint(), request(consent={"given": False, "at": "2026-11-19T10:00:00+08:00",
+        refer(desk, complaint(), request(consent={"given": False, "at": "2026-11-19T10:00:00+08:00",
                                                            "how": "x"}), SUPERVISOR, outbox)
     assert set(no_consent.value.details) == {"consent.given"}
     with pytest.raises(Invalid) as missing:
-        desk.referrals.refer(complaint(), {"reason": "x"}, SUPERVISOR, outbox)
+        refer(desk, complaint(), {"reason": "x"}, SUPERVISOR, outbox)
     assert set(missing.value.details) == {"negotiation", "consent", "authority"}
     with pytest.raises(Conflict) as closed:
-        desk.referrals.refer(complaint(status="closed", allowed_actions=["reopen"]), request(), SUPERVISOR, outbox)
+        refer(desk, complaint(status="closed", allowed_actions=["reopen"]), request(), SUPERVISOR, outbox)
     assert "closed" in closed.value.message
     upheld = [{"type": "complaint_decided", "details": {"outcome": "upheld"}}]
     with pytest.raises(Conflict):
-        desk.referrals.refer(complaint(status="decided", history=upheld), request(), SUPERVISOR, outbox)
+        refer(desk, complaint(status="decided", history=upheld), request(), SUPERVISOR, outbox)
     desk.registry.retire("ZJ-BIMC", ADMIN)
     with pytest.raises(Conflict) as uncovered:
-        desk.referrals.refer(complaint(unit="BANKA-ZJ-SX"), request(), SUPERVISOR, outbox)
+        refer(desk, complaint(unit="BANKA-ZJ-SX"), request(), dict(SUPERVISOR, unit="BANKA-ZJ-SX"), outbox)
     assert "330600" in uncovered.value.message
     with pytest.raises(Invalid) as elsewhere:
-        desk.referrals.refer(complaint(), request(organization="ZJ-BIMC"), SUPERVISOR, outbox)
+        refer(desk, complaint(), request(organization="ZJ-BIMC"), SUPERVISOR, outbox)
     assert set(elsewhere.value.details) == {"organization"}
-    with pytest.raises(Forbidden):  # a handler may refer, but not approve the authority alone
-        desk.referrals.refer(complaint(), request(), HANDLER, outbox)
+    with pytest.raises(Forbidden):  # an inspector may not refer
+        refer(desk, complaint(), request(), dict(HANDLER, roles=["inspector"]), outbox)
+    with pytest.raises(NotFound):  # a unit beside the complaint's may not even read it
+        refer(desk, complaint(), request(), dict(SUPERVISOR, unit="BANKA-SD-WF"), outbox)
     with pytest.raises(Invalid) as named:
-        desk.referrals.refer(complaint(), request(authority={"max_settlement_amount": "200.00", "currency": "CNY",
+        refer(desk, complaint(), request(authority={"max_settlement_amount": "200.00", "currency": "CNY",
                                                    "approver": "someone-else"}), SUPERVISOR, outbox)
     assert set(named.value.details) == {"authority.approver"}
-    with pytest.raises(Forbidden):
-        desk.referrals.refer(complaint(respondent_staff=[SUPERVISOR["sub"]]), request(), SUPERVISOR, outbox)
+    with pytest.raises(Forbidden, match="recuse"):  # staff the complaint names do nothing on its mediation
+        refer(desk, complaint(respondent_staff=[SUPERVISOR["sub"]]), request(), SUPERVISOR, outbox)
     assert outbox.events() == []
     partly = [{"type": "complaint_decided", "details": {"outcome": "partially_upheld"}}]
-    desk.referrals.refer(complaint(status="decided", history=partly), request(), SUPERVISOR, outbox)
+    refer(desk, complaint(status="decided", history=partly), request(), SUPERVISOR, outbox)
     with pytest.raises(Conflict) as twice:
-        desk.referrals.refer(complaint(), request(), SUPERVISOR, outbox)
+        refer(desk, complaint(), request(), SUPERVISOR, outbox)
     assert "already referred" in twice.value.message
+
+
+# -- approvals of the authority ---------------------------------------------------------------------
+
+def test_a_referral_the_caller_may_not_approve_waits_and_is_made_when_a_supervisor_approves(desk, outbox):
+    pending = refer(desk, complaint(), request(), HANDLER, outbox)["approval"]
+    assert (pending["action"], pending["needs"], pending["of_unit"]) == (
+        "refer", ["consumer_protection", "supervisor"], "BANKA-SD-YT")
+    assert pending["state"] == "pending" and pending["approval_id"].startswith("mediation-")
+    assert desk.referrals.referrals.count_documents({}) == 0 and outbox.events("complaint_referred") == []
+    [asked] = outbox.events("approval_requested")
+    assert asked["producer"] == "mediation" and asked["body"]["actor"] == HANDLER["sub"]
+    with pytest.raises(Conflict):  # one request at a time
+        refer(desk, complaint(), request(), HANDLER, outbox)
+    with pytest.raises(Forbidden):  # the requester never approves their own request
+        decide(desk, outbox, pending["approval_id"], "approve", dict(HANDLER, roles=["handler", "supervisor"]))
+    with pytest.raises(Forbidden):  # nor does staff the complaint names
+        decide(desk, outbox, pending["approval_id"], "approve", SUPERVISOR,
+               view=complaint(respondent_staff=[SUPERVISOR["sub"]]))
+    decided = decide(desk, outbox, pending["approval_id"], "approve", SUPERVISOR)
+    assert decided["approval"]["state"] == "approved" and decided["approval"]["decided_by"]["sub"] == SUPERVISOR["sub"]
+    [made] = desk.referrals.referrals.find()
+    assert made["referred_by"] == HANDLER["sub"] and made["authority"]["approver"] == SUPERVISOR["sub"]
+    assert made["approval_id"] == pending["approval_id"]
+    [referred_event] = outbox.events("complaint_referred")
+    assert referred_event["body"]["actor"] == HANDLER["sub"]
+    assert referred_event["body"]["approvers"][0]["sub"] == SUPERVISOR["sub"]
+    assert referred_event["event_id"] in decided["events"]
+    assert [e["body"]["decision"] for e in outbox.events("approval_decided")] == ["approved"]
+
+
+def test_a_referral_approved_on_a_complaint_closed_meanwhile_is_refused(desk, outbox):
+    pending = refer(desk, complaint(), request(), HANDLER, outbox)["approval"]
+    closed = complaint(status="closed", allowed_actions=["reopen"])
+    with pytest.raises(Conflict):
+        decide(desk, outbox, pending["approval_id"], "approve", SUPERVISOR, view=closed)
+    assert desk.referrals.referrals.count_documents({}) == 0
+    refused = decide(desk, outbox, pending["approval_id"], "refuse", SUPERVISOR, view=closed, note="已结案")
+    assert refused["approval"]["state"] == "refused" and refused["events"]
+
+
+def test_a_raise_waits_for_the_superior_unit_and_a_refused_one_changes_nothing(desk, outbox):
+    referral_id = referred(desk, outbox)
+    higher = {"authority": {"max_settlement_amount": "500.00", "currency": "CNY"}}
+    # The unit's own supervisor granted the authority up front, but a raise is the superior unit's.
+    for asker in (HANDLER, SUPERVISOR):
+        pending = raise_authority(desk, complaint(), higher, asker, outbox)["approval"]
+        assert (pending["action"], pending["of_unit"]) == ("raise_authority", "BANKA-SD")
+        assert pending["request"] == {"referral_id": referral_id, **higher}
+        with pytest.raises(Forbidden):  # the unit's own supervisor holds no position for a raise
+            decide(desk, outbox, pending["approval_id"], "approve", dict(SUPERVISOR, sub="banka-sd-yt-supervisor-2"))
+        refused = decide(desk, outbox, pending["approval_id"], "refuse", SD_CPD, note="金额过高")
+        assert refused["approval"]["state"] == "refused"
+    referral = desk.referrals.referral(referral_id)
+    assert referral["authority"]["max_settlement_amount"] == "200.00" and referral["authority_raises"] == []
+    assert len(referral["delivery"]["messages"]) == 1 and outbox.events("mediation_authority_raised") == []
+    pending = raise_authority(desk, complaint(), higher, HANDLER, outbox)["approval"]
+    decided = decide(desk, outbox, pending["approval_id"], "approve", SD_CPD)
+    referral = desk.referrals.referral(referral_id)
+    assert referral["authority"] == {"max_settlement_amount": "500.00", "currency": "CNY", "approver": SD_CPD["sub"]}
+    [raised] = referral["authority_raises"]
+    assert raised["by"] == HANDLER["sub"] and raised["approval_id"] == pending["approval_id"]
+    assert [m["idempotency_key"] for m in referral["delivery"]["messages"]] == [
+        referral_id, f"{referral_id}:authority:1"]
+    [event] = outbox.events("mediation_authority_raised")
+    assert event["event_id"] in decided["events"] and event["body"]["approvers"][0]["sub"] == SD_CPD["sub"]
+    with pytest.raises(Conflict):  # decided already
+        decide(desk, outbox, pending["approval_id"], "approve", SD_CPD)
+
+
+def test_a_raise_approved_after_the_authority_reached_it_meanwhile_no_longer_applies(desk, outbox):
+    referred(desk, outbox)
+    pending = raise_authority(desk, complaint(), {"authority": {"max_settlement_amount": "400.00", "currency": "CNY"}},
+                              HANDLER, outbox)["approval"]
+    raise_authority(desk, complaint(), {"authority": {"max_settlement_amount": "600.00", "currency": "CNY"}},
+                    SD_CPD, outbox)  # the superior unit raises it itself, higher
+    with pytest.raises(Conflict):
+        decide(desk, outbox, pending["approval_id"], "approve", SD_CPD)
+    assert desk.referrals.approvals_for(SD_CPD) and not desk.referrals.approvals_for(HANDLER)
 
 
 # -- delivery --------------------------------------------------------------------------------------
@@ -307,7 +414,7 @@ def test_a_raise_reaches_the_organization_after_the_referral(desk, outbox, now, 
     run_due(desk, outbox)  # the referral waits for its retry
     raised_at = now()
     raise_ = {"authority": {"max_settlement_amount": "300.00", "currency": "CNY"}}
-    raised = desk.referrals.raise_authority(complaint_view, raise_, SUPERVISOR, outbox)
+    raised = raise_authority(desk, complaint_view, raise_, SD_CPD, outbox)["referral"]
     assert raised["authority"]["max_settlement_amount"] == "300.00"
     assert [m["idempotency_key"] for m in raised["delivery"]["messages"]] == [referral_id,
                                                                                f"{referral_id}:authority:1"]
@@ -319,10 +426,10 @@ def test_a_raise_reaches_the_organization_after_the_referral(desk, outbox, now, 
         referral_id, referral_id, f"{referral_id}:authority:1"]
     assert organization.received[-1]["body"] == {
         "schema": "mediation.authority/1", "referral_id": referral_id, "raised_at": timeutil.iso(raised_at),
-        "authority": {"max_settlement_amount": "300.00", "currency": "CNY", "approver": SUPERVISOR["sub"]}}
+        "authority": {"max_settlement_amount": "300.00", "currency": "CNY", "approver": SD_CPD["sub"]}}
     with pytest.raises(Invalid) as lower:
-        desk.referrals.raise_authority(complaint_view, {"authority": {"max_settlement_amount": "250.00",
-                                                                     "currency": "CNY"}}, SUPERVISOR, outbox)
+        raise_authority(desk, complaint_view, {"authority": {"max_settlement_amount": "250.00",
+                                                             "currency": "CNY"}}, SD_CPD, outbox)
     assert set(lower.value.details) == {"authority.max_settlement_amount"}
     assert len(outbox.events("mediation_authority_raised")) == 1
 
@@ -331,8 +438,8 @@ def test_a_raise_during_an_attempt_in_flight_waits_for_it(desk, outbox, now, org
     referral_id = referred(desk, outbox)
     [candidate] = desk.courier.due(now(), 10)
     token = desk.courier.claim(candidate, now())
-    desk.referrals.raise_authority(complaint(), {"authority": {"max_settlement_amount": "300.00", "currency": "CNY"}},
-                                   SUPERVISOR, outbox)
+    raise_authority(desk, complaint(), {"authority": {"max_settlement_amount": "300.00", "currency": "CNY"}},
+                    SD_CPD, outbox)
     assert desk.courier.due(now(), 10) == []  # no second attempt while one is in flight
     assert desk.courier.attempt(referral_id, token, outbox)["outcome"] == "delivered"
     [attempt] = desk.courier.deliver_due(outbox)  # the raise is due as soon as the attempt ends
@@ -392,12 +499,12 @@ def test_the_same_callback_applies_once_and_statuses_keep_their_order(desk, outb
                                                       "agreement_reached"]
     assert changed[-1]["body"]["agreement"] == agreement and not changed[-1]["body"]["ended"]
     with pytest.raises(Conflict):
-        desk.referrals.raise_authority(complaint(), {"authority": {"max_settlement_amount": "900.00",
-                                                                  "currency": "CNY"}}, SUPERVISOR, outbox)
-    carried = desk.referrals.carried_out(complaint(), {"note": "已退还"}, HANDLER, outbox)
+        raise_authority(desk, complaint(), {"authority": {"max_settlement_amount": "900.00",
+                                                          "currency": "CNY"}}, HANDLER, outbox)
+    carried = carried_out(desk, complaint(), {"note": "已退还"}, HANDLER, outbox)
     assert carried["status"] == "carried_out" and carried["carried_out"]["by"] == HANDLER["sub"]
     with pytest.raises(Conflict):
-        desk.referrals.carried_out(complaint(), {"note": "again"}, HANDLER, outbox)
+        carried_out(desk, complaint(), {"note": "again"}, HANDLER, outbox)
     [event] = outbox.events("agreement_carried_out")
     assert event["body"]["mediation"]["status"] == "carried_out"
 
@@ -409,7 +516,7 @@ def test_a_failed_mediation_ends_it_and_the_complaint_may_be_referred_again(desk
     [*_, failed] = outbox.events("mediation_status_changed")
     assert failed["body"]["ended"] and failed["body"]["previous"] == "accepted"
     decided = [{"type": "complaint_decided", "details": {"outcome": "rejected"}}]
-    again = desk.referrals.refer(complaint(status="decided", history=decided), request(), SUPERVISOR, outbox)
+    again = refer(desk, complaint(status="decided", history=decided), request(), SUPERVISOR, outbox)["referral"]
     assert again["referral_id"].endswith("-M2")
     assert desk.referrals.referral(referral_id)["organization"]["contact"]["phone"] == "0531-12345678"
     assert desk.referrals.referral_for_organization(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 from nameko.exceptions import UnknownService
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from services.common.outbox import event_message
+from services.common.outbox import COLLECTION, Relay
 from services.common.store import database, ensure_indexes
 from services.mediation.mediation import INDEXES, Mediation
 from services.mediation.simulator import Mediator
@@ -37,17 +38,6 @@ def mediator(mediation_settings):
     mediator.stop()
 
 
-def announce_organization(settings):
-    """Routing's announcement of the organization (the tree, with the units' regions), as
-    routing publishes it."""
-    from services.common import amqp
-
-    publisher = amqp.Publisher(settings.amqp_uri)
-    message = event_message(organization_event())
-    publisher.publish(message["exchange"], message["routing_key"], message["body"])
-    publisher.close()
-
-
 def complaint(number: str) -> dict:
     return {"complaint_no": number, "status": "in_progress", "institution": "BANKA", "unit": "BANKA-SD-YT",
             "product": "credit_card", "subject": "年费", "description": "未激活即扣年费", "demand": "退还",
@@ -67,35 +57,18 @@ def answers(rpc) -> bool:
         return False
 
 
-def ready(rpc, url):
-    wait_until(lambda: answers(rpc), "the mediation service answers", timeout=60, interval=0.2)
-    rpc.mediation.put_organization("SD-BIMC", {"name": "山东调解中心", "regions": ["370000"], "url": url,
-                                               "secret": SECRET, "contact": {"phone": "0531-81000000"}}, ADMIN)
-    wait_until(lambda: _refers(rpc), "mediation knows the organization")
-
-
-def _refers(rpc) -> bool:
-    from services.common.errors import Unavailable
-
-    try:
-        rpc.mediation.refer(complaint("BANKA-261120-0000009"), REQUEST, SUPERVISOR)
-        return True
-    except Unavailable:  # routing's announcement not kept yet
-        return False
-
-
 def test_kill_9_while_a_referral_waits_for_its_retry_loses_nothing_and_doubles_nothing(mediation_settings, mediator,
                                                                                       tmp_path):
     mediator, url = mediator
     mediator.behave("SD-BIMC", fail_first=2)
     log = tmp_path / "mediation.log"
-    announce_organization(mediation_settings)
+    # Made before the service runs; its complaint_referred waits in the outbox for a sweep.
+    [referral_id] = seed_due_referrals(mediation_settings, url, 1, relayed=True)
     with listening(mediation_settings.amqp_uri, "mediation.events") as published:
         first = ServiceProcess(["services.mediation.service"], mediation_settings, log).start()
         try:
             with ClusterRpcProxy(mediation_settings.nameko_config()) as rpc:
-                ready(rpc, url)
-                referral_id = "BANKA-261120-0000009-M1"
+                wait_until(lambda: answers(rpc), "the mediation service answers", timeout=60, interval=0.2)
                 waiting = wait_until(lambda: (d := rpc.mediation.referral(referral_id)["delivery"])["messages"][0][
                     "attempts"] == 1 and not d["in_flight"] and d, "the first attempt, answered 500, was recorded",
                     interval=0.02)
@@ -132,16 +105,33 @@ class Discard:
         pass
 
 
-def seed_due_referrals(settings, url: str, count: int) -> list[str]:
-    """``count`` referrals due at once, written straight into the store before any instance runs."""
+class Relayed:
+    """An outbox for seeding the store whose rows a sweep of the service relays."""
+
+    def __init__(self, db):
+        self.relay = Relay(db[COLLECTION], None, timedelta(0))
+
+    def stage(self, session, *messages):
+        self.relay.stage(session, list(messages))
+
+
+def seed_due_referrals(settings, url: str, count: int, relayed: bool = False) -> list[str]:
+    """``count`` referrals due at once, written straight into the store before any instance
+    runs, by a supervisor who grants their authority."""
     db = database(settings, "mediation")
     ensure_indexes(db, INDEXES)
     desk = Mediation(db, settings)
     desk.registry.put("SD-BIMC", {"name": "山东调解中心", "regions": ["370000"], "url": url, "secret": SECRET,
                                   "contact": {"phone": "0531-81000000"}}, ADMIN)
     desk.organization.keep(organization_event())
-    return [desk.referrals.refer(complaint(f"BANKA-261120-{n:06d}0"), REQUEST, SUPERVISOR, Discard())["referral_id"]
-            for n in range(count)]
+    outbox = Relayed(db) if relayed else Discard()
+    made = []
+    for n in range(count):
+        view = complaint(f"BANKA-261120-{n:06d}0")
+        facts = {"complaint_no": view["complaint_no"], "institution": "BANKA", "unit": view["unit"],
+                 "offered_unit": None, "respondent_staff": []}
+        made.append(desk.referrals.refer(view, facts, REQUEST, SUPERVISOR, outbox)["referral"]["referral_id"])
+    return made
 
 
 def test_two_instances_deliver_each_referral_once(mediation_settings, mediator, tmp_path):

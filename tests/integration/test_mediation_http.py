@@ -1,12 +1,14 @@
 """Mediation over real HTTP, the real broker and store, with the simulated organization on
 the other side: delivery retried through 5xx, a refused signature shown to an operator and
-resent, and the organizations' callbacks checked as CONTRACTS §4 says."""
+resent, the organizations' callbacks checked as CONTRACTS §4 says, and a raise of the
+authority approved by a person who may before it reaches the organization."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -30,6 +32,8 @@ USERS = {
     "admin": {"sub": "admin", "name": "平台管理员", "unit": "BANKA", "roles": ["admin"]},
     "supervisor": {"sub": "banka-sd-yt-supervisor", "name": "张伟", "unit": "BANKA-SD-YT", "roles": ["supervisor"]},
     "handler": {"sub": "banka-sd-yt-handler", "name": "刘洋", "unit": "BANKA-SD-YT", "roles": ["handler"]},
+    # The superior unit of Yantai: approves a raise of a mediator's authority.
+    "sd_supervisor": {"sub": "banka-sd-supervisor", "name": "陈静", "unit": "BANKA-SD", "roles": ["supervisor"]},
     "shaoxing": {"sub": "banka-zj-sx-handler", "name": "杨帆", "unit": "BANKA-ZJ-SX", "roles": ["handler"]},
     "shaoxing_supervisor": {"sub": "banka-zj-sx-supervisor", "name": "孙强", "unit": "BANKA-ZJ-SX",
                             "roles": ["supervisor"]},
@@ -127,7 +131,8 @@ def test_delivered_once_although_the_organization_answered_500_three_times(edge)
                "assigned")
     uncovered = edge.refer(shaoxing, who="shaoxing_supervisor")
     assert uncovered.status_code == 409 and "330600" in uncovered.json()["error"]["message"]
-    assert edge.refer(shaoxing, who="shaoxing").status_code == 403  # a handler alone approves no authority
+    assert edge.refer(shaoxing, who="shaoxing").status_code == 409  # refused at once, not when approved
+    assert edge.call("shaoxing", "GET", "/api/v1/approvals?pending=false").json()["items"] == []
     no_consent = edge.refer(shaoxing, who="shaoxing_supervisor",
                             consent={"given": False, "at": timeutil.iso(timeutil.now()), "how": "x"})
     assert no_consent.status_code == 422 and set(no_consent.json()["error"]["details"]) == {"consent.given"}
@@ -209,7 +214,7 @@ def test_callbacks_are_signed_by_their_organization_applied_once_and_in_order(ed
     assert requests.get(edge.base + f"/api/v1/mediation/referrals/{referral_id}", timeout=10).status_code == 401
     assert edge.call("shaoxing", "GET", f"/api/v1/mediation/referrals/{referral_id}").status_code == 404
     # The raise reaches the organization, signed, under its own key.
-    raised = edge.call("supervisor", "POST", f"/api/v1/complaints/{number}/mediation/authority",
+    raised = edge.call("sd_supervisor", "POST", f"/api/v1/complaints/{number}/mediation/authority",
                        json={"authority": {"max_settlement_amount": "300.00", "currency": "CNY"}})
     assert raised.status_code == 200, raised.text
     wait_until(lambda: mediator.taken("SD-BIMC", "mediation.authority/1"), "the raise reached the organization")
@@ -220,6 +225,51 @@ def test_callbacks_are_signed_by_their_organization_applied_once_and_in_order(ed
                                   .json()["history"] if h["type"].startswith("mediation_")].count(
         "mediation_status_changed") == 2, "intake followed the callbacks")
     assert history
+
+
+def test_a_raise_by_a_handler_waits_for_the_superior_unit_and_reaches_the_organization_once_approved(edge):
+    edge.register("SD-BIMC")
+    number = edge.complaint()
+    referral_id = edge.refer(number).json()["referral_id"]
+    edge.delivered(referral_id)
+    path = f"/api/v1/complaints/{number}/mediation/authority"
+    raise_300 = {"authority": {"max_settlement_amount": "300.00", "currency": "CNY"}}
+
+    def decide(who, approval_id, decision, note):
+        return edge.call(who, "POST", f"/api/v1/approvals/{approval_id}/{decision}", json={"note": note})
+
+    asked = edge.call("handler", "POST", path, json=raise_300)
+    assert asked.status_code == 202, asked.text
+    refused_one = asked.json()
+    assert (refused_one["action"], refused_one["of_unit"]) == ("raise_authority", "BANKA-SD")
+    assert refused_one["approval_id"].startswith("mediation-")
+    listed = edge.call("sd_supervisor", "GET", "/api/v1/approvals").json()["items"]
+    assert [item["approval_id"] for item in listed] == [refused_one["approval_id"]]
+    own = decide("handler", refused_one["approval_id"], "approve", "自己批准")
+    assert own.status_code == 403, own.text  # the requester cannot approve it
+    refused = decide("sd_supervisor", refused_one["approval_id"], "refuse", "金额超出授权范围")
+    assert refused.status_code == 200 and refused.json()["state"] == "refused", refused.text
+    referral = edge.referral(referral_id)
+    assert referral["authority"]["max_settlement_amount"] == "200.00"
+    assert [m["idempotency_key"] for m in referral["delivery"]["messages"]] == [referral_id]  # nothing to send
+
+    asked = edge.call("handler", "POST", path, json=raise_300)
+    assert asked.status_code == 202, asked.text
+    approved = decide("sd_supervisor", asked.json()["approval_id"], "approve", "同意提高授权")
+    assert approved.status_code == 200 and approved.json()["state"] == "approved", approved.text
+    # Applied with the decision and delivered, signed, within seconds.
+    [raise_] = wait_until(lambda: edge.mediator.taken("SD-BIMC", "mediation.authority/1"),
+                          "the approved raise reached the organization", timeout=10)
+    assert raise_.verified and raise_.idempotency_key == f"{referral_id}:authority:1"
+    assert raise_.body["authority"] == {"max_settlement_amount": "300.00", "currency": "CNY",
+                                        "approver": "banka-sd-supervisor"}
+    assert [r.idempotency_key for r in edge.mediator.received] == [referral_id, f"{referral_id}:authority:1"]
+    # Each request and decision is on the complaint's history, with who.
+    expected = Counter({"approval_requested": 2, "approval_decided": 2, "mediation_authority_raised": 1})
+    entries = wait_until(lambda: (found := [h for h in edge.call("handler", "GET", f"/api/v1/complaints/{number}")
+                                            .json()["history"] if h["type"] in expected])
+                         and Counter(h["type"] for h in found) == expected and found, "intake followed the approvals")
+    assert {h["actor"] for h in entries if h["type"] == "approval_decided"} == {"banka-sd-supervisor"}
 
 
 def test_the_simulator_answers_slowly_then_plays_a_mediation_to_an_agreement(edge):

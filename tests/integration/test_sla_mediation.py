@@ -64,9 +64,12 @@ def mediation_fact(name, when, referral_id=f"{NO}-M1", **body) -> dict:
                                         "mediation": snapshot, **body}, "mediation")
 
 
-def referred(when, referral_id=f"{NO}-M1"):
+APPROVER = {"sub": "yt-sup", "name": "赵磊", "unit": "BANKA-SD-YT", "positions": ["supervisor"]}
+
+
+def referred(when, referral_id=f"{NO}-M1", **approval):
     return mediation_fact("complaint_referred", when, referral_id, organization_name="山东调解中心",
-                          contact={"phone": "0531-1"}, reason="协商未果")
+                          contact={"phone": "0531-1"}, reason="协商未果", **approval)
 
 
 def status(when, new, previous, referral_id=f"{NO}-M1", agreement=None, ended=False):
@@ -81,15 +84,17 @@ def clock(clocks, name="decision") -> dict:
 
 def test_the_clock_pauses_at_the_referral_and_resumes_where_it_stopped(clocks, outbox, now):
     assert clock(clocks)["due_by"] == "2026-10-05T23:59:59+08:00"
-    clocks.on_referred(referred(at(2026, 9, 25, 10, 0)), outbox)
+    clocks.on_referred(referred(at(2026, 9, 25, 10, 0), approvers=[APPROVER], approval_id="mediation-1"), outbox)
     paused = clock(clocks)
     assert paused["state"] == "paused" and paused["due_by"] is None
     [event] = outbox.events("sla_paused")
     assert event["body"]["ground"] == "mediation" and event["body"]["referral_id"] == f"{NO}-M1"
-    # A pause on the policy's mediation ground, the referral its evidence, approved with the referral.
+    # A pause on the policy's mediation ground, the referral its evidence, approved with the referral
+    # by whoever approved its authority.
     [pause] = paused["pauses"]
     assert pause["ground"] == "mediation" and pause["start"] == "2026-09-25T10:00:00+08:00"
-    assert pause["evidence"] == f"山东调解中心, referral {NO}-M1" and pause["approvers"] == []
+    assert pause["evidence"] == f"山东调解中心, referral {NO}-M1" and pause["approvers"] == [APPROVER]
+    assert event["body"]["approval_id"] == "mediation-1"
     now.set(at(2026, 10, 20, 10, 0))  # long past the limit it would have had: nothing fires while paused
     assert clocks.sweep(outbox) == []
     clocks.on_mediation_status_changed(status(at(2026, 9, 28, 10, 0), "accepted", "referred"), outbox)

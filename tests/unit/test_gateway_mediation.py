@@ -47,15 +47,26 @@ def request(method="POST", body=None, raw=None, headers=None):
                           headers=headers or {}).get_request()
 
 
-def test_a_referral_reads_the_complaint_as_the_caller_sees_it_and_answers_201():
+def test_a_referral_is_the_mediation_services_to_make_and_answers_201():
     log = []
-    peers = Peers(log, refer={"referral_id": "C1-M1", "organization": "SD-BIMC", "status": "referred"})
-    body = REFERRAL
-    status, headers, answer = mediation.refer(peers, request(body=body), SUPERVISOR, "C1")
-    assert status == 201 and headers == {"Location": "/api/v1/mediation/referrals/C1-M1"}
-    assert answer["referral_id"] == "C1-M1"
-    assert log == [("routing.visible_units", "BANKA-SD-YT"), ("intake.get", "C1", UNITS),
-                   ("mediation.refer", COMPLAINT, body, {**ACTOR, "note": "工号 7"})]
+    made = {"referral_id": "C1-M1", "organization": "SD-BIMC", "status": "referred"}
+    peers = Peers(log, refer={"referral": made, "events": ["e-1"]})
+    status, headers, answer = mediation.refer(peers, request(body=REFERRAL), SUPERVISOR, "C1")
+    assert (status, headers, answer) == (201, {"Location": "/api/v1/mediation/referrals/C1-M1"}, made)
+    # Mediation reads the complaint from intake and judges who may act: the edge only passes it on.
+    assert log == [("mediation.refer", "C1", REFERRAL, {**ACTOR, "note": "工号 7"})]
+
+
+def test_an_authority_the_caller_may_not_approve_answers_202_with_the_pending_approval():
+    pending = {"approval_id": "mediation-" + "0" * 32, "action": "raise_authority", "needs": ["supervisor"],
+               "of_unit": "BANKA-SD"}
+    log = []
+    peers = Peers(log, refer={"approval": dict(pending, action="refer")}, raise_authority={"approval": pending})
+    assert mediation.refer(peers, request(body=REFERRAL), SUPERVISOR, "C1") == (202, dict(pending, action="refer"))
+    raise_ = {"authority": {"max_settlement_amount": "300.00", "currency": "CNY"}}
+    assert mediation.raise_authority(peers, request(body=raise_), SUPERVISOR, "C1") == (202, pending)
+    peers.mediation._answers["raise_authority"] = {"referral": {"referral_id": "C1-M1"}, "events": ["e-2"]}
+    assert mediation.raise_authority(peers, request(body=raise_), SUPERVISOR, "C1") == {"referral_id": "C1-M1"}
 
 
 @pytest.mark.parametrize("change,field", [

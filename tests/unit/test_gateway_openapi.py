@@ -326,6 +326,15 @@ def test_the_mediation_operations():
     assert {"404", "409", "422"} <= set(refer["responses"])
     assert set(document()["components"]["schemas"]["ReferralRequest"]["required"]) == {
         "reason", "negotiation", "consent", "authority"}
+    # An authority the caller may not approve waits: 202 with the pending approval.
+    raise_ = doc["paths"]["/api/v1/complaints/{complaint_no}/mediation/authority"]["post"]
+    for operation in (refer, raise_):
+        assert operation["responses"]["202"]["content"]["application/json"]["schema"] == {"$ref": REF + "Approval"}
+    # Refusals on data the document cannot state are named.
+    assert refer["responses"]["422"]["x-semantic-refusals"] == ["organization", "authority.approver"]
+    assert "authority.max_settlement_amount" in raise_["responses"]["422"]["x-semantic-refusals"]
+    consent = doc["components"]["schemas"]["Consent"]["properties"]
+    assert consent["given"]["enum"] == [True] and consent["at"]["pattern"] == timeutil.YEAR_PATTERN
     callback = doc["paths"]["/api/v1/mediation/referrals/{referral_id}/events"]["post"]
     assert callback["security"] == [{"complaintSignature": []}]
     assert {"401", "404", "409", "422"} <= set(callback["responses"])

@@ -7,10 +7,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from services.common.access import Caller, Facts
 from services.common.errors import Forbidden, Invalid
+from services.common.orgtree import OrgTree
 from services.common.policy import SHANGHAI
 from services.mediation import access, regions, signature
 from services.mediation.rules import Backoff, judge, statuses
+from services.routing.organization import load_organization
 
 SECRET = "a-shared-secret-of-the-organization"
 
@@ -99,20 +102,46 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_for_the_whole_period():
     assert backoff.next_attempt(first, first + timedelta(hours=24), 41, rng) is None
 
 
-def test_who_may_refer_and_approve_an_authority():
-    supervisor = {"sub": "s1", "roles": ["supervisor"]}
-    handler = {"sub": "h1", "roles": ["handler"]}
-    access.may("refer", handler, {"respondent_staff": []})
-    with pytest.raises(Forbidden):
-        access.may("refer", {"sub": "a1", "roles": ["auditor"]}, {})
-    with pytest.raises(Forbidden):
-        access.may("carried_out", handler, {"respondent_staff": ["h1"]})
+YT, SD = "BANKA-SD-YT", "BANKA-SD"
+TREE = OrgTree(load_organization().tree_data())
+
+
+def facts(named=()):
+    """A complaint of Yantai, naming ``named`` among its staff."""
+    return Facts("BANKA", YT, None, frozenset(named), "BANKA-261124-0000018")
+
+
+def caller(unit, *roles, sub="u1"):
+    return Caller(sub, unit, frozenset(roles))
+
+
+def test_who_approves_a_mediators_authority_is_the_rule_books():
+    held = {name: access.approving(access.REFER, caller(unit, *roles), facts(), TREE)[1]
+            for name, unit, roles in (("handler", YT, ["handler"]), ("supervisor", YT, ["supervisor"]),
+                                      ("superior", SD, ["consumer_protection"]))}
+    # A referral's authority: a supervisor of the unit or above, or the superior unit.
+    assert held == {"handler": [], "supervisor": ["supervisor"], "superior": ["superior_unit"]}
+    # A raise: the superior unit, or a head-office supervisor; not the unit's own supervisor.
+    raise_ = access.RAISE_AUTHORITY
+    assert access.approving(raise_, caller(YT, "supervisor"), facts(), TREE) == (
+        ("superior_unit", "head_office_senior_manager"), [])
+    assert access.approving(raise_, caller(SD, "supervisor"), facts(), TREE)[1] == ["superior_unit"]
+    assert access.approving(raise_, caller("BANKA", "supervisor"), facts(), TREE)[1] == [
+        "superior_unit", "head_office_senior_manager"]
+    # Staff the complaint names hold nothing on it.
+    assert access.approving(raise_, caller(SD, "supervisor", sub="s9"), facts(named=["s9"]), TREE)[1] == []
+
+
+def test_an_authority_names_its_approver_by_identity():
     authority = {"max_settlement_amount": "500.00", "currency": "CNY"}
-    assert access.approve_authority(supervisor, authority) == dict(authority, approver="s1")
-    assert access.approve_authority(supervisor, dict(authority, approver="s1"))["approver"] == "s1"
-    with pytest.raises(Forbidden):
-        access.approve_authority(handler, authority)
-    with pytest.raises(Forbidden):
-        access.approve_authority({"sub": "root", "roles": ["admin"]}, authority)
+    assert access.granted(dict(authority, approver="s1"), "s2") == dict(authority, approver="s2")
+    access.named_approver(caller(YT, "supervisor", sub="s1"), dict(authority, approver="s1"))
+    access.named_approver(caller(YT, "supervisor", sub="s1"), authority)
     with pytest.raises(Invalid):
-        access.approve_authority(supervisor, dict(authority, approver="the-president"))
+        access.named_approver(caller(YT, "supervisor", sub="s1"), dict(authority, approver="the-president"))
+
+
+def test_the_registry_is_the_platform_operators():
+    access.may_manage_registry({"sub": "root", "roles": ["admin"]})
+    with pytest.raises(Forbidden):
+        access.may_manage_registry({"sub": "s1", "roles": ["supervisor", "consumer_protection"]})
