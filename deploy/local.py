@@ -31,6 +31,8 @@ from honcho.environ import parse_procfile
 from honcho.manager import Manager
 from honcho.printer import Message, Printer
 
+from services.common.config import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 PROCFILE = ROOT / "deploy" / "Procfile"
 BIN = Path(sys.executable).parent  # the virtualenv's bin: python, secantusd-py
@@ -98,7 +100,7 @@ def split_address(address: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def check_broker(amqp_uri: str, timeout: float = BROKER_TIMEOUT) -> None:
+def check_broker(amqp_uri: str, retry_delays, timeout: float = BROKER_TIMEOUT) -> None:
     """Connect once, declare the topology, or raise ``Abort`` saying what went wrong."""
     from amqp.exceptions import AMQPError
     from kombu import Connection
@@ -108,7 +110,7 @@ def check_broker(amqp_uri: str, timeout: float = BROKER_TIMEOUT) -> None:
     try:
         with Connection(amqp_uri, connect_timeout=timeout) as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
-            amqp.declare_topology(connection)
+            amqp.declare_topology(connection, retry_delays)
     except AMQPError as exc:  # it answered, and said no
         raise Abort(f"RabbitMQ at {redact(amqp_uri)} (AMQP_URI) refused the connection: {exc}\n"
                     f"Check the user, the password and the vhost in AMQP_URI "
@@ -211,7 +213,8 @@ def main() -> int:
         services = present_services(procfile_entries())
         if "gateway" in services and port_taken(*split_address(gateway)):
             raise Abort(f"The HTTP edge's address {gateway} is taken; free it or set GATEWAY_ADDRESS=host:port.")
-        check_broker(amqp_uri)  # first: without a broker, nothing else is worth starting
+        # First: without a broker, nothing else is worth starting.
+        check_broker(amqp_uri, Settings.from_env(env).retry_delays)
         if env.get("MONGO_URI"):
             store_uri, store_note = env["MONGO_URI"], "MONGO_URI, no embedded store started"
         else:

@@ -5,11 +5,18 @@ that marks something "sent" after it returns never marks a message the broker lo
 ``declare_topology`` declares every exchange and queue the catalogue implies; it runs
 before any service publishes (``make run``, each service's start, the tests), because a
 message published to an exchange with no bound queue is dropped by the broker.
+
+Every work queue has one delay queue per retry delay (``<queue>.delay.<ms>``, a
+queue-level TTL that dead-letters back to the work queue): RabbitMQ expires messages only
+at the head of a queue, so one delay queue with per-message TTLs held a 1 s retry behind
+a 30 s one.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
+from amqp import serialization as amqp_serialization
 from kombu import Connection, Exchange, Queue
 from kombu.pools import producers
 
@@ -27,46 +34,75 @@ def topic(name: str) -> Exchange:
     return Exchange(name, type="topic", durable=True)
 
 
-def delay_queue_name(queue: str) -> str:
-    return f"{queue}.delay"
+def _lenient_text(raw):
+    """py-amqp decodes a message's properties and header names as strict UTF-8 inside the
+    connection's reader: one message whose ``message_id`` was not UTF-8 stopped every
+    consumer of the process, and came back to stop it again. Undecodable bytes are kept as
+    lone surrogates instead (``surrogateescape``), for the handler to refuse."""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        raw = bytes(raw)
+        try:
+            return raw.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return raw.decode("utf-8", "surrogateescape")
+    return raw
+
+
+amqp_serialization.pstr_t = _lenient_text
+
+
+def delay_milliseconds(delay: float) -> int:
+    return max(1, round(delay * 1000))
+
+
+def delay_queue_name(queue: str, delay: float) -> str:
+    return f"{queue}.delay.{delay_milliseconds(delay)}"
 
 
 def parked_queue_name(queue: str) -> str:
     return f"{queue}.parked"
 
 
-def consumer_queues(name: str, exchange: Exchange, routing_key: str) -> list[Queue]:
-    """A work queue with its delay queue (retries come back after a per-message TTL) and
-    its parked queue (what failed every retry waits there for an operator)."""
+def consumer_queues(name: str, exchange: Exchange, routing_key: str, delays: Iterable[float]) -> list[Queue]:
+    """A work queue, first, with a delay queue per retry delay (a message waits there
+    ``x-message-ttl``, then dead-letters back to the work queue) and its parked queue
+    (what failed every retry waits there for an operator)."""
+    milliseconds = sorted({delay_milliseconds(delay) for delay in delays})
     return [
         Queue(name, exchange, routing_key=routing_key, durable=True),
-        Queue(
-            delay_queue_name(name),
+        *(Queue(
+            delay_queue_name(name, ms / 1000),
             durable=True,
-            queue_arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": name},
-        ),
+            queue_arguments={"x-message-ttl": ms, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": name},
+        ) for ms in milliseconds),
         Queue(parked_queue_name(name), durable=True),
     ]
 
 
-def inbound_queues() -> list[Queue]:
+def inbound_queue() -> Queue:
     # Bound with "#": a message under any routing key reaches intake and is answered,
     # a wrong key with a rejection, rather than being dropped by the broker.
-    return consumer_queues(INBOUND_QUEUE, topic(INBOUND_EXCHANGE), "#")
+    return Queue(INBOUND_QUEUE, topic(INBOUND_EXCHANGE), routing_key="#", durable=True)
 
 
-def subscriber_queues(subscriber: str, event_name: str) -> list[Queue]:
+def inbound_queues(delays: Iterable[float]) -> list[Queue]:
+    work = inbound_queue()
+    return consumer_queues(work.name, work.exchange, work.routing_key, delays)
+
+
+def subscriber_queues(subscriber: str, event_name: str, delays: Iterable[float]) -> list[Queue]:
     producer = events.event_type(event_name).producer
     return consumer_queues(
-        events.queue_name(subscriber, event_name), topic(events.exchange_name(producer)), event_name
+        events.queue_name(subscriber, event_name), topic(events.exchange_name(producer)), event_name, delays
     )
 
 
-def all_queues() -> list[Queue]:
-    queues = inbound_queues()
+def all_queues(delays: Iterable[float]) -> list[Queue]:
+    delays = tuple(delays)
+    queues = inbound_queues(delays)
     for name, kind in events.CATALOGUE.items():
         for subscriber in kind.subscribers:
-            queues.extend(subscriber_queues(subscriber, name))
+            queues.extend(subscriber_queues(subscriber, name, delays))
     return queues
 
 
@@ -82,9 +118,10 @@ def declare(connection: Connection, entities) -> None:
         entity(channel).declare()  # a bound copy: the entity itself may outlive this channel
 
 
-def declare_topology(connection: Connection) -> None:
+def declare_topology(connection: Connection, delays: Iterable[float]) -> None:
+    """Every exchange and queue, with a delay queue per retry delay (``RETRY_DELAYS``)."""
     declare(connection, all_exchanges())
-    declare(connection, all_queues())
+    declare(connection, all_queues(delays))
 
 
 class Publisher:
@@ -126,10 +163,11 @@ def main() -> None:
     """Declare the whole topology on ``AMQP_URI`` (run before starting the services)."""
     from services.common.config import Settings
 
-    with Connection(Settings.from_env().amqp_uri, connect_timeout=5) as connection:
+    settings = Settings.from_env()
+    with Connection(settings.amqp_uri, connect_timeout=5) as connection:
         connection.ensure_connection(max_retries=1)
-        declare_topology(connection)
-    print(f"declared {len(all_exchanges())} exchanges and {len(all_queues())} queues")
+        declare_topology(connection, settings.retry_delays)
+    print(f"declared {len(all_exchanges())} exchanges and {len(all_queues(settings.retry_delays))} queues")
 
 
 if __name__ == "__main__":

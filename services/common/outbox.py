@@ -140,6 +140,7 @@ class Outbox(DependencyProvider):
         db = database(settings, self.container.service_name)
         db[COLLECTION].create_indexes(INDEXES)
         self.publisher = amqp.Publisher(settings.amqp_uri)
+        self.retry_delays = settings.retry_delays
         self.relay_ = Relay(db[COLLECTION], self.publisher, timedelta(seconds=settings.outbox_grace))
         self._staged: dict = {}
         self._running = False
@@ -148,7 +149,7 @@ class Outbox(DependencyProvider):
         # Subscribers' queues exist before the first event leaves (the broker drops
         # messages no queue is bound to).
         with self.publisher.connection.clone() as connection:
-            amqp.declare_topology(connection)
+            amqp.declare_topology(connection, self.retry_delays)
         self._running = True
         self.container.spawn_managed_thread(self._sweep_forever, identifier="outbox.sweep")
 
