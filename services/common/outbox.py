@@ -15,6 +15,7 @@ never zero times. Consumers are idempotent on ``event_id`` / ``notification_id``
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 
@@ -45,12 +46,14 @@ def event_message(event: dict) -> dict:
 
 
 def contract_message(exchange: str, routing_key: str, body: dict, message_id: str | None = None, **properties) -> dict:
-    """A message of a public contract (receipt, status, notification)."""
+    """A message of a public contract (receipt, status, notification). Its body is kept
+    as the JSON text it is published as: a receipt's errors name the publisher's own keys,
+    which may be keys no document may hold (a NUL byte)."""
     return {
         "_id": message_id or ids.new_id(),
         "exchange": exchange,
         "routing_key": routing_key,
-        "body": body,
+        "body": json.dumps(body, ensure_ascii=False),
         "properties": properties,
     }
 

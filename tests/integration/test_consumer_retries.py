@@ -7,14 +7,12 @@ import subprocess
 from urllib.parse import unquote
 
 import pytest
-from amqp.basic_message import Message
 from kombu import Connection
 from pymongo.errors import AutoReconnect
 
-from services.common import amqp
 from services.common.consumers import Delivery, inbound
 from services.common.parking import list_parked, replay
-from tests.support.harness import wait_until
+from tests.support.harness import publish_raw, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +35,6 @@ class Recording:
 def reset():
     seen.clear()
     failures.clear()
-
-
-def publish_raw(amqp_uri: str, routing_key: str, body: bytes, headers: dict | None = None, **properties) -> None:
-    """Publish with exactly these properties (kombu would add a content type of its own)."""
-    with Connection(amqp_uri) as connection:
-        message = Message(body, application_headers=headers or {}, **properties)
-        connection.default_channel.basic_publish(message, exchange=amqp.INBOUND_EXCHANGE, routing_key=routing_key)
 
 
 def deliveries_of(message_id: str) -> list[Delivery]:

@@ -13,6 +13,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
+from amqp.basic_message import Message
 from kombu import Connection, Exchange, Queue
 
 from services.common import amqp, events, timeutil
@@ -134,6 +135,15 @@ class CallCenter:
 
     def close(self) -> None:
         self.publisher.close()
+
+
+def publish_raw(amqp_uri: str, routing_key: str, body: bytes, headers: dict | None = None,
+                exchange: str = amqp.INBOUND_EXCHANGE, **properties) -> None:
+    """Publish with exactly these properties, bytes or not UTF-8 as a careless or hostile
+    publisher may send them (kombu would add a content type of its own)."""
+    with Connection(amqp_uri) as connection:
+        message = Message(body, application_headers=headers or {}, **properties)
+        connection.default_channel.basic_publish(message, exchange=exchange, routing_key=routing_key)
 
 
 def submission(**overrides) -> dict:
