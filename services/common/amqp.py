@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from amqp import abstract_channel as amqp_channel
 from amqp import serialization as amqp_serialization
 from kombu import Connection, Exchange, Queue
 from kombu.pools import producers
@@ -49,6 +50,29 @@ def _lenient_text(raw):
 
 
 amqp_serialization.pstr_t = _lenient_text
+_strict_loads = amqp_serialization.loads
+
+
+def _lenient_loads(format, buf, offset):
+    """py-amqp reads a method's short strings (a delivery's routing key) as strict UTF-8,
+    also inside the connection's reader: a message published under a routing key that was
+    not UTF-8 stopped the consumer, again at each redelivery. The bytes that do not decode
+    are read as "?" instead (as many: the frame's lengths still hold), for the handler to
+    refuse."""
+    for _ in range(16):
+        try:
+            return _strict_loads(format, buf, offset)
+        except UnicodeDecodeError as exc:
+            raw = bytes(buf)
+            at = raw.find(bytes([len(exc.object)]) + exc.object, offset)
+            if at < 0 or len(exc.object) > 255:
+                raise
+            start, end = at + 1 + exc.start, at + 1 + exc.end
+            buf = raw[:start] + b"?" * (end - start) + raw[end:]
+    return _strict_loads(format, buf, offset)
+
+
+amqp_channel.loads = _lenient_loads
 
 
 def delay_milliseconds(delay: float) -> int:

@@ -54,6 +54,9 @@ CASES = [
      "receipt.unknown", "properties.app_id", "ASCII code"),
     ("app_id too long for a routing key", VALID, {"app_id": "c" * 250}, None, None,
      "receipt.unknown", "properties.app_id", "ASCII code"),
+    # Read as complaint.submit.??, a channel that does not exist.
+    ("routing key not UTF-8", VALID, {}, None, b"complaint.submit.\xff\xfe", "receipt.cc-hostile", "channel",
+     "Must be one of"),
     ("content type not UTF-8", VALID, {"content_type": b"application/\xffjson"}, None, None,
      "receipt.cc-hostile", "properties.content_type", "application/json"),
 ]
