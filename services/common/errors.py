@@ -49,3 +49,10 @@ class Invalid(DomainError):
 class Forbidden(DomainError):
     status = 403
     code = "forbidden"
+
+
+@deserialize_to_instance
+class Stale(Conflict):
+    """What a change was computed from changed before it was written (optimistic
+    concurrency): computed again from a fresh read (``store.retry_on_conflict``), or, for a
+    caller, a Conflict to read again."""

@@ -25,11 +25,11 @@ from pymongo.errors import DuplicateKeyError
 
 from services.common import events, ids, outbound, timeutil
 from services.common.consumers import Delivery
-from services.common.errors import Invalid, NotFound
+from services.common.errors import Invalid, NotFound, Stale
 from services.common.outbox import event_message
 from services.common.outbox import pending as outbox_pending
 from services.common.policy import load_calendars, load_policies
-from services.common.store import in_transaction
+from services.common.store import in_transaction, retry_on_conflict
 from services.intake.lifecycle import Lifecycle
 from services.intake.records import Records
 from services.intake.schemas import SubmitSchema
@@ -41,17 +41,12 @@ CONTACTS = Path(__file__).parent / "data" / "contacts.yaml"
 ORGANIZATION_DOC = "units"
 KNOWN_UNITS_TTL = 5.0
 MERGED = "merged_messages"
-MERGE_ATTEMPTS = 3
 # CONTRACTS.md §1 as extended here: a body over this size is rejected ("body": too large)
 # and kept whole in GridFS; a complaint of the largest valid size is far below it.
 MAX_BODY_BYTES = 1_048_576
 # app_id names the publisher's receipt routing key, receipt.<app_id>: an ASCII code.
 APP_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 REJECTED_BODIES = "rejected_bodies"  # the GridFS bucket of bodies too large for a document
-
-
-class _NoLongerMergeable(Exception):
-    """The open complaint changed between the decision to merge and the merge."""
 
 
 INDEXES = {
@@ -312,7 +307,8 @@ class Intake:
             return self._duplicate(first, message_id, outbox)
         number = data["repeat_of"]
         received_at = timeutil.local(data["received_at"])
-        for _ in range(MERGE_ATTEMPTS):
+
+        def decide() -> Outcome:
             earlier = self.complaints.find_one({"_id": number})
             if earlier is None or earlier["institution"] != data["institution"]:
                 errors = {"repeat_of": [f"no complaint {number} of {data['institution']} to repeat"]}
@@ -325,11 +321,9 @@ class Intake:
             unmergeable = self._why_not_merged(earlier, received_at)
             if unmergeable is not None:
                 return self._accept(data, app_id, message_id, outbox, not_merged=unmergeable)
-            try:
-                return self._merge(data, app_id, message_id, outbox)
-            except _NoLongerMergeable:
-                continue  # closed, or its limit moved, meanwhile: decide again
-        raise RuntimeError(f"complaint {number} kept changing while a repeat was merged into it")
+            return self._merge(data, app_id, message_id, outbox)  # Stale: closed, or its limit moved, meanwhile
+
+        return retry_on_conflict(decide, f"complaint {number}, while a repeat was merged into it,")
 
     def _why_not_merged(self, complaint: dict, received_at) -> str | None:
         """None when a repeat received at ``received_at`` merges into ``complaint``; else why not."""
@@ -369,7 +363,7 @@ class Intake:
         def store(session):
             complaint = self.complaints.find_one({"_id": number}, session=session)
             if complaint is None or self._why_not_merged(complaint, received_at) is not None:
-                raise _NoLongerMergeable(number)
+                raise Stale(f"complaint {number} changed meanwhile")
             receipt = {"complaint_no": number, "status": complaint["status"],
                        "due_by": timeutil.iso(complaint.get("due_by"))}
             merged = {"_id": ids.new_id(), "app_id": app_id, "message_id": message_id, "source": source,

@@ -32,9 +32,9 @@ import yaml
 from pymongo.errors import DuplicateKeyError
 
 from services.common import events, inbox, outbox, timeutil
-from services.common.errors import Conflict, Forbidden, Invalid, NotFound
+from services.common.errors import Conflict, Forbidden, Invalid, NotFound, Stale
 from services.common.outbox import event_message
-from services.common.store import in_transaction
+from services.common.store import in_transaction, retry_on_conflict
 from services.routing import organization as org_module
 from services.routing import rules as rules_module
 from services.routing.assignment import (
@@ -58,7 +58,6 @@ ASSIGNMENTS = "assignments"
 CONFIG = "config"
 CURRENT = "current"
 CONFIG_TTL = 1.0
-EVENT_ATTEMPTS = 5  # an event's change re-read and re-applied after a lost race
 
 ACTIONS = ("accept", "transfer", "transfer_accept", "transfer_reject", "escalate", "misconduct")
 # The request field a domain refusal is about, per action (for the 422 details).
@@ -311,8 +310,7 @@ class Routing:
                 {"_id": complaint_no, "version": doc["version"]},
                 {"$set": fields, "$inc": {"version": 1}}, session=session)
             if result.matched_count != 1:
-                raise Conflict("the assignment changed meanwhile; read it again",
-                               {"version": [str(doc["version"])]})
+                raise Stale("the assignment changed meanwhile; read it again", {"version": [str(doc["version"])]})
             outbox.stage(session, *messages)
 
         in_transaction(self.db, write)
@@ -349,7 +347,8 @@ class Routing:
                 outbox) -> None:
         """Apply an event's change to the assignment, once, re-reading after a lost race."""
         complaint_no = event["body"]["complaint_no"]
-        for _ in range(EVENT_ATTEMPTS):
+
+        def apply() -> None:
             doc = self.assignments.find_one({"_id": complaint_no})
             if doc is None:
                 # Not routed yet (or not ours): retried, then parked for an operator.
@@ -357,14 +356,10 @@ class Routing:
                                "assigned")
             with domain_errors():
                 outcome = change(from_document(doc["state"]), self.current())
-            if outcome is None:
-                return
-            try:
-                self._save(doc, outcome, outbox, event)
-                return
-            except Conflict:
-                continue
-        raise Conflict(f"{event['type']} for {complaint_no} lost {EVENT_ATTEMPTS} races")
+            if outcome is not None:
+                self._save(doc, outcome, outbox, event)  # Stale: another change got there first
+
+        retry_on_conflict(apply, f"the assignment of {complaint_no}, while {event['type']} was applied,")
 
     def breached(self, event: dict, outbox) -> None:
         """sla_breached: one level up, to the parent's lead department (the clock runs on)."""
