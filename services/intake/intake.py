@@ -165,6 +165,15 @@ def unstorable_text(payload) -> str | None:
     return None
 
 
+def in_local_time(received_at) -> None:
+    """ValidationError for a time the schema takes but that has no date in China's time
+    zone (0001-01-01T00:00:00+14:00): it was a handler error, and the message was parked."""
+    try:
+        timeutil.local(received_at)
+    except OverflowError:
+        raise ValidationError({"received_at": ["is out of the range of dates this service keeps"]}) from None
+
+
 def parse_delivery(delivery: Delivery) -> tuple[dict | None, dict]:
     """The submission a delivery carries, with the channel from its routing key, or the
     errors that make it unparseable (keyed ``properties.*``, ``routing_key``, ``body``)."""
@@ -277,6 +286,7 @@ class Intake:
         external_id = payload.get("external_id") if isinstance(payload.get("external_id"), str) else None
         try:
             data = SubmitSchema(known_units=self.known_units()).load(payload)
+            in_local_time(data["received_at"])
         except ValidationError as exc:
             # A redelivery of an accepted message is a duplicate, whatever holds now.
             first = self._first_of(app_id, message_id)
