@@ -10,7 +10,9 @@ import pytest
 from kombu import Connection
 from pymongo.errors import AutoReconnect
 
-from services.common.consumers import Delivery, inbound
+from services.common import amqp, events
+from services.common.consumers import Delivery, inbound, subscribe
+from services.common.outbox import event_message
 from services.common.parking import list_parked, replay
 from tests.support.harness import publish_raw, wait_until
 
@@ -124,3 +126,27 @@ def test_a_passing_store_failure_is_retried_until_it_passes_and_never_parked(set
     assert len(deliveries_of("m-bug")) == 3  # the first try and the two retries of RETRY_DELAYS
     [parked] = list_parked(settings.amqp_uri, "intake.inbound")
     assert parked["message_id"] == "m-bug"
+
+
+events_seen: list[dict] = []
+
+
+class FollowingOrganization:
+    name = "intake"  # subscribes on intake.organization_changed
+
+    @subscribe("organization_changed")
+    def on_organization_changed(self, event: dict):
+        events_seen.append(event)
+        if len(events_seen) <= 4:
+            raise AutoReconnect("store unreachable")
+
+
+def test_an_event_subscriber_retries_a_passing_store_failure_with_the_same_event(settings, run_services):
+    events_seen.clear()
+    event = events.make_event("organization_changed", None, {"institutions": {"BANKA": ["BANKA"]}}, "routing")
+    message = event_message(event)
+    with run_services(settings, FollowingOrganization):
+        amqp.Publisher(settings.amqp_uri).publish(message["exchange"], message["routing_key"], message["body"])
+        wait_until(lambda: len(events_seen) == 5, "the event was handled once the store was back")
+        assert queue_depth(settings.amqp_uri, "intake.organization_changed.parked") == 0
+    assert all(seen == event for seen in events_seen)
