@@ -27,6 +27,7 @@ INBOUND_EXCHANGE = "complaints.inbound"
 OUTBOUND_EXCHANGE = "complaints.outbound"
 NOTIFICATIONS_EXCHANGE = "complaints.notifications"
 INBOUND_QUEUE = "intake.inbound"
+RPC_EXCHANGE = "nameko-rpc"  # nameko's default, declared by it as a durable topic exchange
 
 _RETRY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}
 
@@ -131,7 +132,9 @@ def all_queues(delays: Iterable[float]) -> list[Queue]:
 
 
 def all_exchanges() -> list[Exchange]:
-    names = {INBOUND_EXCHANGE, OUTBOUND_EXCHANGE, NOTIFICATIONS_EXCHANGE}
+    # nameko's RPC exchange too: the HTTP edge, started beside the services, may call one
+    # before any service has declared it (a 404 from the broker, not a 503).
+    names = {INBOUND_EXCHANGE, OUTBOUND_EXCHANGE, NOTIFICATIONS_EXCHANGE, RPC_EXCHANGE}
     names.update(events.exchange_name(kind.producer) for kind in events.CATALOGUE.values())
     return [topic(name) for name in sorted(names)]
 
