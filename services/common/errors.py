@@ -6,6 +6,8 @@ and answer with the status the contract gives it.
 """
 from __future__ import annotations
 
+import logging
+
 from nameko.exceptions import deserialize_to_instance
 
 
@@ -23,6 +25,25 @@ class DomainError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def flatten_errors(errors, prefix: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested errors as a map from field path (``customer.phone``) to messages."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            path = prefix if key == "_schema" and prefix else (f"{prefix}.{key}" if prefix else str(key))
+            for sub_path, messages in flatten_errors(value, path).items():
+                flat.setdefault(sub_path, []).extend(messages)
+    elif isinstance(errors, list) and all(isinstance(item, str) for item in errors):
+        flat[prefix or "_schema"] = list(errors)
+    elif isinstance(errors, list):
+        for item in errors:
+            for sub_path, messages in flatten_errors(item, prefix).items():
+                flat.setdefault(sub_path, []).extend(messages)
+    else:
+        flat[prefix or "_schema"] = [str(errors)]
+    return flat
 
 
 @deserialize_to_instance
@@ -56,3 +77,23 @@ class Stale(Conflict):
     """What a change was computed from changed before it was written (optimistic
     concurrency): computed again from a fresh read (``store.retry_on_conflict``), or, for a
     caller, a Conflict to read again."""
+
+
+class AnswersAreNotFaults(logging.Filter):
+    """nameko logs whatever a worker raises with its traceback, as an error (or, when the
+    entrypoint expects it, a warning). A domain error is an answer (404, 409, 422...), not a
+    fault of the platform: it is logged at INFO, on one line, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], DomainError):
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+ANSWERS_ARE_NOT_FAULTS = AnswersAreNotFaults()
+
+
+def quiet_answers() -> None:
+    """Install the filter on nameko's worker log (once; the runner does it for every service)."""
+    logging.getLogger("nameko.containers").addFilter(ANSWERS_ARE_NOT_FAULTS)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
-from services.common import ids, timeutil
+from services.common import ids, reference, timeutil
 
 ENVELOPE_VERSION = 1
 
@@ -41,11 +41,12 @@ class ComplaintReceived(_Body):
     complaint_no = fields.String(required=True)
     institution = fields.String(required=True)
     branch = fields.String(allow_none=True)
-    kind = fields.String(required=True, validate=validate.OneOf(["complaint", "suggestion", "consultation"]))
+    kind = fields.String(required=True, validate=validate.OneOf(reference.KINDS))
     channel = fields.String(required=True)
     product = fields.String(required=True)
     received_at = fields.AwareDateTime(required=True)
-    policy = fields.String(required=True)
+    # None when the policy data selects none (intake answered without a due date).
+    policy = fields.String(required=True, allow_none=True)
     due_by = fields.AwareDateTime(required=True, allow_none=True)
     amount_in_dispute = fields.String(allow_none=True)
     currency = fields.String(allow_none=True)
@@ -76,14 +77,14 @@ class _ComplaintFact(_Body):
 # -- intake's lifecycle ------------------------------------------------------------------
 
 class ComplaintDecided(_ComplaintFact):
-    outcome = fields.String(required=True, validate=validate.OneOf(["upheld", "partially_upheld", "rejected"]))
+    outcome = fields.String(required=True, validate=validate.OneOf(reference.OUTCOMES))
     unit = fields.String(required=True)
     remedy = fields.String(allow_none=True)
     amount = fields.String(allow_none=True)
 
 
 class ComplaintClosed(_ComplaintFact):
-    satisfaction = fields.String(required=True, validate=validate.OneOf(["satisfied", "unsatisfied", "no_response"]))
+    satisfaction = fields.String(required=True, validate=validate.OneOf(reference.SATISFACTION))
     root_cause = fields.String(required=True)
 
 
@@ -92,6 +93,9 @@ class ComplaintReopened(_ComplaintFact):
 
     reason = fields.String(required=True)
     decided_at = fields.AwareDateTime(required=True)
+    # When the gateway reported the decision delivered to the customer: the review window
+    # (Art. 20) runs from it; null when no delivery was reported (the window has not started).
+    delivered_at = fields.AwareDateTime(allow_none=True)
     decided_by_unit = fields.String(required=True)
 
 
@@ -111,7 +115,7 @@ class ComplaintRepeated(_ComplaintFact):
 class ComplaintAssigned(_ComplaintFact):
     unit = fields.String(required=True)
     department = fields.String(required=True, allow_none=True)
-    office = fields.String(required=True, allow_none=True, validate=validate.OneOf(["front", "middle", "back"]))
+    office = fields.String(required=True, allow_none=True, validate=validate.OneOf(reference.OFFICES))
     handler = fields.String(allow_none=True)
     reason = fields.String(required=True)  # routed, transfer_accepted, transfer_rejected, escalated, review
     first_responder = fields.Dict(allow_none=True)
@@ -180,6 +184,8 @@ class _ClockFact(_ComplaintFact):
     policy = fields.String(required=True)
     clock = fields.String(required=True)
     due_by = fields.AwareDateTime(required=True, allow_none=True)
+    # due_by was counted on a calendar year the State Council has not published yet.
+    provisional = fields.Boolean()
 
 
 class SlaStarted(_ClockFact):
@@ -211,6 +217,17 @@ class SlaPaused(_ClockFact):
 
 class SlaResumed(_ClockFact):
     reason = fields.String(required=True)
+
+
+class SlaRescheduled(_ClockFact):
+    """A recompute after a calendar change moved the due date (``moved``), or kept it while
+    the year it was counted on was published (no longer provisional)."""
+
+    previous_due_by = fields.AwareDateTime(required=True, allow_none=True)
+    previous_provisional = fields.Boolean(required=True)
+    moved = fields.Boolean(required=True)
+    reason = fields.String(required=True, validate=validate.OneOf(["year_published", "calendar_changed"]))
+    state = fields.String(required=True, validate=validate.OneOf(reference.RUNNING_SLA_STATES))
 
 
 @dataclass(frozen=True)
@@ -252,6 +269,7 @@ for _event in (
     EventType("sla_extended", "sla", SlaExtended, ("intake",)),
     EventType("sla_paused", "sla", SlaPaused, ("intake",)),
     EventType("sla_resumed", "sla", SlaResumed, ("intake",)),
+    EventType("sla_rescheduled", "sla", SlaRescheduled, ("intake",)),
 ):
     register(_event)
 

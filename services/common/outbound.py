@@ -11,9 +11,10 @@ from services.common import amqp, ids, timeutil
 from services.common.outbox import contract_message
 
 RECEIPT_STATUSES = ("accepted", "duplicate", "rejected")
-STATUS_CHANGES = ("assigned", "transferred", "escalated", "extended", "decided", "referred", "closed", "reopened")
+STATUS_CHANGES = ("assigned", "transferred", "escalated", "extended", "rescheduled", "decided", "referred", "closed",
+                  "reopened")
 MEDIA = ("sms", "email", "letter", "phone")
-TEMPLATES = ("acknowledged", "extended", "decided", "referred", "closed", "paused", "resumed")
+TEMPLATES = ("acknowledged", "extended", "rescheduled", "decided", "referred", "closed", "paused", "resumed")
 
 
 class ReceiptSchema(Schema):
@@ -23,8 +24,10 @@ class ReceiptSchema(Schema):
     complaint_no = fields.String(required=True, allow_none=True)
     due_by = fields.String(required=True, allow_none=True)
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True)
-    # An extension of the contract: the open complaint a repeat was merged into.
+    # Extensions of the contract: the open complaint a repeat was merged into; whether
+    # due_by was counted on a calendar year the State Council has not published yet.
     merged_into = fields.String(allow_none=True)
+    provisional = fields.Boolean()
 
 
 class StatusSchema(Schema):
@@ -69,21 +72,12 @@ def status(app_id: str, complaint_no: str, external_id: str | None, change: str,
     return contract_message(amqp.OUTBOUND_EXCHANGE, f"status.{app_id}", body)
 
 
-def contact_of(customer: dict) -> tuple[str, str] | None:
-    """The medium and address to reach a customer, preferring SMS, then email, then letter."""
-    for medium, key in (("sms", "phone"), ("email", "email"), ("letter", "address")):
-        if customer.get(key):
-            return medium, customer[key]
-    return None
-
-
 def notification(
-    complaint_no: str, customer: dict, template: str, params: dict, language: str = "zh-CN"
-) -> dict | None:
-    reach = contact_of(customer)
-    if reach is None:
-        return None
-    medium, to = reach
+    complaint_no: str, medium: str, to: str, template: str, params: dict, *, requested_at=None,
+    language: str = "zh-CN",
+) -> dict:
+    """``notify.<medium>``: ask the notification gateway to tell the customer; the caller
+    chooses the medium and keeps the proof of notice (intake's ``notices``)."""
     body = {
         "notification_id": ids.new_id(),
         "complaint_no": complaint_no,
@@ -92,7 +86,7 @@ def notification(
         "template": template,
         "language": language,
         "params": params,
-        "requested_at": timeutil.iso(timeutil.now()),
+        "requested_at": timeutil.iso(requested_at or timeutil.now()),
     }
     _checked(NotificationSchema(), body)
     return contract_message(amqp.NOTIFICATIONS_EXCHANGE, f"notify.{medium}", body, message_id=body["notification_id"])

@@ -35,6 +35,7 @@ from nameko.runners import ServiceRunner  # noqa: E402
 
 from services.common import amqp  # noqa: E402
 from services.common.config import Settings  # noqa: E402
+from services.common.errors import quiet_answers  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
@@ -54,6 +55,7 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    quiet_answers()
     with Connection(settings.amqp_uri, connect_timeout=5) as connection:
         connection.ensure_connection(max_retries=3)
         amqp.declare_topology(connection, settings.retry_delays)

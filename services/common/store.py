@@ -75,17 +75,19 @@ def ensure_indexes(db, indexes: dict) -> None:
 
 class Domain(DependencyProvider):
     """Builds a service's domain object once per process, over the service's own database
-    (its indexes created first), and hands it to every worker."""
+    (its indexes created first), and hands it to every worker. ``options(settings)``, when
+    given, says which keyword arguments of the factory come from the settings."""
 
-    def __init__(self, factory, indexes: dict | None = None):
+    def __init__(self, factory, indexes: dict | None = None, options=None):
         self.factory = factory
         self.indexes = indexes or {}
+        self.options = options
 
     def setup(self):
         settings = from_container(self.container.config)
         db = database(settings, self.container.service_name)
         ensure_indexes(db, self.indexes)
-        self.domain = self.factory(db)
+        self.domain = self.factory(db, **(self.options(settings) if self.options else {}))
 
     def get_dependency(self, worker_ctx):
         return self.domain

@@ -12,6 +12,7 @@ from http import HTTPStatus
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow.common import resolve_schema_cls
 
 from . import schemas
 from .routes import ROUTES, Route
@@ -28,8 +29,19 @@ def _schema_name_resolver(schema) -> str:
     return name[: -len("Schema")] if name.endswith("Schema") and name != "Schema" else name
 
 
+class SchemaPlugin(MarshmallowPlugin):
+    """apispec's marshmallow plugin, plus the rules across fields a schema states for the
+    document in its ``JSON_SCHEMA`` (JSON Schema keywords such as ``anyOf``)."""
+
+    def schema_helper(self, name, definition, **kwargs):
+        json_schema = super().schema_helper(name, definition, **kwargs)
+        schema = kwargs.get("schema")
+        extra = getattr(resolve_schema_cls(schema), "JSON_SCHEMA", None) if schema is not None else None
+        return {**json_schema, **extra} if extra else json_schema
+
+
 def build_spec(routes=ROUTES, server_url: str | None = None) -> APISpec:
-    plugin = MarshmallowPlugin(schema_name_resolver=_schema_name_resolver)
+    plugin = SchemaPlugin(schema_name_resolver=_schema_name_resolver)
     spec = APISpec(
         title=TITLE,
         version=VERSION,
@@ -41,7 +53,6 @@ def build_spec(routes=ROUTES, server_url: str | None = None) -> APISpec:
         )},
         servers=[{"url": server_url}] if server_url else [],
     )
-    plugin.map_to_openapi_type(schemas.IsoDateOrDateTime, "string", None)
     spec.components.security_scheme(
         SECURITY_SCHEME,
         {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
@@ -67,12 +78,8 @@ def _operation(route: Route) -> dict:
         parameters.append({"in": "path", "schema": route.path_params})
     if route.query is not None:
         parameters.append({"in": "query", "schema": route.query})
-    for header in route.headers:
-        schema = {"type": "string", "minLength": 1}
-        if header.max_length:
-            schema["maxLength"] = header.max_length
-        parameters.append({"in": "header", "name": header.name, "required": header.required,
-                           "description": header.description, "schema": schema})
+    if route.headers is not None:
+        parameters.append({"in": "header", "schema": route.headers})
     if parameters:
         operation["parameters"] = parameters
     if route.body is not None:
@@ -104,6 +111,12 @@ def _operation(route: Route) -> dict:
             "description": HTTPStatus(status).phrase,
             "content": {"application/json": {"schema": "Error"}},
         }
+    if route.semantic:
+        unprocessable = operation["responses"]["422"]
+        unprocessable["description"] += (
+            "; also, for a request this document calls valid, when one of "
+            f"{', '.join(route.semantic)} is refused on data or on the clock (see each one's description)")
+        unprocessable["x-semantic-refusals"] = list(route.semantic)
     return operation
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from marshmallow import Schema
 
+from services.common.submission import SEMANTIC_FIELDS, ReceiptSchema, SubmissionSchema
+
 from . import schemas
 from .auth import ROLES
 
@@ -33,14 +35,6 @@ class Response:
 
 
 @dataclass(frozen=True)
-class Header:
-    name: str
-    description: str
-    required: bool = True
-    max_length: int | None = None
-
-
-@dataclass(frozen=True)
 class Action:
     """A handler action: ``POST /api/v1/complaints/{complaint_no}/<suffix>``, done by ``peer``.
 
@@ -56,6 +50,7 @@ class Action:
     summary: str
     roles: frozenset = HANDLERS
     args: tuple[str, ...] = ()
+    semantic: tuple[str, ...] = ()  # body fields the peer may refuse on data (422), see Route
 
 
 @dataclass(frozen=True)
@@ -69,12 +64,15 @@ class Route:
     query: type[Schema] | None = None
     body: type[Schema] | None = None
     path_params: type[Schema] | None = None
-    headers: tuple[Header, ...] = ()
+    headers: type[Schema] | None = None
     tags: tuple[str, ...] = ()
     calls_peers: bool = True
     description: str = ""
     extra_errors: tuple[int, ...] = field(default=())
     action: Action | None = None
+    # Fields (or query parameters) a request the document calls valid may still be refused
+    # for, with 422: their rule depends on data or on the clock, which no static schema states.
+    semantic: tuple[str, ...] = ()
 
     @property
     def rule(self) -> str:
@@ -84,7 +82,7 @@ class Route:
     @property
     def error_statuses(self) -> tuple[int, ...]:
         statuses = set(self.extra_errors)
-        if self.body is not None or self.headers:
+        if self.body is not None or self.headers is not None:
             statuses.add(400)
         if self.roles is not None:
             statuses.update((401, 403))
@@ -105,7 +103,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("accept", "accept", "routing", schemas.ActionSchema,
            "Accept the complaint assigned to the caller's unit."),
     Action("transfer", "transfer", "routing", schemas.TransferSchema,
-           "Ask another unit to take the complaint, with a reason; the clock runs on."),
+           "Ask another unit to take the complaint, with a reason; the clock runs on.",
+           semantic=("to_unit", "reason")),
     Action("transfer_accept", "transfer/accept", "routing", schemas.ActionSchema,
            "Take a complaint another unit transferred to the caller's unit."),
     Action("transfer_reject", "transfer/reject", "routing", schemas.ReasonSchema,
@@ -118,7 +117,7 @@ ACTIONS: tuple[Action, ...] = (
     # Clocks: sla.
     Action("extend", "extend", "sla", schemas.ExtendSchema,
            "Extend the time limit by some days, with a reason and the approvals the policy asks.",
-           args=("days", "reason", ACTOR, "approvals")),
+           args=("days", "reason", ACTOR, "approvals"), semantic=("days", "approvals")),
     Action("pause", "pause", "sla", schemas.ReasonSchema,
            "Stop the clock for an outside appraisal or test (an extension).",
            args=("reason", ACTOR)),
@@ -148,7 +147,7 @@ def action_route(action: Action) -> Route:
         ),
         roles=action.roles, body=action.body, path_params=schemas.ComplaintPathSchema,
         responses=(Response(200, "The complaint as it stands.", schemas.ComplaintSchema),),
-        extra_errors=(409,), action=action,
+        extra_errors=(409,), action=action, semantic=action.semantic,
     )
 
 
@@ -174,19 +173,20 @@ ROUTES: tuple[Route, ...] = (
         description=(
             "The body is complaint.submit/1 plus channel. The same Idempotency-Key from the "
             "same user answers 200 with the first receipt instead of creating a second "
-            "complaint. Invalid bodies answer 422 with details mapping field paths to messages."
+            "complaint. Invalid bodies answer 422 with details mapping field paths to messages. "
+            "A user submits for their own institution (403 otherwise); an admin and channel "
+            "regulator may name any."
         ),
         roles=SUBMITTERS,
-        body=schemas.SubmitComplaintSchema,
-        headers=(Header("Idempotency-Key", "Unique per submission; repeats are answered "
-                        "with the first receipt.", max_length=200),),
+        body=SubmissionSchema,
+        headers=schemas.SubmitHeadersSchema,
         responses=(
-            Response(201, "Accepted.", schemas.ComplaintReceiptSchema,
+            Response(201, "Accepted.", ReceiptSchema,
                      headers=(("Location", "The complaint's URL."),)),
-            Response(200, "Already accepted under this Idempotency-Key.",
-                     schemas.ComplaintReceiptSchema),
+            Response(200, "Already accepted under this Idempotency-Key.", ReceiptSchema),
         ),
         extra_errors=(409, 413),
+        semantic=SEMANTIC_FIELDS,
     ),
     Route(
         name="list_complaints", method="GET", path="/api/v1/complaints", tags=("complaints",),
@@ -195,6 +195,7 @@ ROUTES: tuple[Route, ...] = (
         query=schemas.ComplaintListQuerySchema,
         responses=(Response(200, "A page, and the cursor of the next.",
                             schemas.ComplaintPageSchema),),
+        semantic=("cursor",),
     ),
     Route(
         name="get_complaint", method="GET", path="/api/v1/complaints/{complaint_no}",

@@ -1,98 +1,43 @@
-"""What crosses the HTTP edge, as marshmallow schemas.
+"""What crosses the HTTP edge, as marshmallow schemas; the OpenAPI document is generated from
+them (``openapi.py``), so it says what the edge accepts.
 
-The OpenAPI document is generated from these (see ``openapi.py``). The edge validates only
-what it owns: the query string, the ``channel`` and the headers. The complaint itself is
-validated by intake, the system of record, so that the AMQP and HTTP channels answer the
-same body with the same errors; ``SubmitComplaintSchema`` documents that body as
-``complaint.submit/1`` defines it (CONTRACTS §1). The bodies of the handler actions are the
-edge's own and are checked here (422 with field paths before any peer is asked); the peers
-still apply the rules of state and role.
+The submission's body is ``complaint.submit/1`` plus ``channel``, the very schema intake
+validates with (``services.common.submission``): intake, the system of record, checks it, so
+that AMQP and HTTP answer the same body with the same errors, and the document describes it.
+The edge checks what it owns itself: the query string, the headers, the body's form (JSON,
+its depth) and the bodies of the handler actions (422 with field paths before any peer is
+asked); the peers still apply the rules of state and role.
 """
 from __future__ import annotations
 
-from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
-
 from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, validate
 
-from services.common import reference
+from services.common import reference, timeutil
+from services.common.fields import CODE, MoneyString, Pattern, text
 
-# CONTRACTS §1.
-CHANNELS = ("phone", "letter", "visit", "web", "app", "wechat", "email", "regulator")
-KINDS = ("complaint", "suggestion", "consultation")
-LEVELS = ("head_office", "tier1", "city", "county")
-OFFICES = ("front", "middle", "back")
-SLA_STATES = ("on_track", "warning", "breached", "met", "paused")
-CODE = validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}$", error="Must be a code (letters, digits, _.:-).")
-OUTCOMES = ("upheld", "partially_upheld", "rejected")
-SATISFACTION = ("satisfied", "unsatisfied", "no_response")
 MISCONDUCT_CLUES = ("collusion", "threats", "obstruction", "violation", "buck_passing")
-MAX_TEXT = 20000
+MAX_IDEMPOTENCY_KEY = 200
 
 
-class IsoDateOrDateTime(fields.Field):
-    """An ISO 8601 date (``2026-11-22``) or a datetime with an offset; loads to its ISO text."""
+class IsoDateOrDateTime(fields.String):
+    """A day (``2026-11-22``: the whole day in Shanghai) or a time with an offset, written
+    with a year the platform reads (``timeutil.YEARS``); loads to its text."""
 
-    default_error_messages = {
-        "invalid": "Must be an ISO 8601 date or a datetime with an offset.",
-        "naive": "A datetime needs an offset, for example +08:00.",
-    }
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, str):
-            raise self.make_error("invalid")
-        text = value.strip()
-        try:
-            if len(text) == 10:
-                return date.fromisoformat(text).isoformat()
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise self.make_error("invalid") from None
-        if moment.tzinfo is None:
-            raise self.make_error("naive")
-        return moment.isoformat()
-
-    def _serialize(self, value, attr, obj, **kwargs):
-        return None if value is None else str(value)
-
-
-class MoneyString(fields.Str):
-    """A non-negative amount written as a decimal string ("1200.00"): exact, never a float."""
-
-    default_error_messages = {
-        "invalid": 'Must be a decimal string such as "1200.00".',
-        "negative": "Must not be negative.",
-        "places": "At most two decimal places.",
-        "large": "Too large.",
-    }
+    def __init__(self, **kwargs):
+        metadata = {
+            "pattern": timeutil.YEAR_PATTERN,
+            "anyOf": [{"format": "date"}, {"format": "date-time"}],
+            **kwargs.pop("metadata", {}),
+        }
+        super().__init__(metadata=metadata, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, str):
-            raise self.make_error("invalid")
+        text_ = super()._deserialize(value, attr, data, **kwargs)
         try:
-            amount = Decimal(value.strip())
-        except InvalidOperation:
-            raise self.make_error("invalid") from None
-        if not amount.is_finite():
-            raise self.make_error("invalid")
-        if amount < 0:
-            raise self.make_error("negative")
-        if amount.as_tuple().exponent < -2:
-            raise self.make_error("places")
-        if amount >= Decimal("1e15"):
-            raise self.make_error("large")
-        return f"{amount:.2f}"
-
-
-def _not_blank(value: str) -> None:
-    if not value.strip():
-        raise ValidationError("Must not be blank.")
-
-
-def text(required: bool = False, description: str = "", **kwargs) -> fields.Str:
-    """Free text of a person: not blank, at most ``MAX_TEXT`` characters."""
-    return fields.Str(required=required, validate=[validate.Length(max=MAX_TEXT), _not_blank],
-                      metadata={"description": description} if description else {}, **kwargs)
+            timeutil.parse_bound(text_)
+        except ValueError as exc:
+            raise ValidationError(f"must be a date (2026-11-22) or a time with an offset: {exc}") from None
+        return text_
 
 
 class Reply(Schema):
@@ -133,103 +78,97 @@ class HealthQuerySchema(Schema):
 
 # -- complaints -----------------------------------------------------------------------------
 
-class CustomerSchema(Schema):
-    name = fields.Str(required=True)
-    phone = fields.Str()
-    email = fields.Str()
-    id_type = fields.Str()
-    id_number = fields.Str()
-    address = fields.Str()
-
-
-class SubmitComplaintSchema(Schema):
-    """``complaint.submit/1`` plus ``channel``; header ``Idempotency-Key`` is its message_id."""
-
-    channel = fields.Str(required=True, validate=validate.OneOf(CHANNELS))
-    schema = fields.Str(required=True, validate=validate.Equal("complaint.submit/1"))
-    external_id = fields.Str()
-    received_at = fields.AwareDateTime(required=True)
-    institution = fields.Str(required=True)
-    branch = fields.Str()
-    kind = fields.Str(required=True, validate=validate.OneOf(KINDS))
-    customer = fields.Nested(
-        CustomerSchema, required=True,
-        metadata={"description": "At least one of phone, email or address."},
-    )
-    product = fields.Str(required=True, metadata={"description": "Business category code."})
-    subject = fields.Str(required=True, validate=validate.Length(max=200))
-    description = fields.Str(required=True, validate=validate.Length(max=20000))
-    demand = fields.Str()
-    amount_in_dispute = fields.Decimal(as_string=True, places=2)
-    currency = fields.Str(load_default="CNY")
-    direct = fields.Bool()
-    regulator_ref = fields.Str(metadata={"description": "Required with channel regulator."})
-    staff_id = fields.Str()
-    respondent_staff = fields.List(fields.Str())
-    group_size = fields.Int(validate=validate.Range(min=1))
-    cause_event = fields.Str(
-        validate=validate.OneOf(("natural_disaster", "safety_accident", "public_health")))
-
-
-class ChannelSchema(Schema):
-    """The part of the submit body the edge checks itself (the rest is intake's)."""
+class SubmitHeadersSchema(Schema):
+    """The submission's headers; ``Idempotency-Key`` plays the part of ``message_id``."""
 
     class Meta:
         unknown = EXCLUDE
 
-    channel = fields.Str(required=True, validate=validate.OneOf(CHANNELS))
-
-
-class ComplaintReceiptSchema(Reply):
-    complaint_no = fields.Str(required=True)
-    status = fields.Str(required=True)
-    due_by = fields.AwareDateTime(required=True, allow_none=True)
+    idempotency_key = fields.Str(
+        data_key="Idempotency-Key", required=True,
+        validate=[validate.Length(min=1, max=MAX_IDEMPOTENCY_KEY),
+                  Pattern(r"^[ -~]*[!-~][ -~]*$", error="must be printable ASCII, not blank")],
+        metadata={"description": "Unique per submission of a user; a repeat is answered with the first "
+                                 "receipt (200) instead of a second complaint."})
 
 
 class AssignmentSchema(Reply):
     unit = fields.Str(allow_none=True)
     department = fields.Str(allow_none=True)
-    office = fields.Str(allow_none=True, validate=validate.OneOf(OFFICES))
+    office = fields.Str(allow_none=True, validate=validate.OneOf(reference.OFFICES))
     handler = fields.Str(allow_none=True)
 
 
+class FirstResponderSchema(Reply):
+    """Who first received it (first-inquiry responsibility): the unit and, if known, the person."""
+
+    unit = fields.Str(required=True)
+    staff = fields.Str(required=True, allow_none=True)
+
+
 class SlaSchema(Reply):
-    policy = fields.Str(allow_none=True)
-    due_by = fields.AwareDateTime(allow_none=True)
-    state = fields.Str(validate=validate.OneOf(SLA_STATES))
+    policy = fields.Str(required=True)
+    due_by = fields.AwareDateTime(required=True, allow_none=True)
+    state = fields.Str(required=True, validate=validate.OneOf(reference.SLA_STATES))
 
 
 class HistoryEventSchema(Reply):
     at = fields.AwareDateTime(required=True)
     type = fields.Str(required=True)
     actor = fields.Str(allow_none=True)
+    details = fields.Dict(metadata={"description": "What the event carried."})
 
 
-class ComplaintSchema(Reply):
-    """A complaint as it stands (CONTRACTS §3); intake may add further fields."""
+class ComplaintSummarySchema(Reply):
+    """A complaint in a list."""
 
     complaint_no = fields.Str(required=True)
     status = fields.Str(required=True)
-    kind = fields.Str(validate=validate.OneOf(KINDS))
-    channel = fields.Str(validate=validate.OneOf(CHANNELS))
-    institution = fields.Str()
-    branch = fields.Str(allow_none=True)
-    assignment = fields.Nested(AssignmentSchema, allow_none=True)
-    first_responder = fields.Str(allow_none=True)
-    sla = fields.Nested(SlaSchema, allow_none=True)
-    history = fields.List(fields.Nested(HistoryEventSchema),
-                          metadata={"description": "Every event, oldest first."})
+    kind = fields.Str(required=True, validate=validate.OneOf(reference.KINDS))
+    channel = fields.Str(required=True, validate=validate.OneOf(reference.CHANNELS))
+    institution = fields.Str(required=True)
+    branch = fields.Str(required=True, allow_none=True)
+    unit = fields.Str(required=True, metadata={"description": "The unit accountable for it now."})
+    product = fields.Str(required=True)
+    subject = fields.Str(required=True)
+    received_at = fields.AwareDateTime(required=True)
+    due_by = fields.AwareDateTime(required=True, allow_none=True)
+    sla_state = fields.Str(required=True, validate=validate.OneOf(reference.SLA_STATES))
+
+
+class ComplaintSchema(ComplaintSummarySchema):
+    """A complaint as it stands (CONTRACTS §3); intake may add further fields."""
+
+    external_id = fields.Str(allow_none=True)
+    customer = fields.Dict(required=True)
+    description = fields.Str(required=True)
+    demand = fields.Str(allow_none=True)
+    amount_in_dispute = fields.Str(allow_none=True, metadata={"example": "1200.00"})
+    currency = fields.Str(allow_none=True)
+    direct = fields.Bool(required=True)
+    regulator_ref = fields.Str(allow_none=True)
+    group_size = fields.Int(required=True)
+    cause_event = fields.Str(allow_none=True)
+    respondent_staff = fields.List(fields.Str(), required=True)
+    assignment = fields.Nested(AssignmentSchema, required=True, allow_none=True)
+    priority = fields.Str(allow_none=True)
+    flags = fields.List(fields.Str(), required=True)
+    first_responder = fields.Nested(FirstResponderSchema, required=True)
+    transfers = fields.List(fields.Dict(), required=True, metadata={"description": "Transfers, oldest first."})
+    sla = fields.Nested(SlaSchema, required=True)
     mediation = fields.Dict(allow_none=True, metadata={"description": "Where referred."})
+    history = fields.List(fields.Nested(HistoryEventSchema), required=True,
+                          metadata={"description": "Every event, oldest first."})
 
 
 class ComplaintPageSchema(Reply):
-    items = fields.List(fields.Nested(ComplaintSchema), required=True)
+    items = fields.List(fields.Nested(ComplaintSummarySchema), required=True)
     next_cursor = fields.Str(required=True, allow_none=True,
                              metadata={"description": "Pass as cursor for the next page."})
 
 
 class ComplaintListQuerySchema(Schema):
-    status = fields.Str(validate=validate.Regexp(r"^[a-z_]{1,40}$", error="Must be a status."))
+    status = fields.Str(validate=Pattern(r"^[a-z_]{1,40}$", error="must be a status"))
     unit = fields.Str(validate=CODE, metadata={"description": "A unit and the units below it."})
     overdue = fields.Bool()
     from_ = IsoDateOrDateTime(data_key="from", metadata={
@@ -237,7 +176,8 @@ class ComplaintListQuerySchema(Schema):
     to = IsoDateOrDateTime(metadata={
         "description": "Received at or before: a date or a datetime with offset."})
     limit = fields.Int(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.Str(validate=validate.Length(min=1, max=1000))
+    cursor = fields.Str(validate=validate.Length(min=1, max=1000), metadata={
+        "description": "next_cursor of the page before; another string is refused (422)."})
 
 
 class ComplaintPathSchema(Schema):
@@ -249,14 +189,14 @@ class ComplaintPathSchema(Schema):
 class DepartmentSchema(Reply):
     code = fields.Str(required=True)
     name = fields.Str(required=True)
-    office = fields.Str(required=True, validate=validate.OneOf(OFFICES))
+    office = fields.Str(required=True, validate=validate.OneOf(reference.OFFICES))
 
 
 class OrgUnitSchema(Reply):
     code = fields.Str(required=True)
     institution = fields.Str(required=True)
     name = fields.Str(required=True)
-    level = fields.Str(required=True, validate=validate.OneOf(LEVELS))
+    level = fields.Str(required=True, validate=validate.OneOf(reference.LEVELS))
     parent = fields.Str(required=True, allow_none=True)
     region = fields.Str(allow_none=True)
     departments = fields.List(fields.Nested(DepartmentSchema), required=True)
@@ -267,12 +207,15 @@ class ClockSchema(Reply):
     """One SLA clock of a complaint (the sla service may add fields)."""
 
     clock = fields.Str(required=True, metadata={"example": "decision"})
-    policy = fields.Str()
-    state = fields.Str(metadata={"description": "The clock's own state: running, paused, stopped..."})
-    started_at = fields.AwareDateTime(allow_none=True)
-    due_by = fields.AwareDateTime(allow_none=True, metadata={"description": "None while paused."})
-    paused = fields.Bool()
-    extensions = fields.Int(metadata={"description": "Extensions granted so far."})
+    policy = fields.Str(required=True)
+    state = fields.Str(required=True, metadata={
+        "description": "The clock's own state: running, paused, met, breached..."})
+    started_at = fields.AwareDateTime(required=True, allow_none=True)
+    due_by = fields.AwareDateTime(required=True, allow_none=True, metadata={"description": "None while paused."})
+    warned = fields.List(fields.Str())
+    breached = fields.Bool()
+    paused = fields.Bool(required=True)
+    extensions = fields.Int(required=True, metadata={"description": "Extensions granted so far."})
 
 
 # -- handler actions (CONTRACTS §3) -----------------------------------------------------------
@@ -293,14 +236,14 @@ class TransferSchema(ReasonSchema):
 
 
 class DecisionSchema(ActionSchema):
-    outcome = fields.Str(required=True, validate=validate.OneOf(OUTCOMES))
+    outcome = fields.Str(required=True, validate=validate.OneOf(reference.OUTCOMES))
     remedy = text()
-    amount = MoneyString(allow_none=True, metadata={"example": "1200.00"})
+    amount = MoneyString(allow_none=True)
     message = text(required=True, description="What the customer is told.")
 
 
 class CloseSchema(ActionSchema):
-    satisfaction = fields.Str(required=True, validate=validate.OneOf(SATISFACTION))
+    satisfaction = fields.Str(required=True, validate=validate.OneOf(reference.SATISFACTION))
     root_cause = fields.Str(required=True, validate=validate.OneOf(reference.causes()))
 
 
@@ -309,7 +252,8 @@ class WithdrawSchema(ActionSchema):
 
 
 class ExtendSchema(ReasonSchema):
-    days = fields.Int(required=True, strict=True, validate=validate.Range(min=1))
+    days = fields.Int(required=True, strict=True, validate=validate.Range(min=1, max=366), metadata={
+        "description": "Days added to the limit; the policy's extension steps may allow fewer (422)."})
     approvals = fields.List(fields.Str(validate=CODE), load_default=list, metadata={
         "description": "Role codes that approved, e.g. superior_unit, head_office_senior_manager."})
 
@@ -317,3 +261,4 @@ class ExtendSchema(ReasonSchema):
 class MisconductSchema(ActionSchema):
     clue = fields.Str(required=True, validate=validate.OneOf(MISCONDUCT_CLUES))
     note = text(required=True, description="What was seen: the referral to discipline inspection keeps it.")
+

@@ -1,7 +1,9 @@
 """What each endpoint does: read the request, call the peers, shape the answer.
 
-No business rules: intake validates complaints and owns their numbering, state and
-visibility checks; routing owns the organization and assignments; sla owns the clocks.
+No business rules: intake validates complaints (the edge checks a submission against the
+same schema first, and that the caller's unit is of the institution named, to answer
+early) and owns their numbering, state and visibility checks; routing owns the
+organization and assignments; sla owns the clocks.
 These functions only translate, so unit tests drive them with fake peers and no broker.
 ``peers`` is anything with ``intake``, ``routing`` and ``sla`` attributes that behave like
 nameko RPC proxies (the service instance).
@@ -19,19 +21,21 @@ import time
 from marshmallow import Schema, ValidationError
 from nameko.exceptions import MethodNotFound
 
-from services.common.errors import NotFound
+from services.common.errors import NotFound, flatten_errors
+from services.common.submission import SubmissionSchema, for_any_institution
 
 from .auth import Identity
 from .errors import UNAVAILABLE, BadRequest, Forbidden, MalformedJson, ValidationFailed
 from .openapi import document
 from .routes import ACTOR, Action, Route
-from .schemas import ChannelSchema, ComplaintListQuerySchema, HealthQuerySchema
+from .schemas import ComplaintListQuerySchema, HealthQuerySchema, SubmitHeadersSchema
 
 _log = logging.getLogger(__name__)
 
 # ``Idempotency-Key`` is scoped per user and submitted under this publisher code.
 HTTP_APP_ID = "http"
-MAX_IDEMPOTENCY_KEY = 200
+# complaint.submit/1 nests two levels; MongoDB stores at most 100. Deeper is not a request.
+MAX_DEPTH = 32
 PEERS = ("intake", "routing", "sla")
 HEALTH_TIMEOUT = 1.0
 LIST_FILTERS = ("status", "unit", "overdue", "from", "to")
@@ -44,9 +48,33 @@ def read_json(request):
     if not raw.strip():
         raise MalformedJson("The request needs a JSON body.")
     try:
-        return json.loads(raw.decode("utf-8"))
+        body = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise MalformedJson(f"The body is nested too deep: at most {MAX_DEPTH} levels.") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedJson(f"The body is not valid JSON: {exc}.") from None
+    check_form(body)
+    return body
+
+
+def check_form(body) -> None:
+    """:class:`MalformedJson` for JSON no part of the platform can hold: nested deeper than
+    ``MAX_DEPTH``, or text that is not Unicode (a lone surrogate escape such as "\\ud800")."""
+    pending = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise MalformedJson(f"The body is nested too deep: at most {MAX_DEPTH} levels.")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                pending.append((key, depth))
+                pending.append((item, depth + 1))
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MalformedJson("The body holds text that is not Unicode (a lone surrogate).") from None
 
 
 def read_object(request) -> dict:
@@ -64,22 +92,7 @@ def load(schema: Schema, data) -> dict:
     try:
         return schema.load(data)
     except ValidationError as exc:
-        raise ValidationFailed("The request is invalid.", _messages(exc.messages)) from None
-
-
-def _messages(messages) -> dict:
-    """marshmallow's nested error dict flattened to ``{"a.b": [...]}``."""
-    flat = {}
-
-    def walk(prefix, value):
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), inner)
-        else:
-            flat[prefix or "_schema"] = value if isinstance(value, list) else [value]
-
-    walk("", messages)
-    return flat
+        raise ValidationFailed("The request is invalid.", flatten_errors(exc.messages)) from None
 
 
 def visible_units(peers, identity: Identity):
@@ -139,20 +152,19 @@ def openapi() -> dict:
 
 
 def submit_complaint(peers, request, identity: Identity):
-    key = (request.headers.get("Idempotency-Key") or "").strip()
-    if not key:
-        raise BadRequest("The Idempotency-Key header is required.",
-                         {"Idempotency-Key": ["Missing header."]})
-    if len(key) > MAX_IDEMPOTENCY_KEY:
-        raise BadRequest("The Idempotency-Key header is too long.",
-                         {"Idempotency-Key": [f"At most {MAX_IDEMPOTENCY_KEY} characters."]})
+    try:
+        key = SubmitHeadersSchema().load(dict(request.headers))["idempotency_key"]
+    except ValidationError as exc:
+        raise BadRequest("The Idempotency-Key header is missing or invalid.", flatten_errors(exc.messages)) from None
     body = read_json(request)
-    if not isinstance(body, dict):
-        raise ValidationFailed("The body must be a JSON object.",
-                               {"_schema": ["Expected a JSON object."]})
-    channel = load(ChannelSchema(), body)["channel"]
+    # What the document states, answered here; intake checks it again with the organization
+    # and the clock (received_at), and keeps what it refuses.
+    channel = load(SubmissionSchema(window=None), body)["channel"]
+    if not for_any_institution(identity.roles, channel):
+        own_institution(peers, identity, body.get("institution"))
     payload = {field: value for field, value in body.items() if field != "channel"}
-    result = peers.intake.submit(payload, channel, f"{identity.sub}:{key}", HTTP_APP_ID)
+    result = peers.intake.submit(payload, channel, f"{identity.sub}:{key}", HTTP_APP_ID,
+                                 submitter=actor_of(identity))
     outcome = result.get("outcome")
     if outcome == "accepted":
         complaint = result["complaint"]
@@ -164,6 +176,20 @@ def submit_complaint(peers, request, identity: Identity):
         raise ValidationFailed("The complaint is invalid (complaint.submit/1).",
                                result.get("errors") or {})
     raise RuntimeError(f"intake.submit answered an unknown outcome {outcome!r}")
+
+
+def own_institution(peers, identity: Identity, institution) -> None:
+    """:class:`Forbidden` when the caller's unit is not of ``institution`` (the head office's
+    unit code is the institution's). An unknown or malformed one is intake's to refuse."""
+    if not isinstance(institution, str):
+        return
+    try:
+        units = peers.routing.visible_units(institution)
+    except NotFound:
+        return
+    if identity.unit not in units:
+        raise Forbidden(f"You may submit complaints only for your own institution, not {institution}.",
+                        {"institution": [f"Is not the institution of your unit {identity.unit}."]})
 
 
 def get_complaint(peers, identity: Identity, complaint_no: str) -> dict:

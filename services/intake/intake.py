@@ -9,35 +9,39 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import math
 import re
 import time
 from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import datetime
 
-import yaml
 from bson import Binary
 from gridfs import GridFSBucket, NoFile
 from marshmallow import ValidationError
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from services.common import events, ids, outbound, timeutil
+from services.common import events, ids, metrics, outbound, timeutil
 from services.common.consumers import Delivery
-from services.common.errors import Invalid, NotFound, Stale
+from services.common.errors import Forbidden, Invalid, NotFound, Stale, flatten_errors
 from services.common.outbox import event_message
 from services.common.outbox import pending as outbox_pending
-from services.common.policy import load_calendars, load_policies
+from services.common.policy import NoDueDate, load_calendars, load_policies
 from services.common.store import in_transaction, retry_on_conflict
+from services.common.submission import ReceivedWindow, SubmissionSchema, for_any_institution
+from services.intake import notices
+from services.intake.contacts import Contacts
 from services.intake.lifecycle import Lifecycle
+from services.intake.notices import Notices
 from services.intake.records import Records
-from services.intake.schemas import SubmitSchema
+
+log = logging.getLogger(__name__)
 
 PRODUCER = "intake"
 ROUTING_PREFIX = "complaint.submit."
 HTTP_APP_ID = "http"
-CONTACTS = Path(__file__).parent / "data" / "contacts.yaml"
 ORGANIZATION_DOC = "units"
 KNOWN_UNITS_TTL = 5.0
 MERGED = "merged_messages"
@@ -57,16 +61,34 @@ INDEXES = {
         IndexModel([("transfer_to", ASCENDING)], sparse=True),
         IndexModel([("status", ASCENDING), ("received_at", DESCENDING)]),
         IndexModel([("due_by", ASCENDING), ("status", ASCENDING)]),
+        IndexModel([("closed_at", ASCENDING)]),  # retention: closed longest ago first
     ],
     "rejections": [IndexModel([("at", DESCENDING)]), IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)])],
     # GridFS's own indexes, created before the first upload (GridFS creates none in a transaction).
     f"{REJECTED_BODIES}.files": [IndexModel([("filename", ASCENDING), ("uploadDate", ASCENDING)])],
     f"{REJECTED_BODIES}.chunks": [IndexModel([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)],
     # Messages answered by merging them into an open complaint: one per message, ever.
-    MERGED: [IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)], unique=True, name="one_per_message")],
+    MERGED: [IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)], unique=True, name="one_per_message"),
+             IndexModel([("merged_into", ASCENDING)])],
+    **notices.INDEXES,
     "serials": [],
     "organization": [],
 }
+
+
+@dataclass(frozen=True)
+class DueOnReceipt:
+    """The time limit a complaint gets on receipt: the policy and the clock it starts, the
+    due date and whether it was counted on a calendar year not published yet; or, when the
+    policy or calendar data cannot give one, no due date and why (the complaint is answered
+    all the same, and the operators alerted)."""
+
+    policy: str | None
+    clock: str | None
+    due_by: datetime | None
+    provisional: bool = False
+    error: str | None = None
+    description: str = ""
 
 
 @dataclass
@@ -82,25 +104,6 @@ class Outcome:
         if self.complaint is not None:
             summary = self.complaint["receipt"]
         return {"outcome": self.status, "complaint": summary, "errors": self.errors or {}}
-
-
-def flatten_errors(errors, prefix: str = "") -> dict[str, list[str]]:
-    """marshmallow's nested errors as a map from field path (``customer.phone``) to messages."""
-    flat: dict[str, list[str]] = {}
-    if isinstance(errors, dict):
-        for key, value in errors.items():
-            path = prefix if key == "_schema" and prefix else (f"{prefix}.{key}" if prefix else str(key))
-            for sub_path, messages in flatten_errors(value, path).items():
-                flat.setdefault(sub_path, []).extend(messages)
-    elif isinstance(errors, list) and all(isinstance(item, str) for item in errors):
-        flat[prefix or "_schema"] = list(errors)
-    elif isinstance(errors, list):
-        for item in errors:
-            for sub_path, messages in flatten_errors(item, prefix).items():
-                flat.setdefault(sub_path, []).extend(messages)
-    else:
-        flat[prefix or "_schema"] = [str(errors)]
-    return flat
 
 
 def storable(text: str | None) -> str | None:
@@ -165,15 +168,6 @@ def unstorable_text(payload) -> str | None:
     return None
 
 
-def in_local_time(received_at) -> None:
-    """ValidationError for a time the schema takes but that has no date in China's time
-    zone (0001-01-01T00:00:00+14:00): it was a handler error, and the message was parked."""
-    try:
-        timeutil.local(received_at)
-    except OverflowError:
-        raise ValidationError({"received_at": ["is out of the range of dates this service keeps"]}) from None
-
-
 def parse_delivery(delivery: Delivery) -> tuple[dict | None, dict]:
     """The submission a delivery carries, with the channel from its routing key, or the
     errors that make it unparseable (keyed ``properties.*``, ``routing_key``, ``body``)."""
@@ -212,16 +206,18 @@ def parse_delivery(delivery: Delivery) -> tuple[dict | None, dict]:
 class Intake:
     """The system of record's write side for new submissions, and its read side."""
 
-    def __init__(self, db, serial_block: int = 50):
+    def __init__(self, db, serial_block: int = 50, load_policy_book=load_policies, load_calendar_book=load_calendars,
+                 window: ReceivedWindow = ReceivedWindow(), notice_policy: notices.NoticePolicy | None = None):
         self.db = db
+        self.window = window
         self.complaints = db["complaints"]
         self.merged = db[MERGED]
         self.serials = ids.SerialBlocks(db["serials"], block=serial_block)
-        self.policies = load_policies()
-        self.calendars = load_calendars()
+        self.policies = load_policy_book()
+        self.calendars = load_calendar_book()
         self.lifecycle = Lifecycle.load()
-        with open(CONTACTS, encoding="utf-8") as handle:
-            self.contacts = yaml.safe_load(handle)
+        self.contacts = Contacts.load()
+        self.notices = Notices(db, self.policies, notice_policy)
         self._known_units: tuple[float, dict | None] = (0.0, None)
         self.records = Records(self)
 
@@ -258,7 +254,8 @@ class Intake:
         return self.submit(payload, delivery.properties["app_id"], delivery.properties["message_id"], outbox,
                            delivery=delivery)
 
-    def submit(self, payload: dict, app_id: str, message_id: str, outbox, delivery: Delivery | None = None) -> Outcome:
+    def submit(self, payload: dict, app_id: str, message_id: str, outbox, delivery: Delivery | None = None,
+               submitter: dict | None = None) -> Outcome:
         """One receipt for one submission: ``accepted``, ``duplicate`` or ``rejected``.
 
         A submission naming ``repeat_of`` (the agent knows the customer called back about
@@ -278,6 +275,9 @@ class Intake:
 
         The same message delivered again is a ``duplicate`` with the first answer's number,
         whether it was merged or became a complaint.
+
+        ``submitter`` (over HTTP: who submits) must be of the institution named, unless
+        ``for_any_institution``: else ``Forbidden``, nothing kept (the caller has the answer).
         """
         unstorable = unstorable_text(payload)
         if unstorable is not None:
@@ -285,8 +285,8 @@ class Intake:
                                 delivery=delivery, payload=payload, kind="invalid")
         external_id = payload.get("external_id") if isinstance(payload.get("external_id"), str) else None
         try:
-            data = SubmitSchema(known_units=self.known_units()).load(payload)
-            in_local_time(data["received_at"])
+            data = SubmissionSchema(known_units=self.known_units(), window=self.window).load(payload)
+            self._contact(data)
         except ValidationError as exc:
             # A redelivery of an accepted message is a duplicate, whatever holds now.
             first = self._first_of(app_id, message_id)
@@ -294,6 +294,7 @@ class Intake:
                 return self._duplicate(first, message_id, outbox)
             return self._reject(app_id, message_id, external_id, flatten_errors(exc.messages), outbox,
                                 delivery=delivery, payload=payload, kind="invalid")
+        self._check_submitter(data, submitter)
         try:
             if data.get("repeat_of"):
                 return self._repeat(data, app_id, message_id, outbox, delivery, payload)
@@ -301,6 +302,14 @@ class Intake:
         except DuplicateKeyError:
             # Delivered before (or to another instance at once): the stored one is the answer.
             return self._duplicate(self._first_of(app_id, message_id), message_id, outbox)
+
+    def _check_submitter(self, data: dict, submitter: dict | None) -> None:
+        if submitter is None or for_any_institution(submitter.get("roles"), data["channel"]):
+            return
+        units = (self.known_units() or {}).get(data["institution"])
+        if units is not None and submitter.get("unit") not in units:
+            raise Forbidden(f"you may submit complaints only for your own institution, not {data['institution']}",
+                            {"institution": [f"is not the institution of your unit {submitter.get('unit')}"]})
 
     def _first_of(self, app_id, message_id) -> dict | None:
         """The first answer to a message: the complaint it created, or the merge it made."""
@@ -376,6 +385,8 @@ class Intake:
                 raise Stale(f"complaint {number} changed meanwhile")
             receipt = {"complaint_no": number, "status": complaint["status"],
                        "due_by": timeutil.iso(complaint.get("due_by"))}
+            if complaint["sla"].get("provisional"):
+                receipt["provisional"] = True
             merged = {"_id": ids.new_id(), "app_id": app_id, "message_id": message_id, "source": source,
                       "external_id": data.get("external_id"), "complaint_no": number, "merged_into": number,
                       "new_facts": data["new_facts"], "received_at": received_at, "at": now, "receipt": receipt}
@@ -386,34 +397,56 @@ class Intake:
             messages = [event_message(event)]
             if source == "amqp":
                 answer = {"message_id": message_id, "external_id": data.get("external_id"), "status": "accepted",
-                          "complaint_no": number, "due_by": receipt["due_by"], "errors": {}, "merged_into": number}
+                          "complaint_no": number, "due_by": receipt["due_by"], "errors": {}, "merged_into": number,
+                          **({"provisional": True} if receipt.get("provisional") else {})}
                 messages.append(outbound.receipt(app_id, answer))
             outbox.stage(session, *messages)
             return merged
 
         return Outcome("accepted", in_transaction(self.db, store))
 
-    def _main_clock(self, data: dict):
-        """The policy that applies and the clock it starts on receipt."""
-        policy = self.policies.select(data["institution"], data["kind"], data["channel"])
-        return policy, policy.primary_clock
+    def _main_clock(self, data: dict, received_at: datetime) -> DueOnReceipt:
+        """The policy that applies, the clock it starts on receipt and its due date."""
+        policy = clock = None
+        try:
+            policy = self.policies.select(data["institution"], data["kind"], data["channel"])
+            clock = policy.primary_clock
+            calendar = self.calendars.for_institution(data["institution"])
+            due_by = clock.due_by(received_at, calendar=calendar)
+        except NoDueDate as exc:
+            log.warning("complaint of %s received %s gets no due date: %s", data["institution"],
+                        received_at.isoformat(), exc)
+            metrics.DUE_DATES.labels(PRODUCER, "unavailable").inc()
+            return DueOnReceipt(policy and policy.code, clock and clock.name, None, error=str(exc))
+        provisional = bool(clock.provisional_years(received_at, due_by, calendar))
+        metrics.DUE_DATES.labels(PRODUCER, "provisional" if provisional else "final").inc()
+        return DueOnReceipt(policy.code, clock.name, due_by, provisional,
+                            description=clock.description or str(clock.limit))
 
-    def _contact(self, institution: str, branch: str | None) -> dict:
-        return (self.contacts["branches"].get(branch or "")
-                or self.contacts["institutions"].get(institution)
-                or self.contacts["default"])
+    def _contact(self, data: dict) -> dict:
+        """The institution's own contact the acknowledgement names; a submission for an
+        institution without one is refused (``contacts``)."""
+        contact = self.contacts.of(data["institution"], data.get("branch"))
+        if contact is None:
+            raise ValidationError({"institution": [
+                f"{data['institution']} has no contact for its customers (services/intake/data/contacts.yaml)"]})
+        return contact
 
     def _accept(self, data: dict, app_id: str, message_id: str, outbox, not_merged: str | None = None) -> Outcome:
         received_at = timeutil.local(data["received_at"])
-        policy, clock = self._main_clock(data)
-        due_by = clock.due_by(received_at, calendar=self.calendars.for_institution(data["institution"]))
+        due = self._main_clock(data, received_at)
+        due_by = due.due_by
         complaint_no = ids.format_complaint_no(data["institution"], received_at,
                                                self.serials.next(data["institution"]))
         now = timeutil.now()
         home_unit = data.get("branch") or data["institution"]
         receipt = {"complaint_no": complaint_no, "status": "received", "due_by": timeutil.iso(due_by)}
+        if due.provisional:
+            receipt["provisional"] = True
         source = "http" if app_id == HTTP_APP_ID else "amqp"
-        received = {"channel": data["channel"], "policy": policy.code}
+        received = {"channel": data["channel"], "policy": due.policy}
+        if due.error:
+            received["no_due_date"] = due.error
         if data.get("repeat_of"):
             # A repeat not merged (see ``submit``): a complaint of its own that names the earlier one.
             received.update(repeat_of=data["repeat_of"], not_merged=not_merged)
@@ -431,7 +464,8 @@ class Intake:
             "first_responder": {"unit": home_unit, "staff": data.get("staff_id")},
             "assignment": None,
             "transfers": [],
-            "sla": {"policy": policy.code, "clock": clock.name, "due_by": due_by, "state": "on_track"},
+            "sla": {"policy": due.policy, "clock": due.clock, "due_by": due_by, "state": "on_track",
+                    "provisional": due.provisional, "error": due.error},
             "due_by": due_by,
             "receipt": receipt,
             "history": [{"at": now, "type": "complaint_received", "actor": f"{source}:{app_id}",
@@ -443,20 +477,21 @@ class Intake:
         if source == "amqp":
             messages.append(outbound.receipt(app_id, {
                 "message_id": message_id, "external_id": data.get("external_id"), "status": "accepted",
-                "complaint_no": complaint_no, "due_by": receipt["due_by"], "errors": {}}))
-        notice = outbound.notification(complaint_no, data["customer"], "acknowledged", {
+                "complaint_no": complaint_no, "due_by": receipt["due_by"], "errors": {},
+                **({"provisional": True} if due.provisional else {})}))
+        notice = self.notices.compose(complaint, "acknowledged", {
             "complaint_no": complaint_no,
             "kind": data["kind"],
             "received_at": timeutil.iso(received_at),
             "due_by": receipt["due_by"],
-            "time_limit": clock.description or str(clock.limit),
-            "contact": self._contact(data["institution"], data.get("branch")),
-        })
-        if notice is not None:
-            messages.append(notice)
+            "provisional": due.provisional,
+            "time_limit": due.description,
+            "contact": self._contact(data),
+        }, ("complaint_received", now), now)
+
         def store(session):
             self.complaints.insert_one(complaint, session=session)
-            outbox.stage(session, *messages)
+            outbox.stage(session, *messages, *self.notices.keep(session, [notice]))
 
         in_transaction(self.db, store)
         return Outcome("accepted", complaint)
@@ -492,6 +527,8 @@ class Intake:
                     "complaint_no": first["complaint_no"], "due_by": first["receipt"]["due_by"], "errors": {}}
             if first.get("merged_into"):
                 body["merged_into"] = first["merged_into"]
+            if first["receipt"].get("provisional"):
+                body["provisional"] = True
             outbox.stage(None, outbound.receipt(first["app_id"], body))
         return Outcome("duplicate", first)
 
@@ -544,11 +581,21 @@ class Intake:
     # -- reading -------------------------------------------------------------------------
 
     def health(self) -> dict:
-        """Up, with what an operator watches: messages not yet relayed, rejections kept."""
+        """Up, with what an operator watches: messages not yet relayed, rejections kept, the
+        alert of open complaints without a due date (the policy or calendar data could not
+        give one; also the ``complaints_without_due_date`` metric), notices and reports that
+        need an operator, institutions without a contact for their customers."""
+        without = self.complaints.count_documents({"due_by": None, "status": {"$in": self.lifecycle.open_statuses()}})
+        metrics.WITHOUT_DUE_DATE.labels(PRODUCER).set(without)
+        known = self.known_units()
         return {
             "status": "ok",
             "outbox_pending": outbox_pending(self.db),
             "rejections_kept": self.db["rejections"].estimated_document_count(),
+            "complaints_without_due_date": without,
+            **self.notices.health(),
+            # The organization's institutions whose submissions are refused for want of a contact.
+            "institutions_without_contact": self.contacts.missing(known or ()),
         }
 
     def rejections(self, limit: int = 50) -> list[dict]:
@@ -570,7 +617,8 @@ class Intake:
         return complaint
 
     def get(self, complaint_no: str, visible_units: list[str] | None) -> dict:
-        return view(self.visible(complaint_no, visible_units))
+        complaint = self.visible(complaint_no, visible_units)
+        return view(complaint, self.notices.of_complaint(complaint_no))
 
     def list(self, filters: dict, visible_units: list[str] | None, limit: int = 50, cursor: str | None = None) -> dict:
         query: dict = within(visible_units)
@@ -646,14 +694,16 @@ def summary(complaint: dict) -> dict:
     }
 
 
-def in_time_order(complaint: dict, field: str) -> list[dict]:
+def in_time_order(entries) -> list[dict]:
     """Entries recorded as facts arrived (from several services, in any order), by time."""
-    return sorted(complaint.get(field, []), key=lambda entry: timeutil.local(entry["at"]))
+    return sorted(entries, key=lambda entry: timeutil.local(entry["at"]))
 
 
-def view(complaint: dict) -> dict:
-    """The complaint as it stands (CONTRACTS.md §3), times in ISO 8601 with offset."""
+def view(complaint: dict, notices_sent: list[dict] = ()) -> dict:
+    """The complaint as it stands (CONTRACTS.md §3), times in ISO 8601 with offset; the
+    history shows each notice to the customer with the gateway's reports beside it."""
     sla = complaint["sla"]
+    history = [*complaint.get("history", []), *(notices.history_entry(notice) for notice in notices_sent)]
     return {
         **summary(complaint),
         "external_id": complaint.get("external_id"),
@@ -671,8 +721,20 @@ def view(complaint: dict) -> dict:
         "priority": complaint.get("priority"),
         "flags": complaint.get("flags", []),
         "first_responder": complaint["first_responder"],
-        "transfers": [{**entry, "at": timeutil.iso(entry["at"])} for entry in in_time_order(complaint, "transfers")],
-        "sla": {"policy": sla["policy"], "due_by": timeutil.iso(sla.get("due_by")), "state": sla["state"]},
+        "transfers": [{**entry, "at": timeutil.iso(entry["at"])}
+                      for entry in in_time_order(complaint.get("transfers", []))],
+        "sla": {"policy": sla["policy"], "due_by": timeutil.iso(sla.get("due_by")), "state": sla["state"],
+                "provisional": bool(sla.get("provisional")), "error": sla.get("error")},
         "mediation": complaint.get("mediation"),
-        "history": [{**entry, "at": timeutil.iso(entry["at"])} for entry in in_time_order(complaint, "history")],
+        "decision": _decision_view(complaint.get("decision")),
+        "history": [{**entry, "at": timeutil.iso(entry["at"])} for entry in in_time_order(history)],
     }
+
+
+def _decision_view(decision: dict | None) -> dict | None:
+    """The decision, with when the customer received it and until when they may ask for a review."""
+    if decision is None:
+        return None
+    times = ("at", "delivered_at", "review_until")
+    return {**{k: v for k, v in decision.items() if k not in times},
+            **{k: timeutil.iso(decision.get(k)) for k in times}}

@@ -51,3 +51,6 @@ class Lifecycle:
 
     def open_statuses(self) -> list[str]:
         return [name for name, spec in self.statuses.items() if spec["open"]]
+
+    def final_statuses(self) -> list[str]:
+        return [name for name, spec in self.statuses.items() if not spec["open"]]

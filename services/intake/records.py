@@ -1,7 +1,8 @@
 """Intake's record follows the complaint after receipt: the handlers' decisions, closure and
 review requests (actions intake owns), and the facts routing and SLA publish (assignment,
 transfers, escalation, clocks). Each change is one transaction: the record, its history,
-the event or status message for the call center, and the customer's notification.
+the event or status message for the call center, and the customer's notice (kept as the
+proof of notice, ``notices``).
 """
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from marshmallow import ValidationError
 
 from services.common import events, inbox, outbound, reference, timeutil
 from services.common.errors import Conflict, Forbidden, Invalid, NotFound, Stale
+from services.common.fields import MoneyString
 from services.common.outbox import event_message
 from services.common.policy import ReviewWindowClosed
 from services.common.store import in_transaction, retry_on_conflict
-from services.intake.schemas import MoneyString
 
 PRODUCER = "intake"
 FACTS = Path(__file__).parent / "data" / "facts.yaml"
@@ -31,8 +32,6 @@ ACTION_ROLES = {
     "reopen": {"handler", "supervisor", "consumer_protection"},
     "withdraw": {"handler", "supervisor", "consumer_protection"},
 }
-OUTCOMES = ("upheld", "partially_upheld", "rejected")
-SATISFACTION = ("satisfied", "unsatisfied", "no_response")
 
 
 def _required(data: dict, *names: str) -> None:
@@ -54,6 +53,7 @@ class Records:
         self.db = intake.db
         self.complaints = intake.complaints
         self.lifecycle = intake.lifecycle
+        self.notices = intake.notices
         self.facts = FACT_RULES
 
     # -- actions the handlers take through the HTTP edge --------------------------------
@@ -75,33 +75,39 @@ class Records:
 
     def _decision(self, complaint, data, actor, now) -> dict:
         _required(data, "outcome", "message")
-        _one_of(data, "outcome", OUTCOMES)
+        _one_of(data, "outcome", reference.OUTCOMES)
         if data.get("amount") is not None:
             try:
                 data = dict(data, amount=MoneyString().deserialize(data["amount"]))
             except ValidationError as exc:
                 raise Invalid("the amount is not a decimal string", {"amount": exc.messages}) from None
         policy = self.intake.policies.get(complaint["sla"]["policy"])
-        review_until = policy.review_window_ends(now) if policy.review_window else None
+        window = policy.review_window
         body = {"outcome": data["outcome"], "unit": complaint["unit"], "remedy": data.get("remedy"),
                 "amount": data.get("amount")}
+        # The review window runs from when the customer receives the decision (Art. 20): its
+        # end is known once the gateway reports the notice delivered (notices._delivered).
+        # The notice states the window, and the earliest it can end as a date.
+        earliest_end = policy.review_window_ends(now) if window else None
         return {
             "record": {"decision": {**body, "message": data["message"], "at": now, "by": actor.get("sub"),
-                                 "review_until": review_until}},
+                                 "delivered_at": None, "review_until": None}},
             "event": ("complaint_decided", body),
             "tell": ("decided", {"outcome": data["outcome"]}),
             "notify": ("decided", {
                 "outcome": data["outcome"], "message": data["message"], "remedy": data.get("remedy"),
-                "amount": data.get("amount"), "review_until": timeutil.iso(review_until),
+                "amount": data.get("amount"), "review_until": timeutil.iso(earliest_end),
+                "review_window": window and {"value": window.value, "unit": window.unit, "from": "receipt"},
                 "review_unit": "the superior unit of " + complaint["unit"], "remedies": list(REMEDIES)}),
         }
 
     def _close(self, complaint, data, actor, now) -> dict:
         _required(data, "satisfaction", "root_cause")
-        _one_of(data, "satisfaction", SATISFACTION)
+        _one_of(data, "satisfaction", reference.SATISFACTION)
         _one_of(data, "root_cause", reference.causes())
         body = {"satisfaction": data["satisfaction"], "root_cause": data["root_cause"]}
-        return {"record": {"closure": {**body, "at": now, "by": actor.get("sub")}},
+        # closed_at: retention counts from here (``retention``); a review request clears it.
+        return {"record": {"closure": {**body, "at": now, "by": actor.get("sub")}, "closed_at": now},
                 "event": ("complaint_closed", body), "tell": ("closed", body), "notify": ("closed", {})}
 
     def _reopen(self, complaint, data, actor, now) -> dict:
@@ -109,18 +115,23 @@ class Records:
         decision = complaint.get("decision")
         if decision is None:
             raise Conflict("only a decided complaint can be reviewed", {"status": complaint["status"]})
-        policy = self.intake.policies.get(complaint["sla"]["policy"])
-        try:
-            policy.review_due_by(decision["at"], now)
-        except ReviewWindowClosed as exc:
-            raise Conflict("the window to ask for a review has passed", {"reason": [str(exc)]}) from None
+        # The window runs from the decision's delivery to the customer (Art. 20); until the
+        # gateway reports it delivered, it has not started, so it cannot have ended.
+        delivered_at = decision.get("delivered_at")
+        if delivered_at is not None:
+            policy = self.intake.policies.get(complaint["sla"]["policy"])
+            try:
+                policy.review_due_by(delivered_at, now)
+            except ReviewWindowClosed as exc:
+                raise Conflict("the window to ask for a review has passed", {"reason": [str(exc)]}) from None
         body = {"reason": data["reason"], "decided_at": timeutil.iso(decision["at"]),
-                "decided_by_unit": decision["unit"]}
-        return {"record": {"review": {"reason": data["reason"], "requested_at": now}},
+                "delivered_at": timeutil.iso(delivered_at), "decided_by_unit": decision["unit"]}
+        return {"record": {"review": {"reason": data["reason"], "requested_at": now}, "closed_at": None},
                 "event": ("complaint_reopened", body), "tell": ("reopened", {"reason": data["reason"]})}
 
     def _withdraw(self, complaint, data, actor, now) -> dict:
-        return {"record": {"withdrawal": {"reason": data.get("reason"), "at": now}},
+        # A withdrawal ends handling (Art. 15): retention counts from it as from a closure.
+        return {"record": {"withdrawal": {"reason": data.get("reason"), "at": now}, "closed_at": now},
                 "event": ("complaint_withdrawn", {"reason": data.get("reason")})}
 
     def _commit(self, complaint, action, status, actor, now, outbox, *, record, event, tell=None, notify=None):
@@ -130,7 +141,8 @@ class Records:
         published = events.make_event(name, complaint_no,
                                       {"complaint_no": complaint_no, "at": timeutil.iso(now), "actor": actor_id,
                                        **body}, PRODUCER)
-        messages = [event_message(published), *self._outward(complaint, now, tell, notify)]
+        messages, notice = self._outward(complaint, (name, now), tell, notify)
+        messages.insert(0, event_message(published))
         entry = {"at": now, "type": name, "actor": actor_id, "details": body}
 
         def write(session):
@@ -141,23 +153,24 @@ class Records:
                 session=session)
             if result.matched_count != 1:
                 raise Conflict("the complaint changed meanwhile; read it again", {"action": action})
-            outbox.stage(session, *messages)
+            outbox.stage(session, *messages, *self.notices.keep(session, [notice]))
 
         in_transaction(self.db, write)
 
-    def _outward(self, complaint, now, tell, notify) -> list[dict]:
-        messages = []
+    def _outward(self, complaint, change, tell, notify):
+        """What a change (its history entry's type and time) sends out: the status message
+        for the call center, and the notice to the customer (None when none is due)."""
+        _, at = change
+        messages, notice = [], None
         if tell and complaint.get("source") == "amqp":
-            change, details = tell
+            status, details = tell
             messages.append(outbound.status(complaint["app_id"], complaint["_id"], complaint.get("external_id"),
-                                            change, at=now, **details))
+                                            status, at=at, **details))
         if notify:
             template, params = notify
-            notice = outbound.notification(complaint["_id"], complaint["customer"], template,
-                                           {"complaint_no": complaint["_id"], **params})
-            if notice is not None:
-                messages.append(notice)
-        return messages
+            notice = self.notices.compose(complaint, template, {"complaint_no": complaint["_id"], **params},
+                                          change, timeutil.now())
+        return messages, notice
 
     # -- facts from routing and SLA -----------------------------------------------------
 
@@ -206,15 +219,18 @@ class Records:
                 if body.get("due_by"):
                     updates["sla.due_by"] = timeutil.parse(body["due_by"])
                     updates["due_by"] = updates["sla.due_by"]
+                    updates["sla.provisional"] = bool(body.get("provisional"))
+                    updates["sla.error"] = None  # a due date at last: the data counts it now
             details = {k: v for k, v in body.items() if k not in ("complaint_no", "at", "actor")}
             tell = (rule["tell"], _told(event["type"], body)) if rule.get("tell") and moved else None
-            notify = (rule["notify"], details) if rule.get("notify") else None
+            wanted = rule.get("notify") and (not rule.get("notify_if") or body.get(rule["notify_if"]))
+            notify = (rule["notify"], details) if wanted else None
         transfer = None
         if event["type"] in ("complaint_transfer_requested", "complaint_transferred", "complaint_transfer_rejected"):
             transfer = {"type": event["type"], "at": at, **{k: body.get(k) for k in ("from_unit", "to_unit", "reason")}}
         entry = {"at": at, "type": event["type"], "actor": body.get("actor"),
                  "details": {k: v for k, v in body.items() if k not in ("complaint_no", "at", "actor")}}
-        messages = self._outward(complaint, at, tell, notify)
+        messages, notice = self._outward(complaint, (event["type"], at), tell, notify)
 
         def write(session):
             if not inbox.first_time(self.db, session, event):
@@ -229,7 +245,7 @@ class Records:
                                                 session=session)
             if result.matched_count != 1:
                 raise Stale("the complaint changed meanwhile")
-            outbox.stage(session, *messages)
+            outbox.stage(session, *messages, *self.notices.keep(session, [notice]))
 
         in_transaction(self.db, write)
 
@@ -242,5 +258,6 @@ def _told(event_type: str, body: dict) -> dict:
         "complaint_transfer_rejected": ("from_unit", "escalated_to", "reason"),
         "complaint_escalated": ("from_unit", "to_unit", "reason"),
         "sla_extended": ("due_by", "reason"),
+        "sla_rescheduled": ("due_by", "previous_due_by", "provisional", "reason"),
     }[event_type]
     return {key: body.get(key) for key in keys}

@@ -1,28 +1,46 @@
-"""Intake's entrypoints: the call centers' queue, RPC for the HTTP edge, events it follows."""
+"""Intake's entrypoints: the call centers' queue (and the notification gateway's delivery
+reports on it), RPC for the HTTP edge, events it follows, the chase of late reports."""
 from __future__ import annotations
 
 from nameko.rpc import rpc
+from nameko.timer import timer
 
 from services.common.consumers import Delivery, inbound, subscribe, subscribe_each
 from services.common.outbox import Outbox
+from services.common.policy import book_loaders
 from services.common.store import Domain
+from services.common.submission import ReceivedWindow
 from services.intake.intake import HTTP_APP_ID, INDEXES, Intake
+from services.intake.notices import is_report
 from services.intake.records import FOLLOWED_FACTS
 
 
 class IntakeService:
     name = "intake"
 
-    desk = Domain(Intake, indexes=INDEXES)
+    desk = Domain(Intake, indexes=INDEXES,
+                  options=lambda settings: {**book_loaders(settings), "window": ReceivedWindow.of(settings)})
     outbox = Outbox()
 
     @inbound()
     def receive(self, delivery: Delivery):
-        self.desk.submit_delivery(delivery, self.outbox)
+        # complaints.inbound carries submissions and the gateway's delivery reports.
+        if is_report(delivery):
+            self.desk.notices.receive_report(delivery, self.outbox)
+        else:
+            self.desk.submit_delivery(delivery, self.outbox)
+
+    @timer(interval=1)
+    def chase_notices(self):
+        """Flag notices not reported delivered in time and send them on the next medium."""
+        return self.desk.notices.chase(self.outbox)
 
     @rpc
-    def submit(self, payload: dict, channel: str, idempotency_key: str, app_id: str = HTTP_APP_ID) -> dict:
-        return self.desk.submit(dict(payload, channel=channel), app_id, idempotency_key, self.outbox).as_rpc()
+    def submit(self, payload: dict, channel: str, idempotency_key: str, app_id: str = HTTP_APP_ID,
+               submitter: dict | None = None) -> dict:
+        """A submission over HTTP; ``submitter`` is who submits (the token's sub, unit, roles)."""
+        return self.desk.submit(dict(payload, channel=channel), app_id, idempotency_key, self.outbox,
+                                submitter=submitter).as_rpc()
 
     @rpc
     def get(self, complaint_no: str, visible_units: list | None = None) -> dict:

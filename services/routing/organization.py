@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-LEVELS = ("head_office", "tier1", "city", "county")
-OFFICES = ("front", "middle", "back")
+from services.common.reference import LEVELS, OFFICES
+
 ROLES = frozenset(
     {"handler", "supervisor", "consumer_protection", "inspector", "auditor", "admin"}
 )

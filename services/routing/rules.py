@@ -14,10 +14,9 @@ from typing import Any
 
 import yaml
 
+from services.common.reference import CHANNELS, KINDS, LEVELS, OFFICES
 from services.routing.organization import (
     CONSUMER_PROTECTION,
-    LEVELS,
-    OFFICES,
     Department,
     Organization,
 )
@@ -25,8 +24,6 @@ from services.routing.organization import (
 DEFAULT_PATH = Path(__file__).parent / "data" / "rules.yaml"
 
 TARGETS = ("first_receiving_unit", "head_office", "tier1_of_branch", "parent_of_branch")
-KINDS = ("complaint", "suggestion", "consultation")
-CHANNELS = ("phone", "letter", "visit", "web", "app", "wechat", "email", "regulator")
 FLAGS = frozenset({"emergency_plan", "regulator_report", "two_way_report"})
 PRIORITIES = ("first", "normal")
 

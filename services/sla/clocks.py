@@ -1,10 +1,12 @@
 """The SLA service's domain: durable clocks over the shared policy engine.
 
 One document per (complaint, clock) in the ``clocks`` collection. Due dates, warning points
-and extensions come from ``services.common.policy`` only; this module stores what the
-engine computes and fires it. Driven by ``service.py`` (events, RPC, the timer) and directly
-by tests with an injected ``now``; it never touches the broker: every event is staged in the
-outbox within the transaction of the change it announces.
+and extensions come from ``services.common.policy`` only, through ``schedule`` (the pure
+computation of a clock's schedule); this module stores what it computes and fires it; the
+recompute job after a calendar change is ``rescheduling``. Driven by ``service.py`` (events,
+RPC, the timers) and directly by tests with an injected ``now``; it never touches the
+broker: every event is staged in the outbox within the transaction of the change it
+announces.
 
 A clock document::
 
@@ -16,11 +18,16 @@ A clock document::
     pauses         [{start, end|None, reason, actor}]
     total          the limit in force, in the clock's unit (base limit + extensions)
     extensions     [{days, total, reason, approved_by, actor, at, previous_due_by}]
-    due_by         None while paused (or when the calendar does not know the year)
+    due_by         None while paused (or when no calendar can count the year)
+    provisional    the due date was counted on a calendar year not published yet
+    calendar_error why no due date (or no warning) could be computed, else None
     points         [{label, at, fired_at}], earliest first; the breach is label "breach"
     next_fire_at   the earliest unfired point of a running clock, else None (indexed)
     generation     bumped when the limit is set anew (extension, restart): warnings re-arm
     version        bumped by every change; every update is conditional on it
+
+A complaint whose policy the data lacks (intake answered it without a due date) is kept in
+``unscheduled`` until the data is fixed and the recompute starts its clock.
 
 Firing (``sweep``): one indexed range query on ``next_fire_at`` finds what is due (its cost
 grows with what is due, not with the open clocks); each point fires in ONE transaction that
@@ -32,74 +39,67 @@ the same point would collide on the outbox's ``_id``.
 
 Event ``at`` is when the SLA service recorded the fact (intake orders the facts of one
 owner by it); the body also carries ``point_at`` (the scheduled moment of a warning or
-breach) or ``decided_at`` (for ``sla_met``).
+breach) or ``decided_at`` (for ``sla_met``), and ``provisional``.
 """
 from __future__ import annotations
 
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
-from datetime import time as dt_time
+from datetime import datetime
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from services.common import events, inbox, timeutil
+from services.common import events, inbox, metrics, timeutil
 from services.common.errors import Conflict, Invalid, NotFound
 from services.common.outbox import event_message
+from services.common.outbox import pending as outbox_pending
 from services.common.policy import (
-    SHANGHAI,
-    CalendarYearUnknown,
     ClockRule,
     ExtensionRefused,
+    NoDueDate,
     ReviewWindowClosed,
-    end_of_day,
     load_calendars,
     load_policies,
 )
 from services.common.store import in_transaction
+from services.sla import schedule
+from services.sla.rescheduling import INDEXES as RESCHEDULING_INDEXES
+from services.sla.rescheduling import Rescheduling
+from services.sla.schedule import BREACH, point_event_id
 
 log = logging.getLogger(__name__)
 
 PRODUCER = "sla"
 COLLECTION = "clocks"
+UNSCHEDULED = "unscheduled"
 META = "meta"
-BREACH = "breach"
 OPEN_STATES = ("running", "paused", "breached_open")
-CALENDAR_UNITS = ("working_days", "end_of_business_day")
-BREACH_AFTER = timedelta(milliseconds=1)
-POINT_NAMESPACE = uuid.UUID("6f1c1a52-4f0e-4d53-9d0b-5a1c0c5e2b11")
 
 INDEXES = {
     COLLECTION: [
         IndexModel([("next_fire_at", ASCENDING)], name="due"),
         IndexModel([("complaint_no", ASCENDING)], name="by_complaint"),
-        IndexModel([("institution", ASCENDING), ("calendar_bound", ASCENDING), ("state", ASCENDING),
-                    ("due_by", ASCENDING)], name="calendar_bound"),
+        # The recompute walks the open clocks a calendar can move, in _id order.
+        IndexModel([("calendar_bound", ASCENDING), ("state", ASCENDING), ("_id", ASCENDING)], name="calendar_walk"),
         IndexModel([("calendar_error", ASCENDING)], name="calendar_error"),
     ],
+    UNSCHEDULED: [IndexModel([("institution", ASCENDING), ("_id", ASCENDING)], name="by_institution")],
     inbox.COLLECTION: list(inbox.INDEXES[inbox.COLLECTION]),
+    **RESCHEDULING_INDEXES,
 }
+# Clocks without a due date, for the operators' alert (an indexed count).
+WITHOUT_DUE_DATE = {"calendar_error": {"$gt": ""}, "due_by": None, "state": "running"}
 
 
 def clock_id(complaint_no: str, clock: str) -> str:
     return f"{complaint_no}/{clock}"
 
 
-def point_event_id(doc: dict, label: str) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{doc['_id']}/{doc.get('generation', 0)}/{label}"))
-
-
 def _local(moment):
     return None if moment is None else timeutil.local(moment)
-
-
-def _calendar_bound(rule: ClockRule) -> bool:
-    """Whether a calendar change can move this clock's due date or its warnings."""
-    return rule.limit.unit in CALENDAR_UNITS or any(w.unit == "working_days" for w in rule.warnings)
 
 
 class Clocks:
@@ -109,10 +109,12 @@ class Clocks:
                  load_policy_book=load_policies, load_calendar_book=load_calendars):
         self.db = db
         self.clocks = db[COLLECTION]
+        self.unscheduled = db[UNSCHEDULED]
         self.now = now
         self._load_policy_book = load_policy_book
         self._load_calendar_book = load_calendar_book
         self._reload()
+        self.rescheduling = Rescheduling(self)
 
     # -- computing a clock's schedule ---------------------------------------------------
 
@@ -122,55 +124,9 @@ class Clocks:
     def _calendar(self, doc: dict):
         return self.calendars.for_institution(doc.get("institution"))
 
-    def _pauses(self, doc: dict) -> list[tuple]:
-        return [(_local(p["start"]), _local(p.get("end"))) for p in doc.get("pauses", [])]
-
     def _schedule(self, doc: dict, now: datetime, *, rearm: bool = False) -> dict:
-        """The fields a clock's due date determines: due_by, points, next_fire_at.
-
-        A point already fired keeps its fired mark unless ``rearm`` (the limit was set anew)
-        and its new moment lies in the future. A running clock fires its earliest unfired
-        point; a paused or ended one fires nothing."""
-        rule = self._rule(doc)
-        calendar = self._calendar(doc)
-        started = _local(doc["started_at"])
-        fired = {p["label"]: p.get("fired_at") for p in doc.get("points", []) if p.get("fired_at")}
-        error = None
-        try:
-            due = rule.due_by(started, calendar=calendar, paused=self._pauses(doc), extended_to=doc["total"])
-        except CalendarYearUnknown as exc:
-            due, error = None, str(exc)
-        points = []
-        if due is None:
-            # Paused (or the year unknown): nothing fires; the points keep their fired marks
-            # for when the due date is known again.
-            points = [dict(p) for p in doc.get("points", [])]
-        else:
-            try:
-                warnings = rule.warning_points(due, calendar, not_before=started)
-            except CalendarYearUnknown as exc:
-                # The breach still fires on time; only the working-day warnings wait for the
-                # year to be declared (recompute_calendar then places them).
-                warnings, error = [], str(exc)
-            # In time means at or before due_by: the breach is the first instant after it (BSON
-            # dates keep milliseconds).
-            for label, at in [*warnings, (BREACH, due + BREACH_AFTER)]:
-                was = fired.get(label)
-                if was is not None and rearm and at > now and label != BREACH:
-                    was = None
-                points.append({"label": label, "at": at, "fired_at": was})
-        if error:
-            log.warning("clock %s: %s", doc["_id"], error)
-        state = doc.get("state", "running")
-        pending = [p for p in points if p["fired_at"] is None]
-        upcoming = pending[0] if pending and state == "running" and due is not None else None
-        return {
-            "due_by": due,
-            "points": points,
-            "next_fire_at": upcoming["at"] if upcoming else None,
-            "next_label": upcoming["label"] if upcoming else None,
-            "calendar_error": error,
-        }
+        """The fields a clock's due date determines (``schedule.compute``)."""
+        return schedule.compute(doc, self._rule(doc), self._calendar(doc), now, rearm=rearm)
 
     def _new_clock(self, complaint_no: str, rule: ClockRule, started_at: datetime, *, institution: str,
                    unit: str | None, now: datetime) -> dict:
@@ -182,7 +138,7 @@ class Clocks:
             "institution": institution,
             "unit": unit,
             "limit_unit": rule.limit.unit,
-            "calendar_bound": _calendar_bound(rule),
+            "calendar_bound": schedule.calendar_bound(rule),
             "state": "running",
             "started_at": started_at,
             "pauses": [],
@@ -209,6 +165,7 @@ class Clocks:
             "policy": doc["policy"],
             "clock": doc["clock"],
             "due_by": timeutil.iso(_local(doc.get("due_by"))),
+            "provisional": bool(doc.get("provisional")),
             **extra,
         }
         return events.make_event(name, doc["complaint_no"], body, PRODUCER)
@@ -243,23 +200,47 @@ class Clocks:
 
     def on_received(self, event: dict, outbox) -> None:
         """``complaint_received``: start the policy's primary clock from ``received_at``."""
-        body = event["body"]
-        policy = self.policies.get(body["policy"])
-        rule = policy.primary_clock
+        self._transaction(event, lambda session: self.start_received(event["body"], session, outbox))
+
+    def start_received(self, body: dict, session, outbox) -> bool:
+        """Start the primary clock of a received complaint, within ``session``; False when the
+        policy data lacks what it needs: the complaint is then kept in ``unscheduled`` (an
+        operator's alert) until the data is fixed and the recompute starts it."""
         now = self.now()
+        try:
+            rule = self._primary_rule(body)
+        except NoDueDate as exc:
+            log.warning("complaint %s has no clock: %s", body["complaint_no"], exc)
+            metrics.DUE_DATES.labels(PRODUCER, "unavailable").inc()
+            self.unscheduled.replace_one(
+                {"_id": body["complaint_no"]},
+                {"institution": body["institution"], "body": body, "error": str(exc), "at": now},
+                upsert=True, session=session)
+            return False
         doc = self._new_clock(body["complaint_no"], rule, timeutil.parse(body["received_at"]),
                               institution=body["institution"], unit=body.get("branch") or body["institution"],
                               now=now)
         doc["kind"] = body.get("kind")
-        started = self._event("sla_started", doc, now, None, started_at=timeutil.iso(_local(doc["started_at"])))
+        if self.clocks.find_one({"_id": doc["_id"]}, {"_id": 1}, session=session):
+            return True  # the same complaint announced twice: its clock runs already
+        metrics.DUE_DATES.labels(PRODUCER, self._due_date_outcome(doc)).inc()
+        self.clocks.insert_one(doc, session=session)
+        outbox.stage(session, event_message(self._event(
+            "sla_started", doc, now, None, started_at=timeutil.iso(_local(doc["started_at"])))))
+        return True
 
-        def work(session):
-            if self.clocks.find_one({"_id": doc["_id"]}, {"_id": 1}, session=session):
-                return  # the same complaint announced twice: its clock runs already
-            self.clocks.insert_one(doc, session=session)
-            outbox.stage(session, event_message(started))
+    def _primary_rule(self, body: dict) -> ClockRule:
+        """The clock a complaint starts on receipt, under the policy intake chose; with none
+        (intake's data lacked it), the policy this service's data selects."""
+        if body.get("policy"):
+            return self.policies.get(body["policy"]).primary_clock
+        return self.policies.select(body["institution"], body["kind"], body.get("channel")).primary_clock
 
-        self._transaction(event, work)
+    @staticmethod
+    def _due_date_outcome(doc: dict) -> str:
+        if doc.get("due_by") is None and doc.get("calendar_error"):
+            return "unavailable"
+        return "provisional" if doc.get("provisional") else "final"
 
     def on_decided(self, event: dict, outbox) -> None:
         """``complaint_decided``: every open clock stops; ``sla_met`` says met or breached."""
@@ -306,7 +287,8 @@ class Clocks:
         clock (the complaint *is* under review) and the refusal is logged."""
         body = event["body"]
         requested_at = timeutil.parse(body["at"])
-        decided_at = timeutil.parse(body["decided_at"])
+        # The window runs from the decision's delivery to the customer when intake had it reported.
+        decided_at = timeutil.parse(body.get("delivered_at") or body["decided_at"])
         now = self.now()
         source = self.clocks.find_one({"complaint_no": body["complaint_no"]}, sort=[("created_at", ASCENDING)])
         if source is None:
@@ -570,69 +552,15 @@ class Clocks:
             "breached": bool(doc.get("breached")),
             "paused": doc["state"] == "paused",
             "extensions": len(doc.get("extensions", [])),
+            "provisional": bool(doc.get("provisional")),
         }
 
-    # -- data changes -------------------------------------------------------------------------
+    # -- the books and what an operator watches ---------------------------------------------
 
-    def recompute_calendar(self, institution: str | None = None, outbox=None) -> dict:
-        """Reload policies and calendars, then recompute the running clocks a calendar change
-        moves: clocks of ``institution`` (every institution when None) that count working
-        days or end at the end of a business day, or whose warnings count working days, and
-        whose window (start .. due date) holds a day the change touched; plus those waiting
-        for a calendar year the data did not know. A clock whose due date moved announces it
-        with ``sla_started`` (``recomputed: true``). Other instances reload at their next
-        sweep."""
-        old = self.calendars
+    def reload_books(self) -> None:
+        """Reload the policies and calendars, and stamp it for the other instances."""
         self._reload()
         self.db[META].update_one({"_id": "books"}, {"$set": {"reloaded_at": self.loaded_at}}, upsert=True)
-        if institution is None:
-            institutions = [code for code in self.clocks.distinct("institution", {"calendar_bound": True})
-                            if code is not None]
-        else:
-            institutions = [institution]
-        seen = moved = 0
-        changed_days = 0
-        for code in institutions:
-            hours_changed, days = calendar_changes(old.for_institution(code), self.calendars.for_institution(code),
-                                                   self.now().date())
-            changed_days += len(days)
-            candidates = set()
-            base = {"institution": code, "calendar_bound": True, "state": "running"}
-            if hours_changed:
-                candidates.update(d["_id"] for d in self.clocks.find(base, {"_id": 1}))
-            elif days:
-                window = dict(base, due_by={"$gte": datetime.combine(min(days), dt_time(0), tzinfo=SHANGHAI)})
-                last = end_of_day(max(days))
-                candidates.update(d["_id"] for d in self.clocks.find(window, {"_id": 1, "started_at": 1})
-                                  if _local(d["started_at"]) <= last)
-            candidates.update(d["_id"] for d in self.clocks.find(
-                {"calendar_error": {"$gt": ""}, "institution": code, "state": "running"}, {"_id": 1}))
-            for clock in sorted(candidates):
-                seen += 1
-                if self._recompute_one(clock, outbox):
-                    moved += 1
-        return {"institution": institution, "changed_days": changed_days, "examined": seen, "recomputed": moved}
-
-    def _recompute_one(self, clock: str, outbox) -> bool:
-        def work(session):
-            now = self.now()
-            doc = self.clocks.find_one({"_id": clock, "state": "running"}, session=session)
-            if doc is None:
-                return False
-            changes = self._schedule(doc, now)
-            stored = [dict(p, at=_local(p["at"])) for p in doc.get("points", [])]
-            if (changes["due_by"], changes["points"], changes["calendar_error"]) == (
-                    _local(doc.get("due_by")), stored, doc.get("calendar_error")):
-                return False
-            previous = _local(doc.get("due_by"))
-            self._replace(session, doc, changes)
-            if outbox is not None and previous != changes["due_by"]:
-                outbox.stage(session, event_message(self._event(
-                    "sla_started", doc, now, None, started_at=timeutil.iso(_local(doc["started_at"])),
-                    recomputed=True, previous_due_by=timeutil.iso(previous), reason="calendar_changed")))
-            return True
-
-        return in_transaction(self.db, work)
 
     def _reload(self) -> None:
         self.policies = self._load_policy_book()
@@ -640,29 +568,28 @@ class Clocks:
         self.loaded_at = self.now()
 
     def reload_if_changed(self) -> bool:
-        """Reload the books when another instance did (``recompute_calendar``); one read by id."""
+        """Reload the books when another instance did (a recompute job started); one read by id."""
         meta = self.db[META].find_one({"_id": "books"})
         if meta and meta.get("reloaded_at") and _local(meta["reloaded_at"]) > self.loaded_at:
             self._reload()
             return True
         return False
 
-
-def calendar_changes(old, new, today: date, past: int = 400, ahead: int = 800) -> tuple[bool, list[date]]:
-    """Whether the business hours changed, and the days from ``past`` days ago to ``ahead``
-    days on that are working days in one calendar and not in the other (a year one of them
-    does not know counts as changed when the other knows it)."""
-    hours = (old.business_start, old.business_end) != (new.business_start, new.business_end)
-    days = []
-    for offset in range(-past, ahead + 1):
-        day = today + timedelta(days=offset)
-        if _working(old, day) != _working(new, day):
-            days.append(day)
-    return hours, days
-
-
-def _working(calendar, day: date):
-    try:
-        return calendar.is_working_day(day)
-    except CalendarYearUnknown:
-        return None
+    def health(self) -> dict:
+        """Up, with what an operator watches: clocks without a due date (calendar data that
+        cannot count their years), complaints without a clock (policy data that lacks
+        theirs), recompute jobs under way, messages not yet relayed. The first two are
+        alerts, also as the ``complaints_without_due_date`` metric."""
+        without = self.clocks.count_documents(WITHOUT_DUE_DATE)
+        unscheduled = self.unscheduled.count_documents({})
+        metrics.WITHOUT_DUE_DATE.labels(PRODUCER).set(without + unscheduled)
+        if without or unscheduled:
+            log.warning("%d clock(s) without a due date, %d complaint(s) without a clock: fix the calendar or "
+                        "policy data, then run python -m services.sla.recompute", without, unscheduled)
+        return {
+            "status": "ok",
+            "clocks_without_due_date": without,
+            "complaints_without_clock": unscheduled,
+            "recompute_jobs": self.rescheduling.under_way(),
+            "outbox_pending": outbox_pending(self.db),
+        }

@@ -12,6 +12,7 @@ from nameko.timer import timer
 from services.common.config import from_container
 from services.common.consumers import subscribe
 from services.common.outbox import Outbox
+from services.common.policy import book_loaders
 from services.common.store import Domain
 from services.sla.clocks import INDEXES, Clocks
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 class SlaService:
     name = "sla"
 
-    keeper = Domain(Clocks, indexes=INDEXES)
+    keeper = Domain(Clocks, indexes=INDEXES, options=book_loaders)
     outbox = Outbox()
     config = Config()
 
@@ -76,6 +77,25 @@ class SlaService:
     def clocks(self, complaint_no: str) -> list:
         return self.keeper.view(complaint_no)
 
+    @timer(interval=1)
+    def recompute(self):
+        """Work the recompute jobs an operator started, a batch at a time (the outbox
+        publishes the rescheduled clocks' events when this worker ends)."""
+        return self.keeper.rescheduling.work(self.outbox)
+
+    @timer(interval=30)
+    def watch(self):
+        """Keep the operators' alert (clocks without a due date) and its metric current."""
+        return self.keeper.health()
+
     @rpc
-    def recompute_calendar(self, institution: str | None = None) -> dict:
-        return self.keeper.recompute_calendar(institution, self.outbox)
+    def health(self) -> dict:
+        return self.keeper.health()
+
+    @rpc
+    def start_recompute(self, institution: str | None = None) -> dict:
+        return self.keeper.rescheduling.start(institution)
+
+    @rpc
+    def recompute_job(self, job_id: str) -> dict:
+        return self.keeper.rescheduling.view(job_id)

@@ -57,18 +57,19 @@ class FakeRouting:
 
     @rpc
     def act(self, complaint_no, action, data, actor, visible_units):
+        # Routing owns its state; intake's record follows its events later, so this fake
+        # leaves the fake intake's record alone, as the real routing does.
         calls.append(("routing.act", complaint_no, action, data, actor, visible_units))
         complaint = FakeIntake.visible(complaint_no, visible_units)
         if complaint["status"] == "closed":
             raise Conflict(f"{action} is not allowed on a closed complaint")
-        if "to_unit" in data:
-            complaint["assignment"] = {"unit": data["to_unit"], "handler": actor["sub"]}
         return {"complaint_no": complaint_no, "action": action}
 
 
 class FakeIntake:
     name = "intake"
     by_key: dict = {}
+    reads: list = []  # every answer of get, numbered: which read the gateway answered with shows
     # A complaint of the county sub-branch, closed: actions on it are refused with 409.
     complaints: dict = {CLOSED: {"complaint_no": CLOSED, "status": "closed", "branch": "BANKA-SD-YT-ZF",
                                  "channel": "web"}}
@@ -81,13 +82,12 @@ class FakeIntake:
         return complaint
 
     @rpc
-    def submit(self, payload, channel, idempotency_key, app_id):
-        calls.append(("intake.submit", payload, channel, idempotency_key, app_id))
+    def submit(self, payload, channel, idempotency_key, app_id, submitter):
+        calls.append(("intake.submit", payload, channel, idempotency_key, app_id, submitter))
         if payload.get("subject") == "BOOM":
             return {"outcome": "surprise"}
-        if "customer" not in payload:
-            return {"outcome": "rejected", "complaint": None,
-                    "errors": {"customer": ["Missing data for required field."]}}
+        if payload.get("subject") == "REJECT":
+            return {"outcome": "rejected", "complaint": None, "errors": {"institution": ["unknown institution"]}}
         if idempotency_key in self.by_key:
             return {"outcome": "duplicate", "complaint": self.by_key[idempotency_key], "errors": {}}
         number = f"BANKA-20261122-{len(self.by_key) + 1:06d}"
@@ -101,7 +101,9 @@ class FakeIntake:
         calls.append(("intake.get", complaint_no, visible_units))
         if complaint_no == "SLOW":
             eventlet.sleep(RPC_TIMEOUT + 0.5)
-        return self.visible(complaint_no, visible_units)
+        answer = {**self.visible(complaint_no, visible_units), "read": len(self.reads) + 1}
+        self.reads.append(answer)
+        return answer
 
     @rpc
     def act(self, complaint_no, action, data, actor, visible_units):
@@ -128,7 +130,6 @@ class FakeSla:
         calls.append(("sla.extend", complaint_no, days, reason, actor, approvals))
         if days > 60:
             raise Conflict("the policy allows 60 days in all", {"days": ["At most 60 days in all."]})
-        FakeIntake.complaints[complaint_no]["sla"] = {"state": "on_track", "extended_by": days}
 
     @rpc
     def pause(self, complaint_no, reason, actor):
@@ -238,9 +239,11 @@ def test_submit_then_same_key_gives_same_receipt(base):
     again = requests.post(f"{base}/api/v1/complaints", json=submission(), headers=headers, timeout=5)
     assert again.status_code == 200
     assert again.json() == receipt
-    _, payload, channel, key, app_id = calls[0]
+    assert calls[0] == ("routing.visible_units", "BANKA")  # the user's unit is of the institution named
+    _, payload, channel, key, app_id, submitter = calls[1]
     assert "channel" not in payload and channel == "web"
     assert (key, app_id) == ("u1:k-1", "http")
+    assert submitter == {"sub": "u1", "name": "测试用户", "unit": "BANKA-SD-YT", "roles": ["handler"]}
     # The key is the user's own: another user with the same key makes another complaint.
     other = requests.post(f"{base}/api/v1/complaints", json=submission(),
                           headers={**auth(sub="u2"), "Idempotency-Key": "k-1"}, timeout=5)
@@ -248,13 +251,30 @@ def test_submit_then_same_key_gives_same_receipt(base):
     assert other.json()["complaint_no"] != receipt["complaint_no"]
 
 
-def test_submit_rejected_is_422_with_details(base):
-    body = submission()
-    del body["customer"]
-    response = requests.post(f"{base}/api/v1/complaints", json=body,
+def test_submit_rejected_by_intake_is_422_with_details(base):
+    body = submission(customer={"name": "王芳", "phone": "13800000000"})
+    response = requests.post(f"{base}/api/v1/complaints", json=dict(body, subject="REJECT"),
                              headers={**auth(), "Idempotency-Key": "k-bad"}, timeout=5)
     error = assert_error(response, 422, "validation_failed")
-    assert error["details"] == {"customer": ["Missing data for required field."]}
+    assert error["details"] == {"institution": ["unknown institution"]}
+
+
+def test_what_the_document_states_is_checked_at_the_edge(base):
+    body = submission()
+    del body["customer"]
+    response = requests.post(f"{base}/api/v1/complaints", json=dict(body, direct="yes"),
+                             headers={**auth(), "Idempotency-Key": "k-edge"}, timeout=5)
+    error = assert_error(response, 422, "validation_failed")
+    assert error["details"] == {"customer": ["Missing data for required field."], "direct": ["must be true or false"]}
+    assert calls == []
+
+
+def test_a_user_of_another_institution_is_refused_before_intake(base):
+    response = requests.post(f"{base}/api/v1/complaints", json=submission(),
+                             headers={**auth(unit="INSA-SC-CD"), "Idempotency-Key": "k-insa"}, timeout=5)
+    error = assert_error(response, 403, "forbidden")
+    assert list(error["details"]) == ["institution"]
+    assert [call[0] for call in calls] == ["routing.visible_units"]
 
 
 def test_submit_channel_is_checked_at_the_edge(base):
@@ -268,6 +288,13 @@ def test_submit_channel_is_checked_at_the_edge(base):
 def test_submit_needs_idempotency_key(base):
     response = requests.post(f"{base}/api/v1/complaints", json=submission(), headers=auth(), timeout=5)
     assert_error(response, 400, "bad_request")
+
+
+@pytest.mark.parametrize("key", ["k" * 201, "cl\u00e9", "a\tb"])
+def test_an_idempotency_key_is_printable_ascii_of_at_most_200(base, key):
+    response = requests.post(f"{base}/api/v1/complaints", json=submission(), timeout=5,
+                             headers={**auth(), "Idempotency-Key": key.encode("latin-1")})
+    assert list(assert_error(response, 400, "bad_request")["details"]) == ["Idempotency-Key"]
 
 
 def test_malformed_json_is_400(base):
@@ -441,7 +468,8 @@ def test_routing_actions_reach_routing_and_answer_the_complaint(base):
         assert response.json()["complaint_no"] == number
         assert calls[1:] == [("routing.act", number, action, data, identity(), units),
                              ("intake.get", number, units)], suffix
-    assert response.json()["assignment"] == {"unit": "BANKA-SD-YT", "handler": "u1"}
+        # The answer is intake's record as read after routing acted, not routing's own answer.
+        assert response.json() == FakeIntake.reads[-1], suffix
 
 
 def test_the_body_actor_is_only_a_note(base):
@@ -457,7 +485,7 @@ def test_extend_with_approvals_checks_visibility_first(base):
     body = {"days": 30, "reason": "需司法鉴定", "approvals": ["superior_unit", "head_office_senior_manager"]}
     response = post(base, number, "extend", body, unit="BANKA-SD", roles=("supervisor",))
     assert response.status_code == 200, response.text
-    assert response.json()["sla"] == {"state": "on_track", "extended_by": 30}
+    assert response.json() == FakeIntake.reads[-1]  # intake's record read after sla acted
     actor = identity(unit="BANKA-SD", roles=("supervisor",))
     assert calls == [("routing.visible_units", "BANKA-SD"), ("intake.get", number, units),
                      ("sla.extend", number, 30, "需司法鉴定", actor, ["superior_unit", "head_office_senior_manager"]),

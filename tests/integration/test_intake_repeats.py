@@ -125,8 +125,8 @@ def test_repeats_that_are_not_merged(settings, run_services, center):
         rejected = answer(receipts, center.send(repeat_of(unknown)))
         assert rejected["status"] == "rejected" and rejected["complaint_no"] is None
         assert rejected["errors"] == {"repeat_of": [f"no complaint {unknown} of BANKA to repeat"]}
-        other = answer(receipts, center.send(repeat_of(open_no, institution="BANKB")))
-        assert other["errors"] == {"repeat_of": [f"no complaint {open_no} of BANKB to repeat"]}
+        other = answer(receipts, center.send(repeat_of(open_no, institution="INSA")))
+        assert other["errors"] == {"repeat_of": [f"no complaint {open_no} of INSA to repeat"]}
         before = answer(receipts, center.send(repeat_of(open_no, received_at=ago(days=2))))
         assert set(before["errors"]) == {"received_at"}
 

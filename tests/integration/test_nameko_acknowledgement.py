@@ -5,9 +5,9 @@
 - With ``requeue_on_error=True`` it comes back at once, again and again.
 - The platform's own entrypoints (services.common.consumers) retry with a delay, then park.
 """
+import threading
 import time
 
-import eventlet
 import pytest
 from kombu import Connection, Exchange, Queue
 from nameko.messaging import consume
@@ -16,11 +16,14 @@ from services.common import amqp
 from services.common.consumers import Delivery, inbound
 from services.common.parking import list_parked, replay
 from tests.support.harness import wait_until
+from tests.support.infra import queue_counts
 
 pytestmark = pytest.mark.integration
 
 EXCHANGE = Exchange("ack-test", type="topic", durable=True)
 calls: list = []
+# The slow worker holds its message until the test lets it go (eventlet makes this green).
+worker_may_end = threading.Event()
 
 
 def queue_depth(amqp_uri, name):
@@ -43,7 +46,7 @@ class SlowConsumer:
     @consume(Queue("ack-slow", EXCHANGE, routing_key="slow"))
     def handle(self, body):
         calls.append(("slow", time.monotonic()))
-        eventlet.sleep(1.0)
+        worker_may_end.wait(30)
 
 
 class FailingConsumer:
@@ -76,6 +79,7 @@ class ReliableFailing:
 @pytest.fixture(autouse=True)
 def reset_calls():
     calls.clear()
+    worker_may_end.clear()
 
 
 def test_message_is_acked_only_after_the_worker_ends(settings, run_services):
@@ -83,12 +87,12 @@ def test_message_is_acked_only_after_the_worker_ends(settings, run_services):
     with run_services(settings, SlowConsumer):
         publish(settings.amqp_uri, "slow")
         wait_until(lambda: calls, "the worker started")
-        with Connection(settings.amqp_uri) as connection:
-            # While the worker sleeps, the message is delivered but unacked.
-            info = connection.default_channel.queue_declare(queue="ack-slow", passive=True)
-            assert info.message_count == 0
-        # Stop the container mid-worker: nameko waits for the worker, then acks.
-    assert queue_depth(settings.amqp_uri, "ack-slow") == 0
+        # While the worker runs, the message is delivered and not acked (message_count of a
+        # passive declare counts ready messages only: it is 0 whether acked or not).
+        assert queue_counts(settings.amqp_uri, "ack-slow") == (0, 1)
+        worker_may_end.set()
+        wait_until(lambda: queue_counts(settings.amqp_uri, "ack-slow") == (0, 0), "acked once the worker ended",
+                   interval=0.2)
     assert len(calls) == 1
 
 

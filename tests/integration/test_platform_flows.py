@@ -46,7 +46,8 @@ def test_a_complaint_received_20_days_ago_breaches_and_is_escalated(platform):
         view = rpc.intake.get(number, None)
         # The escalation and the assignment it brings are two facts that may arrive in
         # either order: wait for both.
-        done = view["sla"]["state"] == "breached" and view["unit"] == "BANKA-SD" and view["status"] == "escalated"
+        done = (view["sla"]["state"] == "breached" and view["unit"] == "BANKA-SD" and view["status"] == "escalated"
+                and (view["assignment"] or {}).get("unit") == "BANKA-SD")
         return view if done else None
 
     view = wait_until(escalated, "the breach escalated the complaint to the tier-1 branch", timeout=60)

@@ -1,6 +1,7 @@
 """The SLA clock domain against a real SecantusDB, driven with an injected ``now``: start,
 warnings in order, breach, met in time and late, extension steps, pause across a holiday,
-restart on new facts, review, withdrawal, calendar change, two instances racing."""
+restart on new facts, review, withdrawal, provisional calendar years, the recompute job
+after a calendar change, two instances racing."""
 from __future__ import annotations
 
 import uuid
@@ -120,7 +121,7 @@ def test_received_starts_the_primary_clock_once(clocks, outbox, db, now):
     assert clocks.view("BANKA-20260920-000001") == [{
         "clock": "decision", "policy": "cbirc-2020", "state": "running", "due_by": "2026-10-05T23:59:59+08:00",
         "started_at": "2026-09-20T10:00:00+08:00", "warned": [], "breached": False, "paused": False,
-        "extensions": 0}]
+        "extensions": 0, "provisional": False}]
     with pytest.raises(NotFound):
         clocks.view("BANKA-NONE")
 
@@ -318,13 +319,26 @@ def test_reopen_starts_the_review_clock_beside_the_decision_clock(clocks, outbox
         ("decision", "met"), ("review", "met")]
 
 
-def test_a_calendar_change_recomputes_the_open_working_day_clocks_it_touches(db, now, outbox):
+def run_job(clocks, outbox, institution=None) -> dict:
+    """Start a recompute job and work it to the end, as the SLA service's timer does."""
+    job = clocks.rescheduling.start(institution)
+    for _ in range(100):
+        worked = clocks.rescheduling.work(outbox)
+        if worked is not None and worked["state"] == "done":
+            break
+    done = clocks.rescheduling.view(job["job_id"])
+    assert done["state"] == "done", done
+    return done
+
+
+def test_a_calendar_change_recomputes_the_open_working_day_clocks_it_moves(db, now, outbox):
     books = {"calendars": CALENDARS}
     clocks = Clocks(db, now=now, load_calendar_book=lambda: books["calendars"])
     now.set(at(2026, 11, 24, 10, 0))  # Tuesday
     received(clocks, outbox, no="A-ENTERPRISE", policy="enterprise-3-7")        # 3 working days: Fri 27
     received(clocks, outbox, no="A-CBIRC", policy="cbirc-2020")                 # calendar days
     received(clocks, outbox, no="B-ENTERPRISE", policy="enterprise-3-7", institution="INSA")
+    received(clocks, outbox, no="A-CONSULT", policy="consultation-24h", kind="consultation")  # hours
     before = {no: clocks.view(no)[0]["due_by"] for no in ("A-ENTERPRISE", "A-CBIRC", "B-ENTERPRISE")}
     assert before["A-ENTERPRISE"] == "2026-11-27T23:59:59+08:00"
     # BANKA declares a local holiday on Thursday 26 November.
@@ -333,24 +347,168 @@ def test_a_calendar_change_recomputes_the_open_working_day_clocks_it_touches(db,
     books["calendars"] = CalendarBook(default=default, institutions={**CALENDARS.institutions, "BANKA": banka})
     other_instance = Clocks(db, now=now, load_calendar_book=lambda: books["calendars"])
     other_instance.loaded_at = now() - timedelta(minutes=1)
-    result = clocks.recompute_calendar("BANKA", outbox)
-    # The changed day (Nov 26) lies in both BANKA windows: both examined; the cbirc clock
-    # (calendar days, warnings on Dec 4 and 8) does not move.
-    assert result == {"institution": "BANKA", "changed_days": 1, "examined": 2, "recomputed": 1}
+    job = run_job(clocks, outbox, "BANKA")
+    # Both open BANKA clocks a calendar can move are examined (not the hour clock, not INSA's);
+    # the cbirc clock (calendar days, warnings on Dec 4 and 8) does not move.
+    assert {k: job[k] for k in ("institution", "total", "examined", "rescheduled", "confirmed", "updated")} == {
+        "institution": "BANKA", "total": 2, "examined": 2, "rescheduled": 1, "confirmed": 0, "updated": 0}
     after = {no: clocks.view(no)[0]["due_by"] for no in before}
     assert after["A-ENTERPRISE"] == "2026-11-30T23:59:59+08:00"
     assert after["A-CBIRC"] == before["A-CBIRC"]
     assert after["B-ENTERPRISE"] == before["B-ENTERPRISE"]
-    moved = [e for e in outbox.events("sla_started") if e["body"].get("recomputed")]
-    assert [e["complaint_no"] for e in moved] == ["A-ENTERPRISE"]
-    assert moved[0]["body"]["previous_due_by"] == "2026-11-27T23:59:59+08:00"
+    [moved] = outbox.events("sla_rescheduled")
+    assert moved["complaint_no"] == "A-ENTERPRISE"
+    assert moved["body"]["previous_due_by"] == "2026-11-27T23:59:59+08:00"
+    assert moved["body"]["due_by"] == "2026-11-30T23:59:59+08:00"
+    assert (moved["body"]["reason"], moved["body"]["moved"], moved["body"]["state"]) == (
+        "calendar_changed", True, "on_track")
+    assert not [e for e in outbox.events("sla_started") if e["body"].get("recomputed")]
     # The other instance picks up the reloaded books at its next sweep.
     other_instance.sweep(outbox)
     assert other_instance.calendars is books["calendars"]
-    # A day changed outside every open window examines nothing.
-    far = calendar_from_data("BANKA", {"extra_holidays": [date(2026, 11, 26), date(2027, 6, 1)]}, base=default)
-    books["calendars"] = CalendarBook(default=default, institutions={**CALENDARS.institutions, "BANKA": far})
-    assert clocks.recompute_calendar("BANKA", outbox)["examined"] == 0
+    # Run again over the same books, nothing moves.
+    again = run_job(clocks, outbox, "BANKA")
+    assert (again["examined"], again["rescheduled"]) == (2, 0)
+    assert len(outbox.events("sla_rescheduled")) == 1
+
+
+DECLARED_2027 = """
+timezone: Asia/Shanghai
+default:
+  years:
+    2027:
+      # As if the State Council gave Monday January 4 off as well, worked on Saturday February 13.
+      holidays: [2027-01-01, 2027-01-04, 2027-02-05, 2027-02-08, 2027-02-09, 2027-02-10, 2027-02-11]
+      working_days: [2027-02-13]
+"""
+
+
+def declared_2027(tmp_path):
+    """The shipped calendars with 2027 published (the provisional rule kept for 2028 on)."""
+    shipped = load_calendars()
+    declared = load_calendars(write(tmp_path, DECLARED_2027))
+    default = calendar_from_data("default", {}, base=declared.default, provisional=shipped.default.provisional)
+    institutions = {code: calendar_from_data(code, {"business_hours": {
+        "start": cal.business_start.strftime("%H:%M"), "end": cal.business_end.strftime("%H:%M")}}, base=default)
+        for code, cal in shipped.institutions.items()}
+    return CalendarBook(default=default, institutions=institutions)
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "calendars.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_clock_into_a_year_not_published_warns_provisionally_then_moves_when_it_is(db, now, outbox, tmp_path):
+    books = {"calendars": CALENDARS}
+    clocks = Clocks(db, now=now, load_calendar_book=lambda: books["calendars"])
+    now.set(at(2026, 12, 20, 10, 0))
+    received(clocks, outbox, no="BANKA-WORKING", policy="cbrc-2012")        # Dec 21 .. Jan 11 2027
+    received(clocks, outbox, no="BANKA-EARLY", policy="cbrc-2012", received_at=at(2026, 11, 23, 10, 0))
+    now.set(at(2027, 1, 5, 10, 0))
+    received(clocks, outbox, no="BANKA-JANUARY", policy="cbrc-2012")        # Jan 6 .. Jan 26
+    [view] = clocks.view("BANKA-WORKING")
+    assert view["due_by"] == "2027-01-11T23:59:59+08:00" and view["provisional"] is True
+    assert clocks.view("BANKA-EARLY")[0]["provisional"] is False
+    started = {e["complaint_no"]: e["body"] for e in outbox.events("sla_started")}
+    assert started["BANKA-WORKING"]["provisional"] is True and started["BANKA-EARLY"]["provisional"] is False
+    # The clock warns on its provisional schedule: 3 working days before Jan 11 is Jan 6.
+    now.set(at(2027, 1, 6, 23, 59, 59))
+    fired = [p for p in sweep_all(clocks, outbox) if p["clock"] == "BANKA-WORKING/decision"]
+    assert [p["label"] for p in fired] == ["3_working_days_before"]
+    [warning] = [e for e in outbox.events("sla_warning") if e["complaint_no"] == "BANKA-WORKING"]
+    assert warning["body"]["provisional"] is True
+    # The State Council publishes 2027 with Monday January 4 off.
+    books["calendars"] = declared_2027(tmp_path)
+    job = run_job(clocks, outbox)
+    assert (job["examined"], job["rescheduled"], job["confirmed"]) == (2, 1, 1)
+    [view] = clocks.view("BANKA-WORKING")
+    assert view["due_by"] == "2027-01-12T23:59:59+08:00" and view["provisional"] is False
+    assert clocks.view("BANKA-JANUARY")[0] == dict(clocks.view("BANKA-JANUARY")[0], provisional=False,
+                                                   due_by="2027-01-26T23:59:59+08:00")
+    rescheduled = {e["complaint_no"]: e["body"] for e in outbox.events("sla_rescheduled")}
+    assert rescheduled["BANKA-WORKING"] == dict(rescheduled["BANKA-WORKING"], previous_due_by=(
+        "2027-01-11T23:59:59+08:00"), due_by="2027-01-12T23:59:59+08:00", moved=True, provisional=False,
+        previous_provisional=True, reason="year_published", state="warning")
+    assert rescheduled["BANKA-JANUARY"] == dict(rescheduled["BANKA-JANUARY"], moved=False, provisional=False,
+                                                previous_due_by="2027-01-26T23:59:59+08:00",
+                                                reason="year_published", state="on_track")
+    # The warning that fired stays fired; the next one counts on the published year.
+    doc = clocks.clocks.find_one({"_id": "BANKA-WORKING/decision"})
+    assert [(p["label"], timeutil.local(p["at"]).date(), p["fired_at"] is not None) for p in doc["points"]] == [
+        ("3_working_days_before", date(2027, 1, 7), True), ("1_working_days_before", date(2027, 1, 11), False),
+        ("breach", date(2027, 1, 12), False)]
+
+
+def test_no_due_date_is_an_alert_until_the_data_counts_it_and_a_job_starts_or_moves_it(db, now, outbox):
+    from services.common.policy import BusinessCalendar, policies_from_data
+
+    no_rule = CalendarBook(default=BusinessCalendar(code="default"))  # no provisional calendar
+    complaints_only = policies_from_data({"policies": [{"code": "cbrc-2012", "clocks": [
+        {"name": "decision", "limit": {"value": 15, "unit": "working_days"}}]}],
+        "selection": [{"when": {"kind": "complaint"}, "policy": "cbrc-2012"}]})
+    books = {"calendars": no_rule, "policies": complaints_only}
+    clocks = Clocks(db, now=now, load_calendar_book=lambda: books["calendars"],
+                    load_policy_book=lambda: books["policies"])
+    now.set(at(2026, 12, 20, 10, 0))
+    received(clocks, outbox, no="BANKA-NO-CALENDAR", policy="cbrc-2012")
+    # A suggestion intake could find no policy for: it names none, and this data has none either.
+    event = events.make_event("complaint_received", "BANKA-NO-POLICY", {
+        "complaint_no": "BANKA-NO-POLICY", "institution": "BANKA", "branch": None, "kind": "suggestion",
+        "channel": "web", "product": "credit_card", "received_at": timeutil.iso(now()), "policy": None,
+        "due_by": None, "direct": False, "respondent_staff": [], "group_size": 1, "app_id": "cc-shandong"}, "intake")
+    clocks.on_received(event, outbox)
+    clocks.on_received(event, outbox)  # redelivered: kept once
+    [view] = clocks.view("BANKA-NO-CALENDAR")
+    assert view["due_by"] is None and view["state"] == "running"
+    with pytest.raises(NotFound):
+        clocks.view("BANKA-NO-POLICY")
+    health = clocks.health()
+    assert (health["clocks_without_due_date"], health["complaints_without_clock"]) == (1, 1)
+    from prometheus_client import REGISTRY
+    assert REGISTRY.get_sample_value("complaints_without_due_date", {"service": "sla"}) == 2
+    # The operator fixes the data and runs the recompute.
+    books["calendars"] = CALENDARS
+    books["policies"] = BOOK
+    job = run_job(clocks, outbox)
+    assert (job["total"], job["started"], job["rescheduled"]) == (2, 1, 1)
+    assert clocks.view("BANKA-NO-CALENDAR")[0]["due_by"] == "2027-01-11T23:59:59+08:00"
+    [started] = [e for e in outbox.events("sla_started") if e["complaint_no"] == "BANKA-NO-POLICY"]
+    assert started["body"]["policy"] == "suggestion" and started["body"]["due_by"] == "2027-01-04T23:59:59+08:00"
+    [moved] = outbox.events("sla_rescheduled")
+    assert moved["body"]["previous_due_by"] is None and moved["body"]["provisional"] is True
+    health = clocks.health()
+    assert (health["clocks_without_due_date"], health["complaints_without_clock"]) == (0, 0)
+    assert REGISTRY.get_sample_value("complaints_without_due_date", {"service": "sla"}) == 0
+
+
+def test_a_job_resumes_where_a_killed_instance_left_it_one_instance_at_a_time(db, now, outbox, monkeypatch,
+                                                                                tmp_path):
+    from services.sla import rescheduling
+
+    monkeypatch.setattr(rescheduling, "BATCH", 3)
+    books = {"calendars": CALENDARS}
+    first = Clocks(db, now=now, load_calendar_book=lambda: books["calendars"])
+    second = Clocks(db, now=now, load_calendar_book=lambda: books["calendars"])
+    now.set(at(2026, 12, 20, 10, 0))
+    for n in range(8):
+        received(first, outbox, no=f"BANKA-MANY-{n}", policy="cbrc-2012")
+    books["calendars"] = declared_2027(tmp_path)
+    job = first.rescheduling.start()
+    second.reload_if_changed()
+    # The first instance works the (empty) unscheduled phase and one batch of clocks, then
+    # dies holding the lease.
+    claimed = first.rescheduling._claim()
+    first.rescheduling._batch(first.rescheduling._batch(claimed, outbox), outbox)
+    assert first.rescheduling.view(job["job_id"])["examined"] == 3
+    assert second.rescheduling.work(outbox) is None  # the lease is the first's
+    now.set(now() + rescheduling.LEASE + timedelta(seconds=1))
+    done = second.rescheduling.work(outbox, budget=30)
+    assert done["state"] == "done" and (done["examined"], done["rescheduled"]) == (8, 8)
+    moved = [e["complaint_no"] for e in outbox.events("sla_rescheduled")]
+    assert sorted(moved) == [f"BANKA-MANY-{n}" for n in range(8)]
+    assert first.rescheduling.work(outbox) is None  # nothing left to do
 
 
 def test_two_instances_sweeping_together_fire_each_point_once(db, now, outbox):
@@ -380,3 +538,18 @@ def test_in_transaction_is_what_the_domain_uses(db):
     with pytest.raises(RuntimeError):
         in_transaction(db, work)
     assert db["staged"].count_documents({}) == 0
+
+
+def test_the_review_window_counts_from_the_decision_s_delivery_when_intake_had_it(clocks, outbox, now, caplog):
+    """complaint_reopened's optional delivered_at: SLA checks the window from it, as intake did."""
+    decided, delivered, requested = at(2026, 9, 1, 10, 0), at(2026, 9, 25, 10, 0), at(2026, 10, 10, 10, 0)
+    for no, delivery in (("BANKA-DELIVERED", {"delivered_at": timeutil.iso(delivered)}), ("BANKA-UNSAID", {})):
+        received(clocks, outbox, no=no, received_at=at(2026, 8, 25, 10, 0))
+        now.set(requested)
+        clocks.on_reopened(fact("complaint_reopened", no, requested, reason="对结果不满意",
+                                decided_at=timeutil.iso(decided), decided_by_unit="BANKA-SD-JN", **delivery), outbox)
+    out_of_window = [r.getMessage() for r in caplog.records if "out of the window" in r.getMessage()]
+    # 39 days after the decision was recorded, 15 after it was delivered.
+    assert [message.split()[2] for message in out_of_window] == ["BANKA-UNSAID"]
+    started = {e["complaint_no"]: e["body"] for e in outbox.events("sla_started") if e["body"]["clock"] == "review"}
+    assert set(started) == {"BANKA-DELIVERED", "BANKA-UNSAID"}

@@ -36,6 +36,7 @@ def env_for(settings: Settings, **extra) -> dict:
         "AMQP_URI": settings.amqp_uri, "MONGO_URI": settings.mongo_uri, "DB_PREFIX": settings.db_prefix,
         "RETRY_DELAYS": ",".join(str(d) for d in settings.retry_delays), "OUTBOX_GRACE": str(settings.outbox_grace),
         "MAX_WORKERS": str(settings.max_workers), "PYTHONUNBUFFERED": "1",
+        "POLICIES_PATH": settings.policies_path or "", "CALENDARS_PATH": settings.calendars_path or "",
     })
     env.update(extra)
     return env
@@ -207,3 +208,33 @@ def listening(amqp_uri: str, exchange: str, routing_key: str = "#"):
         yield listener
     finally:
         listener.close()
+
+
+@contextmanager
+def http_platform(mongo_uri: str, **overrides):
+    """intake, routing, sla and the HTTP edge in this process, over a vhost and databases of
+    their own; yields the edge's base URL and the settings. For a module of HTTP tests."""
+    from nameko.runners import ServiceRunner
+
+    from services.common.errors import quiet_answers
+    from services.gateway.service import GatewayService
+    from services.intake.service import IntakeService
+    from services.routing.service import RoutingService
+    from services.sla.service import SlaService
+    from tests.support.infra import free_port, rabbit_vhost, wait_for_port
+
+    quiet_answers()  # as the runner does
+    with rabbit_vhost() as amqp_uri:
+        settings = settings_for(amqp_uri, mongo_uri, **overrides)
+        with Connection(amqp_uri) as connection:
+            amqp.declare_topology(connection, settings.retry_delays)
+        port = free_port()
+        runner = ServiceRunner(dict(settings.nameko_config(), WEB_SERVER_ADDRESS=f"127.0.0.1:{port}"))
+        for cls in (IntakeService, RoutingService, SlaService, GatewayService):
+            runner.add_service(cls)
+        runner.start()
+        try:
+            wait_for_port(port)
+            yield f"http://127.0.0.1:{port}", settings
+        finally:
+            runner.stop()

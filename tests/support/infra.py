@@ -11,7 +11,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import pymongo
 
@@ -58,11 +58,23 @@ def secantus_server(storage: str = ":memory:"):
             process.kill()
 
 
-def _rabbitmqctl(*args: str) -> None:
+def _rabbitmqctl(*args: str) -> str:
     ctl = shutil.which("rabbitmqctl")
     if ctl is None:
         raise RuntimeError("rabbitmqctl is needed to create a test vhost (install rabbitmq-server)")
-    subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
+    return subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60, text=True).stdout
+
+
+def queue_counts(amqp_uri: str, queue: str) -> tuple[int, int]:
+    """(ready, unacknowledged) messages of a queue. A passive declare's message_count counts
+    only the ready ones: a message delivered to a consumer and not yet acked is not in it."""
+    vhost = unquote(urlsplit(amqp_uri).path[1:]) or "/"
+    for line in _rabbitmqctl("list_queues", "-p", vhost, "--no-table-headers",
+                             "name", "messages_ready", "messages_unacknowledged").splitlines():
+        name, ready, unacked = line.split("\t")
+        if name == queue:
+            return int(ready), int(unacked)
+    raise LookupError(f"no queue {queue} in vhost {vhost}")
 
 
 @contextmanager

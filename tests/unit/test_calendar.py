@@ -9,7 +9,9 @@ Sat Feb 28, Sat May 9, Sun Sep 20, Sat Oct 10.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
+import chinese_calendar
 import pytest
 
 from services.common.policy import (
@@ -18,6 +20,7 @@ from services.common.policy import (
     CalendarYearUnknown,
     DeclaredYear,
     load_calendars,
+    provisional_rule_from_data,
 )
 
 CAL = BusinessCalendar()
@@ -101,7 +104,7 @@ def test_end_of_business_day():
 
 
 @pytest.mark.parametrize("day", [date(2027, 1, 4), date(2003, 6, 2)])
-def test_unknown_year_raises_naming_it(day):
+def test_without_a_provisional_rule_an_unpublished_year_raises_naming_it(day):
     with pytest.raises(CalendarYearUnknown, match=str(day.year)) as info:
         CAL.is_working_day(day)
     assert info.value.year == day.year
@@ -172,3 +175,82 @@ institutions:
 def test_conflicting_dates_rejected():
     with pytest.raises(ValueError):
         BusinessCalendar(extra_holidays=frozenset({date(2026, 1, 5)}), extra_working_days=frozenset({date(2026, 1, 5)}))
+
+
+# -- years not published yet: the provisional calendar --------------------------------------
+
+SHIPPED = load_calendars().for_institution("BANKA")
+RULE = SHIPPED.provisional
+
+
+def test_statutory_holidays_of_2027_from_the_lunar_calendar():
+    assert RULE.since == 2025
+    assert dict(RULE.holidays_of(2027)) == {
+        date(2027, 1, 1): "new_years_day",
+        # Spring Festival eve (Thu Feb 5) and the first three days of the first lunar month
+        date(2027, 2, 5): "spring_festival", date(2027, 2, 6): "spring_festival",
+        date(2027, 2, 7): "spring_festival", date(2027, 2, 8): "spring_festival",
+        date(2027, 4, 5): "tomb_sweeping_day",
+        date(2027, 5, 1): "labour_day", date(2027, 5, 2): "labour_day",
+        date(2027, 6, 9): "dragon_boat_festival",
+        date(2027, 9, 15): "mid_autumn_festival",
+        date(2027, 10, 1): "national_day", date(2027, 10, 2): "national_day", date(2027, 10, 3): "national_day",
+    }
+
+
+@pytest.mark.parametrize("year", [2025, 2026])
+def test_the_provisional_rule_finds_every_statutory_day_of_a_published_year(year):
+    """Computed for a year the State Council published, each statutory day is one of its
+    holidays, under the same name; the published year differs only by bridging days off and
+    make-up weekend days worked, which the provisional calendar does not guess."""
+    statutory = RULE.holidays_of(year)
+    assert len(statutory) == 13
+    for day, name in statutory.items():
+        assert chinese_calendar.holidays.get(day) == chinese_calendar.Holiday[name].value, (day, name)
+    day = date(year, 1, 1)
+    while day.year == year:
+        provisional = day.weekday() < 5 and day not in statutory
+        if provisional and not chinese_calendar.is_workday(day):
+            assert day in chinese_calendar.holidays  # a bridging day
+        if not provisional and chinese_calendar.is_workday(day):
+            assert day.weekday() >= 5 and day in chinese_calendar.workdays  # a make-up working day
+        day += timedelta(days=1)
+
+
+def test_an_unpublished_year_counts_on_the_provisional_calendar():
+    assert SHIPPED.is_provisional(2027) and not SHIPPED.is_provisional(2026)
+    assert not SHIPPED.is_working_day(date(2027, 2, 5))  # Spring Festival eve, a Friday
+    assert not SHIPPED.is_working_day(date(2027, 2, 8))  # the third day, a Monday
+    assert SHIPPED.is_working_day(date(2027, 2, 9))
+    assert not SHIPPED.is_working_day(date(2027, 2, 13))  # a Saturday: no make-up day is guessed
+    assert SHIPPED.provisional_years(date(2026, 12, 20), date(2028, 1, 5)) == (2027, 2028)
+    assert SHIPPED.provisional_years(date(2026, 1, 5), date(2026, 12, 31)) == ()
+    # Before the regulations of the provisional rule, nothing is counted.
+    with pytest.raises(CalendarYearUnknown, match="2003"):
+        SHIPPED.is_working_day(date(2003, 6, 2))
+    assert SHIPPED.provisional_years(date(2003, 6, 2), date(2003, 7, 2)) == ()
+
+
+def test_a_declared_year_is_no_longer_provisional(tmp_path):
+    path = tmp_path / "calendars.yaml"
+    shipped = (Path(__file__).parents[2] / "services/common/policy/data/calendars.yaml").read_text(encoding="utf-8")
+    path.write_text(shipped.replace("  years: {}", """  years:
+    2027:
+      holidays: [2027-01-01, 2027-02-05, 2027-02-08, 2027-02-09, 2027-02-10, 2027-02-11]
+      working_days: [2027-02-13]"""), encoding="utf-8")
+    banka = load_calendars(path).for_institution("BANKA")
+    assert not banka.is_provisional(2027) and banka.provisional_years(date(2027, 1, 1), date(2027, 12, 31)) == ()
+    assert not banka.is_working_day(date(2027, 2, 9)) and banka.is_working_day(date(2027, 2, 13))
+    assert banka.is_provisional(2028)
+
+
+@pytest.mark.parametrize("raw", [
+    {"since": 2025, "holidays": [{"name": "x", "solar_term": "清名"}]},
+    {"since": 2025, "holidays": [{"name": "x", "gregorian": "01-01", "lunar": "01-01"}]},
+    {"since": 2025, "holidays": [{"name": "x", "gregorian": "02-30"}]},
+    {"since": 2025, "holidays": [{"gregorian": "01-01"}]},
+    {"since": 2025, "holidays": []},
+])
+def test_a_broken_provisional_rule_is_refused_at_load(raw):
+    with pytest.raises(ValueError):
+        provisional_rule_from_data(raw)

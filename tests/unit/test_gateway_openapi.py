@@ -1,12 +1,17 @@
 """The OpenAPI document and the error shape, without a broker."""
 import json
+from pathlib import Path
 
 import pytest
 from nameko.exceptions import RpcTimeout, UnknownService
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 
+import services
 from services.common import errors as domain
+from services.common import reference, timeutil
+from services.common.fields import AMOUNT, CODE, NOT_BLANK
+from services.common.submission import SubmissionSchema
 from services.gateway import schemas
 from services.gateway.errors import (
     MalformedJson,
@@ -82,16 +87,15 @@ def test_every_error_response_uses_the_error_schema():
 
 def test_submit_operation():
     operation = document()["paths"]["/api/v1/complaints"]["post"]
-    assert operation["requestBody"]["content"]["application/json"]["schema"] == {"$ref": REF + "SubmitComplaint"}
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {"$ref": REF + "Submission"}
     assert {"200", "201", "400", "401", "403", "422", "503"} <= set(operation["responses"])
-    assert operation["responses"]["201"]["content"]["application/json"]["schema"] == {
-        "$ref": REF + "ComplaintReceipt"}
+    assert operation["responses"]["201"]["content"]["application/json"]["schema"] == {"$ref": REF + "Receipt"}
     header = [p for p in operation["parameters"] if p["in"] == "header"]
     assert header[0]["name"] == "Idempotency-Key" and header[0]["required"] is True
-    body = document()["components"]["schemas"]["SubmitComplaint"]
+    body = document()["components"]["schemas"]["Submission"]
     assert set(body["required"]) >= {"channel", "schema", "received_at", "institution", "kind", "customer",
                                       "product", "subject", "description"}
-    assert body["properties"]["channel"]["enum"] == list(schemas.CHANNELS)
+    assert body["properties"]["channel"]["enum"] == list(reference.CHANNELS)
 
 
 def test_list_operation_parameters():
@@ -211,3 +215,64 @@ def test_details_survive():
 def test_405_names_the_allowed_methods():
     response = response_for_exception(MethodNotAllowed(valid_methods=["GET", "POST"]))
     assert response.headers["Allow"] == "GET, POST"
+
+
+# -- the document says what the edge accepts ------------------------------------------------------
+
+def test_the_submission_documented_is_the_schema_intake_validates_with():
+    components = document()["components"]["schemas"]
+    body = components["Submission"]
+    assert set(body["properties"]) == {field.data_key or name for name, field in SubmissionSchema().fields.items()}
+    assert {"repeat_of", "new_facts"} <= set(body["properties"])
+    assert body["properties"]["new_facts"]["type"] == "boolean"
+    assert body["properties"]["direct"]["type"] == "boolean"
+    assert body["additionalProperties"] is False
+    assert body["allOf"] == SubmissionSchema.JSON_SCHEMA["allOf"]
+    assert components["Customer"]["anyOf"] == [{"required": ["phone"]}, {"required": ["email"]},
+                                               {"required": ["address"]}]
+    assert body["properties"]["institution"]["pattern"] == CODE.regex.pattern
+    assert body["properties"]["product"]["enum"] == list(reference.products())
+
+
+def test_the_complaint_documented_is_what_intake_answers():
+    complaint = document()["components"]["schemas"]["Complaint"]
+    assert complaint["properties"]["first_responder"] == {"$ref": REF + "FirstResponder"}
+    assert set(complaint["required"]) >= {"complaint_no", "status", "first_responder", "sla", "history", "unit"}
+    page = document()["components"]["schemas"]["ComplaintPage"]
+    assert page["properties"]["items"]["items"] == {"$ref": REF + "ComplaintSummary"}
+
+
+def test_action_bodies_state_their_patterns_lengths_and_not_blank_rules():
+    components = document()["components"]["schemas"]
+    for name in ("Reason", "Transfer", "Extend"):
+        reason = components[name]["properties"]["reason"]
+        assert reason["pattern"] == NOT_BLANK.regex.pattern and reason["maxLength"] == 20000
+    assert components["Misconduct"]["properties"]["note"]["pattern"] == NOT_BLANK.regex.pattern
+    assert components["Decision"]["properties"]["message"]["pattern"] == NOT_BLANK.regex.pattern
+    assert components["Decision"]["properties"]["amount"]["pattern"] == AMOUNT.regex.pattern
+    assert components["Transfer"]["properties"]["to_unit"]["pattern"] == CODE.regex.pattern
+    assert components["Extend"]["properties"]["days"]["maximum"] == 366
+
+
+def test_list_bounds_state_their_form_and_years():
+    params = {p["name"]: p for p in document()["paths"]["/api/v1/complaints"]["get"]["parameters"]}
+    for name in ("from", "to"):
+        assert params[name]["schema"]["pattern"] == timeutil.YEAR_PATTERN
+        assert params[name]["schema"]["anyOf"] == [{"format": "date"}, {"format": "date-time"}]
+
+
+def test_refusals_on_data_are_named_per_operation():
+    paths = document()["paths"]
+    submit = paths["/api/v1/complaints"]["post"]["responses"]["422"]
+    assert submit["x-semantic-refusals"] == ["institution", "branch", "repeat_of", "received_at"]
+    assert paths["/api/v1/complaints"]["get"]["responses"]["422"]["x-semantic-refusals"] == ["cursor"]
+    assert "x-semantic-refusals" not in paths["/api/v1/complaints/{complaint_no}/close"]["post"]["responses"]["422"]
+
+
+def test_each_closed_list_is_written_once():
+    sources = {path: path.read_text(encoding="utf-8") for path in Path(services.__file__).parent.rglob("*.py")}
+    for values in (reference.KINDS, reference.CHANNELS, reference.LEVELS, reference.OFFICES, reference.SLA_STATES,
+                   reference.OUTCOMES, reference.SATISFACTION, reference.CAUSE_EVENTS):
+        written = ", ".join(f'"{value}"' for value in values[:2])
+        holders = [path.name for path, text in sources.items() if written in text]
+        assert holders == ["reference.py"], (values, holders)

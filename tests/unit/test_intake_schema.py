@@ -1,20 +1,23 @@
 """complaint.submit/1 without a broker: every field rule, and the parsing of raw deliveries."""
 import json
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from services.common import ids
+from services.common import ids, timeutil
 from services.common.consumers import Delivery
-from services.intake.intake import flatten_errors, parse_delivery
-from services.intake.schemas import SubmitSchema
+from services.common.errors import flatten_errors
+from services.common.fields import AMOUNT
+from services.common.submission import ReceivedWindow, SubmissionSchema
+from services.intake.intake import parse_delivery
 from tests.support.harness import submission
 
 
 def load(body, known_units=None):
-    return SubmitSchema(known_units=known_units).load(dict(body, channel=body.get("channel", "phone")))
+    return SubmissionSchema(known_units=known_units).load(dict(body, channel=body.get("channel", "phone")))
 
 
 def errors_of(body, known_units=None):
@@ -40,6 +43,12 @@ def test_a_realistic_complaint_loads_with_defaults():
     ({"product": "crypto"}, "product", None),
     ({"description": "x" * 20001}, "description", "Length must be between 1 and 20000."),
     ({"amount_in_dispute": "-1"}, "amount_in_dispute", "must be a non-negative amount"),
+    ({"amount_in_dispute": "1000000000000000.00"}, "amount_in_dispute", "is too large"),
+    ({"amount_in_dispute": "12.345"}, "amount_in_dispute", "must have at most two decimal places"),
+    ({"amount_in_dispute": 300}, "amount_in_dispute", 'must be a decimal string such as "1200.00"'),
+    ({"institution": "BANKA\n"}, "institution", "must be an ASCII code (letters, digits, - _ . :)"),
+    ({"direct": "yes"}, "direct", "must be true or false"),
+    ({"direct": 1}, "direct", "must be true or false"),
     ({"currency": "rmb"}, "currency", "must be an ISO 4217 code such as CNY"),
     ({"group_size": 0}, "group_size", "Must be greater than or equal to 1 and less than or equal to 100000."),
     ({"group_size": "25"}, "group_size", "Not a valid integer."),
@@ -56,9 +65,14 @@ def test_each_rule_names_its_field_path(change, path, message):
         assert message in found[path]
 
 
-def test_1e3_is_not_refused_for_its_notation_but_normalised():
-    # Decimal("1e3") is a valid decimal string; it is stored exactly, with two places.
-    assert load(submission(amount_in_dispute="1e3"))["amount_in_dispute"] == "1000.00"
+@pytest.mark.parametrize("written, stored", [("1000", "1000.00"), ("12.5", "12.50"), ("0.00", "0.00")])
+def test_an_amount_is_stored_exactly_with_two_places(written, stored):
+    assert load(submission(amount_in_dispute=written))["amount_in_dispute"] == stored
+
+
+@pytest.mark.parametrize("written", ["1e3", " 12", "1_000", "+5", "1."])
+def test_an_amount_is_a_plain_decimal_string_as_the_document_says(written):
+    assert errors_of(submission(amount_in_dispute=written)) == {"amount_in_dispute": [AMOUNT.error]}
 
 
 @pytest.mark.parametrize("missing", ["schema", "received_at", "institution", "kind", "customer", "product",
@@ -178,3 +192,43 @@ def test_new_facts_is_a_json_boolean(value):
 def test_new_facts_needs_repeat_of():
     assert errors_of(submission(new_facts=True)) == {"new_facts": ["is given without repeat_of"]}
     assert "new_facts" in load(submission(new_facts=False))  # false says nothing; it is harmless
+
+
+# -- a plausible received_at (the same rule over AMQP and HTTP) --------------------------------
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=timeutil.SHANGHAI)
+
+
+def at(received_at: str, window: ReceivedWindow = ReceivedWindow()):
+    return SubmissionSchema(window=window, now=lambda: NOW).load(dict(submission(received_at=received_at),
+                                                                  channel="phone"))
+
+
+@pytest.mark.parametrize("received_at", [
+    "2026-11-24T10:04:59+08:00",            # within the clock skew
+    "2026-11-24T02:00:00Z",                 # the same instant written in another offset
+    "2025-11-25T10:00:00+08:00",            # 364 days ago
+])
+def test_a_plausible_received_at_is_taken(received_at):
+    assert at(received_at)["received_at"] == datetime.fromisoformat(received_at.replace("Z", "+00:00"))
+
+
+@pytest.mark.parametrize("received_at, says", [
+    ("2026-11-24T10:05:01+08:00", "in the future: at most 5 minutes after now"),
+    ("2099-01-01T00:00:00+08:00", "in the future"),
+    ("9999-12-31T23:59:59-10:00", "in the future"),
+    ("2025-11-23T10:00:00+08:00", "more than 365 days ago"),
+    ("1900-01-01T00:00:00+08:05:43", "more than 365 days ago"),
+    ("0001-01-01T00:00:00+14:00", "more than 365 days ago"),
+])
+def test_an_implausible_received_at_is_refused_saying_why(received_at, says):
+    with pytest.raises(ValidationError) as refused:
+        at(received_at)
+    [message] = refused.value.messages["received_at"]
+    assert says in message
+
+
+def test_the_window_is_a_setting():
+    wide = ReceivedWindow(skew=timedelta(hours=1), max_age=timedelta(days=3650))
+    assert at("2026-11-24T10:30:00+08:00", wide)
+    assert at("2020-01-01T00:00:00+08:00", wide)

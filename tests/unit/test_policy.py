@@ -256,22 +256,38 @@ def test_suggestion_promised_limit():
 # -- unknown years ---------------------------------------------------------------------------
 
 
-def test_working_days_into_an_unknown_year_raise():
-    # Sun Dec 20 2026: Dec 21-25 (5), 28-31 (9), then 2027, which nobody declared
+def test_working_days_into_a_year_not_published_are_provisional():
+    # Sun Dec 20 2026: Dec 21-25 (5), 28-31 (9), [Fri Jan 1 2027 statutory], Jan 4-8 (14), Mon Jan 11
+    start = sh(2026, 12, 20, 10, 0)
+    due = CBRC.due_by(start, calendar=CAL)
+    assert due == eod(2027, 1, 11)
+    assert CBRC.provisional_years(start, due, CAL) == (2027,)
+    # Within the published year, or on a calendar-day limit, nothing is provisional.
+    early = sh(2026, 11, 2, 10, 0)
+    assert CBRC.provisional_years(early, CBRC.due_by(early, calendar=CAL), CAL) == ()
+    assert CBIRC.provisional_years(start, CBIRC.due_by(start, calendar=CAL), CAL) == ()
+
+
+def test_working_days_into_a_year_no_calendar_can_count_raise():
+    bare = BusinessCalendar(code="BANKA")  # no provisional rule: unpublished years are unknown
     with pytest.raises(CalendarYearUnknown, match="2027"):
-        CBRC.due_by(sh(2026, 12, 20, 10, 0), calendar=CAL)
+        CBRC.due_by(sh(2026, 12, 20, 10, 0), calendar=bare)
 
 
 def test_an_override_declaring_the_year_works():
     cal = BusinessCalendar(code="BANKA", years={2027: DeclaredYear(holidays=frozenset({date(2027, 1, 1)}))})
     # Dec 21-25 (5), 28-31 (9), [Fri Jan 1 off], Jan 4-8 (14), Mon Jan 11 (15)
-    assert CBRC.due_by(sh(2026, 12, 20, 10, 0), calendar=cal) == eod(2027, 1, 11)
+    start = sh(2026, 12, 20, 10, 0)
+    assert CBRC.due_by(start, calendar=cal) == eod(2027, 1, 11)
+    assert CBRC.provisional_years(start, eod(2027, 1, 11), cal) == ()
 
 
 def test_warning_points_in_an_unknown_year_raise():
     due = CBIRC.due_by(sh(2030, 1, 1, 9, 0), calendar=None)
     with pytest.raises(CalendarYearUnknown, match="2030"):
-        CBIRC.warning_points(due, CAL)
+        CBIRC.warning_points(due, BusinessCalendar(code="BANKA"))
+    # On the provisional calendar they are placed: due Wed Jan 16 2030; Fri 11 and Tue 15.
+    assert [when.date() for _, when in CBIRC.warning_points(due, CAL)] == [date(2030, 1, 11), date(2030, 1, 15)]
 
 
 # -- pauses ------------------------------------------------------------------------------------

@@ -13,10 +13,16 @@ Data (``data/calendars.yaml``) may add, per institution:
 - ``business_hours``: ``{start: "09:00", end: "17:30"}``; the end is used by the
   ``end_of_business_day`` limit.
 
-A year is *known* when the package covers it or the calendar declares it under ``years``.
-Asking about any other year raises :class:`CalendarYearUnknown` naming the year: the
-calendar never guesses. Single extra dates do not make their year known (a year needs its
-whole holiday list).
+A year is *published* when the package covers it or the calendar declares it under
+``years``. A year not published yet, from the first year of the current national holiday
+regulations on (``provisional.since``), is counted on a *provisional* calendar
+(:class:`ProvisionalRule`, data in calendars.yaml): the statutory holidays of those
+regulations, computed for the year, and weekends otherwise. Bridging days and make-up
+working days are only known when the State Council publishes the year, and are not guessed:
+whoever counts on a provisional year says so (``provisional_years``), and counts again when
+the year is declared. Any other year (before the regulations, or beyond what the lunar
+calendar computes) raises :class:`CalendarYearUnknown` naming the year. Single extra dates do
+not make their year published (a year needs its whole holiday list).
 
 Times: every datetime argument must be timezone-aware (``ValueError`` otherwise); every
 datetime returned is aware, in Asia/Shanghai.
@@ -24,15 +30,25 @@ datetime returned is aware, in Asia/Shanghai.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
 import yaml
+
+# tyme4py computes the lunar calendar and the solar terms (Qingming is one) for any year, in
+# pure Python, and is kept up by the author of lunar-python as its successor; lunardate
+# knows no solar terms.
+from tyme4py.lunar import LunarDay
+from tyme4py.solar import SolarDay, SolarTerm
+
+from services.common.policy.errors import NoDueDate
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 DEFAULT_CALENDARS_PATH = Path(__file__).with_name("data") / "calendars.yaml"
@@ -42,8 +58,8 @@ _PACKAGE_YEARS = frozenset(d.year for d in chinese_calendar.holidays) | frozense
 )
 
 
-class CalendarYearUnknown(LookupError):
-    """The calendar has no data for ``year`` (neither the package nor the data declares it)."""
+class CalendarYearUnknown(NoDueDate):
+    """The calendar cannot count ``year``: not published, and no provisional rule covers it."""
 
     def __init__(self, year: int, calendar: str = "default"):
         self.year = year
@@ -86,6 +102,108 @@ def _as_time(value: Any) -> time:
     return time.fromisoformat(str(value))
 
 
+def _solar_date(day: SolarDay) -> date:
+    return date(day.get_year(), day.get_month(), day.get_day())
+
+
+def _month_day(value: Any) -> tuple[int, int]:
+    month, day = (int(part) for part in str(value).split("-"))
+    return month, day
+
+
+def _gregorian_anchor(year: int, value: Any) -> date:
+    return date(year, *_month_day(value))
+
+
+def _lunar_anchor(year: int, value: Any) -> date:
+    """A day of the (non-leap) lunar month ``MM-DD`` of the lunar year that begins in ``year``."""
+    return _solar_date(LunarDay.from_ymd(year, *_month_day(value)).get_solar_day())
+
+
+def _solar_term_anchor(year: int, value: Any) -> date:
+    return _solar_date(SolarTerm.from_name(year, str(value)).get_solar_day())
+
+
+# How a statutory holiday is placed in a year: a Gregorian date, a lunar date, a solar term.
+ANCHORS: Mapping[str, Callable[[int, Any], date]] = MappingProxyType({
+    "gregorian": _gregorian_anchor,
+    "lunar": _lunar_anchor,
+    "solar_term": _solar_term_anchor,
+})
+
+
+@dataclass(frozen=True)
+class StatutoryHoliday:
+    """One holiday of the national regulations: ``offsets`` days around an anchor day."""
+
+    name: str
+    anchor: str
+    value: str
+    offsets: tuple[int, ...] = (0,)
+
+    def days(self, year: int) -> list[date]:
+        first = ANCHORS[self.anchor](year, self.value)
+        return [first + timedelta(days=offset) for offset in self.offsets]
+
+
+@dataclass(frozen=True)
+class ProvisionalRule:
+    """How a year not published yet is counted: the statutory holidays, weekends otherwise,
+    for every year from ``since`` (the first year of the regulations the holidays are from)."""
+
+    since: int
+    holidays: tuple[StatutoryHoliday, ...]
+    source: str = ""
+
+    def covers(self, year: int) -> bool:
+        return self.since <= year < 9999
+
+    def holidays_of(self, year: int) -> Mapping[date, str]:
+        """The statutory holidays of ``year``: date -> holiday name."""
+        return _statutory_days(self, year)
+
+
+@lru_cache(maxsize=256)
+def _statutory_days(rule: ProvisionalRule, year: int) -> Mapping[date, str]:
+    if not rule.covers(year):
+        raise CalendarYearUnknown(year)
+    days: dict[date, str] = {}
+    try:
+        for holiday in rule.holidays:
+            for day in holiday.days(year):
+                days[day] = holiday.name
+    except ValueError as exc:  # beyond what the lunar calendar computes
+        raise CalendarYearUnknown(year) from exc
+    stray = sorted(d for d in days if d.year != year)
+    if stray:
+        raise ValueError(f"provisional calendar {year}: holidays fall in another year {stray}")
+    return MappingProxyType(days)
+
+
+def provisional_rule_from_data(raw: Mapping[str, Any] | None) -> ProvisionalRule | None:
+    """The ``provisional`` section of calendars.yaml (None when there is none: no year is
+    counted that is not published)."""
+    if not raw:
+        return None
+    holidays = []
+    for i, entry in enumerate(raw.get("holidays") or ()):
+        where = f"provisional.holidays[{i}]"
+        anchors = [key for key in ANCHORS if key in entry]
+        if not entry.get("name") or len(anchors) != 1:
+            raise ValueError(f"{where}: needs a name and exactly one of {sorted(ANCHORS)}, got {entry!r}")
+        offsets = tuple(int(o) for o in entry.get("offsets", (0,)))
+        holidays.append(StatutoryHoliday(str(entry["name"]), anchors[0], str(entry[anchors[0]]), offsets))
+    if not holidays:
+        raise ValueError("provisional: no holidays")
+    rule = ProvisionalRule(since=int(raw["since"]), holidays=tuple(holidays), source=str(raw.get("source", "")))
+    for holiday in rule.holidays:
+        try:
+            holiday.days(rule.since)  # a misspelt solar term or an impossible date fails at load
+        except ValueError as exc:
+            raise ValueError(f"provisional holiday {holiday.name!r}: {exc}") from exc
+    return rule
+
+
 @dataclass(frozen=True)
 class DeclaredYear:
     """A whole year of calendar data declared in data rather than taken from the package."""
@@ -104,6 +222,7 @@ class BusinessCalendar:
     years: Mapping[int, DeclaredYear] = field(default_factory=dict)
     business_start: time = time(9, 0)
     business_end: time = time(17, 30)
+    provisional: ProvisionalRule | None = None
 
     def __post_init__(self) -> None:
         both = self.extra_holidays & self.extra_working_days
@@ -116,17 +235,26 @@ class BusinessCalendar:
 
     @property
     def known_years(self) -> frozenset[int]:
-        """Years this calendar can answer for."""
+        """Years published: the package's and those declared in data."""
         return _PACKAGE_YEARS | frozenset(self.years)
+
+    def is_provisional(self, year: int) -> bool:
+        """Whether ``year`` is counted on the provisional calendar (not published yet)."""
+        return year not in self.known_years and self.provisional is not None and self.provisional.covers(year)
+
+    def provisional_years(self, start: date | datetime, end: date | datetime) -> tuple[int, ...]:
+        """The provisional years among those from ``start``'s to ``end``'s."""
+        return tuple(y for y in range(_as_date(start).year, _as_date(end).year + 1) if self.is_provisional(y))
 
     def is_working_day(self, day: date | datetime) -> bool:
         """Whether ``day`` (a date, or an aware datetime read in Asia/Shanghai) is a working day.
 
-        Raises :class:`CalendarYearUnknown` for a year the calendar does not know.
+        Raises :class:`CalendarYearUnknown` for a year neither published nor provisional.
         """
         d = _as_date(day)
         declared = self.years.get(d.year)
-        if declared is None and d.year not in _PACKAGE_YEARS:
+        published = declared is not None or d.year in _PACKAGE_YEARS
+        if not published and not self.is_provisional(d.year):
             raise CalendarYearUnknown(d.year, self.code)
         if d in self.extra_holidays:
             return False
@@ -136,7 +264,9 @@ class BusinessCalendar:
             if d in declared.working_days:
                 return True
             return d.weekday() < 5 and d not in declared.holidays
-        return chinese_calendar.is_workday(d)
+        if published:
+            return chinese_calendar.is_workday(d)
+        return d.weekday() < 5 and d not in self.provisional.holidays_of(d.year)
 
     def add_working_days(self, day: date, n: int) -> date:
         """The ``n``-th working day after ``day`` (``n`` >= 0; ``n == 0`` returns ``day``)."""
@@ -225,8 +355,10 @@ def _declared_years(raw: Mapping[Any, Any] | None, code: str) -> dict[int, Decla
     return years
 
 
-def calendar_from_data(code: str, data: Mapping[str, Any], base: BusinessCalendar | None = None) -> BusinessCalendar:
-    """A calendar from one entry of calendars.yaml, layered on ``base`` (the default)."""
+def calendar_from_data(code: str, data: Mapping[str, Any], base: BusinessCalendar | None = None,
+                       provisional: ProvisionalRule | None = None) -> BusinessCalendar:
+    """A calendar from one entry of calendars.yaml, layered on ``base`` (the default); the
+    provisional rule is ``provisional``, else the base's."""
     data = data or {}
     hours = data.get("business_hours") or {}
     years = dict(base.years) if base else {}
@@ -243,6 +375,7 @@ def calendar_from_data(code: str, data: Mapping[str, Any], base: BusinessCalenda
         years=years,
         business_start=_as_time(hours["start"]) if "start" in hours else (base.business_start if base else time(9, 0)),
         business_end=_as_time(hours["end"]) if "end" in hours else (base.business_end if base else time(17, 30)),
+        provisional=provisional or (base.provisional if base else None),
     )
 
 
@@ -252,7 +385,8 @@ def load_calendars(path: str | Path | None = None) -> CalendarBook:
     zone = raw.get("timezone", "Asia/Shanghai")
     if zone != "Asia/Shanghai":
         raise ValueError(f"calendars are in Asia/Shanghai, not {zone!r}")
-    default = calendar_from_data("default", raw.get("default") or {})
+    default = calendar_from_data("default", raw.get("default") or {},
+                                 provisional=provisional_rule_from_data(raw.get("provisional")))
     institutions = {
         str(code): calendar_from_data(str(code), body or {}, base=default)
         for code, body in (raw.get("institutions") or {}).items()

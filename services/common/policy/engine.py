@@ -51,12 +51,15 @@ from typing import Any
 import yaml
 
 from services.common.policy.calendar import BusinessCalendar, end_of_day, to_shanghai
+from services.common.policy.errors import NoDueDate
+from services.common.reference import KINDS
 
 DEFAULT_POLICIES_PATH = Path(__file__).with_name("data") / "policies.yaml"
 
 LIMIT_UNITS = ("calendar_days", "working_days", "hours", "end_of_business_day")
+# Limits whose due date the business calendar decides.
+CALENDAR_LIMIT_UNITS = ("working_days", "end_of_business_day")
 OFFSET_UNITS = ("calendar_days", "working_days", "hours")
-KINDS = ("complaint", "suggestion", "consultation")
 
 Pause = tuple[datetime, datetime | None]
 
@@ -65,11 +68,11 @@ class PolicyError(ValueError):
     """The policy data is invalid (raised at load time)."""
 
 
-class UnknownPolicy(LookupError):
+class UnknownPolicy(NoDueDate):
     """No policy has that code, or no selection rule matches."""
 
 
-class UnknownClock(LookupError):
+class UnknownClock(NoDueDate):
     """The policy has no clock of that name."""
 
 
@@ -215,8 +218,9 @@ class ClockRule:
         None for calendar-day and hour clocks). ``paused`` are (start, end) intervals not
         counted; ``end=None`` (still paused) makes the result ``None``. ``extended_to`` is
         the total limit now in force after extensions, in the clock's unit. See the module
-        docstring for the exact conventions. Raises ``CalendarYearUnknown`` when a day to
-        count lies in a year the calendar does not know.
+        docstring for the exact conventions. A day to count in a year not published yet is
+        counted on the provisional calendar (``provisional_years`` says which years); one in
+        a year the calendar cannot count at all raises ``CalendarYearUnknown``.
         """
         start = to_shanghai(started_at)
         value = self.limit.value
@@ -241,6 +245,15 @@ class ClockRule:
             else:
                 due = due + (e - s)
         return due
+
+    def provisional_years(
+        self, started_at: datetime, due_by: datetime | None, calendar: BusinessCalendar | None
+    ) -> tuple[int, ...]:
+        """The years not published yet whose provisional calendar counted this due date (see
+        ``calendar``): none for a calendar-day or hour limit, which no calendar decides."""
+        if due_by is None or calendar is None or self.limit.unit not in CALENDAR_LIMIT_UNITS:
+            return ()
+        return calendar.provisional_years(to_shanghai(started_at).date(), to_shanghai(due_by).date())
 
     def restart(
         self,
@@ -558,6 +571,7 @@ def load_policies(path: str | Path | None = None) -> PolicyBook:
 
 
 __all__ = [
+    "CALENDAR_LIMIT_UNITS",
     "ClockRule",
     "ExtensionRefused",
     "ExtensionStep",
