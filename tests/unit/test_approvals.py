@@ -55,7 +55,7 @@ def test_an_event_type_several_services_publish_reaches_one_queue_of_each_subscr
     assert events.make_event("approval_decided", "C1", body, "sla")["producer"] == "sla"
     with pytest.raises(events.UnknownEvent):
         events.make_event("approval_decided", "C1", body, "routing")
-    work = amqp.subscriber_queues("intake", "approval_decided")[0]
+    work = amqp.subscriber_queues("intake", "approval_decided", (1.0,))[0]
     bound = {work.exchange.name} | {binding.exchange.name for binding in work.bindings}
     assert work.name == "intake.approval_decided" and bound == {"sla.events", "mediation.events"}
     assert "mediation.events" in {exchange.name for exchange in amqp.all_exchanges()}
