@@ -9,30 +9,38 @@
    from the virtualenv, 127.0.0.1:``STORE_PORT`` (27117), data under ``STORE_PATH``
    (``var/secantus``, git-ignored)) and waits until it answers a ping. With ``MONGO_URI``
    set, uses that and starts no store.
-3. Runs with honcho the lines of ``deploy/Procfile`` whose ``services/<name>/service.py``
-   exists (the HTTP edge on ``GATEWAY_ADDRESS``, 127.0.0.1:8000), in the foreground. With
+3. Runs the lines of ``deploy/Procfile`` (read with honcho) whose
+   ``services/<name>/service.py`` exists (the HTTP edge on ``GATEWAY_ADDRESS``,
+   127.0.0.1:8000), in the foreground, each a process of its own, their output prefixed
+   with their name as honcho prints it. A service that dies is restarted, with a line
+   saying which died, how, and when it restarts (after 1 s, longer each time it dies
+   again soon after its start); the others and the store run on. In production the
+   orchestrator restarts it. Ctrl-C or SIGTERM stops them (SIGTERM to each, SIGKILL after
+   5 s), then the store, which stops last so that services can finish their writes. With
    the mediation service, the sample mediation organizations are registered
-   (``MEDIATION_ORGANIZATIONS``) and the simulator that plays them listens on
-   127.0.0.1:8100, where their urls point (unless that port is taken).
-   Ctrl-C or SIGTERM stops them (honcho sends SIGTERM to each process group, SIGKILL
-   after 5 s), then the store, which stops last so that services can finish their writes.
+   (``MEDIATION_ORGANIZATIONS``) and the simulator that plays them runs beside the
+   services on 127.0.0.1:8100, where their urls point (unless that port is taken).
 """
 from __future__ import annotations
 
 import datetime
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from honcho.colour import get_colours
 from honcho.environ import parse_procfile
-from honcho.manager import Manager
 from honcho.printer import Message, Printer
+
+from services.common.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PROCFILE = ROOT / "deploy" / "Procfile"
@@ -45,6 +53,11 @@ MEDIATOR_ADDRESS = "127.0.0.1:8100"
 SAMPLE_ORGANIZATIONS = ROOT / "services" / "mediation" / "data" / "organizations.yaml"
 BROKER_TIMEOUT = 3.0
 STORE_TIMEOUT = 30.0
+# Seconds before a dead service is started again, by how often it died in a row; a
+# service up for STEADY seconds starts its count again.
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+STEADY = 60.0
+KILL_WAIT = 5.0
 
 HOW_TO_GET_RABBITMQ = """\
 The platform needs RabbitMQ 3.x. Either
@@ -104,7 +117,7 @@ def split_address(address: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def check_broker(amqp_uri: str, timeout: float = BROKER_TIMEOUT) -> None:
+def check_broker(amqp_uri: str, retry_delays, timeout: float = BROKER_TIMEOUT) -> None:
     """Connect once, declare the topology, or raise ``Abort`` saying what went wrong."""
     from amqp.exceptions import AMQPError
     from kombu import Connection
@@ -114,7 +127,7 @@ def check_broker(amqp_uri: str, timeout: float = BROKER_TIMEOUT) -> None:
     try:
         with Connection(amqp_uri, connect_timeout=timeout) as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
-            amqp.declare_topology(connection)
+            amqp.declare_topology(connection, retry_delays)
     except AMQPError as exc:  # it answered, and said no
         raise Abort(f"RabbitMQ at {redact(amqp_uri)} (AMQP_URI) refused the connection: {exc}\n"
                     f"Check the user, the password and the vhost in AMQP_URI "
@@ -190,6 +203,125 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def how_it_ended(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def restart_delay(deaths_in_a_row: int) -> float:
+    return RESTART_DELAYS[min(deaths_in_a_row, len(RESTART_DELAYS)) - 1]
+
+
+class Supervised:
+    """One service's process, as the supervisor runs it again and again."""
+
+    def __init__(self, name: str, command: str, colour):
+        self.name = name
+        self.command = command
+        self.colour = colour
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.deaths_in_a_row = 0
+        self.restart_at: float | None = None
+
+
+class Supervisor:
+    """Runs the services in the foreground and restarts the one that dies, until a
+    signal asks every one to stop."""
+
+    def __init__(self, services: dict[str, str], env: dict, printer: Printer):
+        colours = get_colours()
+        self.services = [Supervised(name, command, next(colours)) for name, command in services.items()]
+        self.env = env
+        self.printer = printer
+        self.lines: queue.Queue = queue.Queue()
+        self.stop_signal: str | None = None
+
+    def say(self, text: str) -> None:
+        self.lines.put(Message(type="line", data=text, time=datetime.datetime.now(), name="system", colour=None))
+
+    def start(self, service: Supervised) -> None:
+        # exec: the service replaces the shell, so its own exit is what we see
+        service.process = subprocess.Popen(["/bin/sh", "-c", f"exec {service.command}"], env=self.env, cwd=ROOT,
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        service.started_at = time.monotonic()
+        service.restart_at = None
+        threading.Thread(target=self._echo, args=(service, service.process), name=f"{service.name}-output",
+                         daemon=True).start()
+        self.say(f"{service.name} started (pid={service.process.pid})")
+
+    def _echo(self, service: Supervised, process: subprocess.Popen) -> None:
+        for line in iter(process.stdout.readline, b""):
+            self.lines.put(Message(type="line", data=line, time=datetime.datetime.now(), name=service.name,
+                                   colour=service.colour))
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = signal.Signals(signum).name
+            self.say(f"{self.stop_signal} received")
+
+    def run(self) -> int:
+        """Until SIGINT or SIGTERM; then stop every service. The exit code honcho gave."""
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        for service in self.services:
+            self.start(service)
+        while self.stop_signal is None:
+            self._watch()
+            self._print(timeout=0.2)
+        self._stop_all()
+        return 130 if self.stop_signal == "SIGINT" else 143
+
+    def _watch(self) -> None:
+        now = time.monotonic()
+        for service in self.services:
+            if service.restart_at is not None:
+                if now >= service.restart_at:
+                    self.start(service)
+                continue
+            returncode = service.process.poll()
+            if returncode is None:
+                continue
+            lived = now - service.started_at
+            service.deaths_in_a_row = 1 if lived >= STEADY else service.deaths_in_a_row + 1
+            delay = restart_delay(service.deaths_in_a_row)
+            service.restart_at = now + delay
+            again = f", {service.deaths_in_a_row} times in a row" if service.deaths_in_a_row > 1 else ""
+            self.say(f"{service.name} (pid={service.process.pid}) died: {how_it_ended(returncode)} after "
+                     f"{lived:.0f} s{again}; restarting it in {delay:g} s (the other services run on)")
+
+    def _print(self, timeout: float) -> None:
+        try:
+            self.printer.write(self.lines.get(timeout=timeout))
+            while True:
+                self.printer.write(self.lines.get_nowait())
+        except queue.Empty:
+            return
+
+    def _stop_all(self) -> None:
+        running = [s for s in self.services
+                   if s.process is not None and s.restart_at is None and s.process.poll() is None]
+        for service in running:
+            self.say(f"sending SIGTERM to {service.name} (pid {service.process.pid})")
+            with suppress(ProcessLookupError):
+                os.killpg(service.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_WAIT
+        while any(s.process.poll() is None for s in running) and time.monotonic() < deadline:
+            self._print(timeout=0.1)
+        for service in running:
+            if service.process.poll() is None:
+                self.say(f"sending SIGKILL to {service.name} (pid {service.process.pid})")
+                with suppress(ProcessLookupError):
+                    os.killpg(service.process.pid, signal.SIGKILL)
+            service.process.wait()
+            self.say(f"{service.name} stopped ({how_it_ended(service.process.returncode)})")
+        self._print(timeout=0.1)
+
+
 def banner(gateway: str, store_uri: str, store_note: str, amqp_uri: str, services: list[str],
            mediator: str | None = None) -> str:
     python = os.path.relpath(sys.executable, Path.cwd()) if sys.executable.startswith(str(ROOT)) else sys.executable
@@ -213,7 +345,7 @@ def mediator_command(gateway: str) -> str:
 
 
 def main() -> int:
-    signal.signal(signal.SIGTERM, _interrupt)  # until honcho takes over: clean up the same way
+    signal.signal(signal.SIGTERM, _interrupt)  # until the supervisor takes over: clean up the same way
     env = dict(os.environ)
     amqp_uri = env.get("AMQP_URI", DEFAULT_AMQP_URI)
     gateway = env.get("GATEWAY_ADDRESS", "127.0.0.1:8000")
@@ -225,7 +357,8 @@ def main() -> int:
         services = present_services(procfile_entries())
         if "gateway" in services and port_taken(*split_address(gateway)):
             raise Abort(f"The HTTP edge's address {gateway} is taken; free it or set GATEWAY_ADDRESS=host:port.")
-        check_broker(amqp_uri)  # first: without a broker, nothing else is worth starting
+        # First: without a broker, nothing else is worth starting.
+        check_broker(amqp_uri, Settings.from_env(env).retry_delays)
         if env.get("MONGO_URI"):
             store_uri, store_note = env["MONGO_URI"], "MONGO_URI, no embedded store started"
         else:
@@ -248,14 +381,10 @@ def main() -> int:
         child_env = dict(env, MONGO_URI=store_uri, AMQP_URI=amqp_uri, GATEWAY_ADDRESS=gateway,
                          PYTHONUNBUFFERED="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
         child_env.setdefault("MEDIATION_ORGANIZATIONS", str(SAMPLE_ORGANIZATIONS))
-        manager = Manager(printer)
-        for name, command in services.items():
-            # exec: the service replaces honcho's shell, so its own exit code is reported
-            manager.add_process(name, f"exec {command}", env=child_env, cwd=str(ROOT))
+        supervised = dict(services)
         if mediator and mediator.startswith("http"):
-            manager.add_process("mediator", f"exec {mediator_command(gateway)}", env=child_env, cwd=str(ROOT))
-        manager.loop()  # returns once every process has stopped (after a signal or a crash)
-        return manager.returncode or 0
+            supervised["mediator"] = mediator_command(gateway)
+        return Supervisor(supervised, child_env, printer).run()
     except Abort as exc:
         print(f"\n{exc}", file=sys.stderr, flush=True)
         return exc.code

@@ -183,7 +183,7 @@ def run_phase(name: str, amqp_uri: str, complaints: list[tuple[str, dict]], rate
 
 def purge_inbound(amqp_uri: str) -> None:
     with Connection(amqp_uri) as connection:
-        amqp.inbound_queues()[0](connection.default_channel).purge()
+        amqp.inbound_queue()(connection.default_channel).purge()
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -218,11 +218,11 @@ def main(argv=None) -> int:
 
     with rabbit_vhost("complaints-bench") as amqp_uri, secantus_server() as mongo_uri, \
             tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
+        settings = Settings(amqp_uri=amqp_uri, mongo_uri=mongo_uri, db_prefix="bench")
         with Connection(amqp_uri) as connection:
-            amqp.declare_topology(connection)
+            amqp.declare_topology(connection, settings.retry_delays)
         print(f"bench.intake: N={args.count}, vhost {amqp_uri.rsplit('/', 1)[1]}, store {mongo_uri}", flush=True)
 
-        settings = Settings(amqp_uri=amqp_uri, mongo_uri=mongo_uri, db_prefix="bench")
         intake = ServiceProcess(["services.intake.service"], settings, log_path=Path(tmp) / "intake.log").start()
         try:
             platform = run_phase("platform", amqp_uri, complaints, args.rate, timeout)

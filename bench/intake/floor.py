@@ -47,7 +47,7 @@ def main() -> int:
                              content_type="application/json", content_encoding="utf-8", delivery_mode=2)
             message.ack()
 
-        queue = amqp.inbound_queues()[0]
+        queue = amqp.inbound_queue()
         with Consumer(consuming.channel(), queues=[queue], on_message=on_message, prefetch_count=PREFETCH):
             print("ready", flush=True)
             while not stopping:

@@ -7,10 +7,19 @@ it loops forever). These entrypoints instead:
 - hand the worker the raw body and properties (``inbound``) or a checked event
   (``subscribe``), so a body that cannot be decoded is the handler's to answer rather than
   an error inside the consumer thread;
-- on an exception, republish the message to ``<queue>.delay`` with a per-message TTL from
-  ``RETRY_DELAYS`` (it dead-letters back to the queue), and after the last retry to
-  ``<queue>.parked``, where an operator lists and replays it (``services.common.parking``);
+- on a passing infrastructure failure (``services.common.faults``: the store or the broker
+  unreachable, a write conflict) republish the message to the delay queue of the next
+  delay of ``RETRY_DELAYS``, staying at the last one, for as long as it lasts: it will pass,
+  and a valid message must not be parked or answered as invalid because of it;
+- on any other exception, republish it to ``<queue>.delay.<ms>`` for each delay of
+  ``RETRY_DELAYS`` in turn (it dead-letters back to the work queue), and after the last
+  retry to ``<queue>.parked``, where an operator lists and replays it
+  (``services.common.parking``);
 - ack only once that republish is confirmed; if even that fails, requeue.
+
+A retried or replayed message reaches the handler exactly as the original did: its
+routing key, its properties and its headers travel with it in headers of ours (``x-``
+below), which the handler never sees.
 """
 from __future__ import annotations
 
@@ -22,13 +31,24 @@ from functools import partial
 
 from nameko.messaging import Consumer, QueueConsumer
 
-from services.common import amqp, events, timeutil
+from services.common import amqp, events, faults, timeutil
 from services.common.config import from_container
 
 log = logging.getLogger(__name__)
 
-ATTEMPT_HEADER = "x-attempt"
-KEPT_PROPERTIES = ("content_type", "content_encoding", "message_id", "app_id", "correlation_id", "timestamp", "type")
+# What the consumer records on a message it republishes; stripped before the handler.
+ATTEMPT_HEADER = "x-attempt"  # handler failures so far
+TRANSIENT_HEADER = "x-transient"  # passing infrastructure failures so far
+ERROR_HEADER = "x-last-error"
+ROUTING_KEY_HEADER = "x-original-routing-key"
+PROPERTIES_HEADER = "x-original-properties"
+PARKED_AT_HEADER = "x-parked-at"
+OWN_HEADERS = {ATTEMPT_HEADER, TRANSIENT_HEADER, ERROR_HEADER, ROUTING_KEY_HEADER, PROPERTIES_HEADER,
+               PARKED_AT_HEADER}
+# What RabbitMQ adds when a delay queue dead-letters the message back.
+BROKER_HEADER_PREFIXES = ("x-death", "x-first-death-", "x-last-death-")
+# Properties of the republished copy itself (the original's travel in PROPERTIES_HEADER).
+COPIED_PROPERTIES = ("message_id", "app_id", "correlation_id", "type")
 
 
 class RawQueueConsumer(QueueConsumer):
@@ -56,26 +76,51 @@ class RawQueueConsumer(QueueConsumer):
 
 @dataclass(frozen=True)
 class Delivery:
-    """What an inbound handler receives: the bytes and the AMQP facts around them."""
+    """What an inbound handler receives: the bytes and the AMQP facts around them, as the
+    publisher sent them, however often the message was retried."""
 
     body: bytes
     routing_key: str
     properties: dict
     headers: dict
+    attempt: int = 0  # handler failures before this delivery
+    transient: int = 0  # passing infrastructure failures before this delivery
 
-    @property
-    def attempt(self) -> int:
-        return int(self.headers.get(ATTEMPT_HEADER, 0))
+
+def _count(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _own(name: str) -> bool:
+    return name in OWN_HEADERS or name.startswith(BROKER_HEADER_PREFIXES)
 
 
 def delivery_of(message) -> Delivery:
     body = message.body if isinstance(message.body, bytes) else str(message.body).encode("utf-8")
+    received = dict(message.headers or {})
+    own = {name: received.pop(name) for name in list(received) if _own(name)}
+    original_key = own.get(ROUTING_KEY_HEADER)
+    original_properties = own.get(PROPERTIES_HEADER)
+    if isinstance(original_properties, dict):
+        properties = dict(original_properties)
+    else:
+        properties = {k: v for k, v in message.properties.items() if k != "application_headers"}
     return Delivery(
         body=body,
-        routing_key=message.delivery_info.get("routing_key", ""),
-        properties=dict(message.properties),
-        headers=dict(message.headers or {}),
+        routing_key=original_key if isinstance(original_key, str) else message.delivery_info.get("routing_key", ""),
+        properties=properties,
+        headers=received,
+        attempt=_count(own.get(ATTEMPT_HEADER)),
+        transient=_count(own.get(TRANSIENT_HEADER)),
     )
+
+
+def republished(delivery: Delivery, **own) -> tuple[dict, dict]:
+    """The headers and properties of a copy of ``delivery`` that reads back as the original."""
+    headers = dict(delivery.headers, **{ROUTING_KEY_HEADER: delivery.routing_key,
+                                        PROPERTIES_HEADER: delivery.properties}, **own)
+    properties = {key: delivery.properties[key] for key in COPIED_PROPERTIES if delivery.properties.get(key)}
+    return headers, properties
 
 
 class ReliableConsumer(Consumer):
@@ -131,31 +176,30 @@ class ReliableConsumer(Consumer):
         return result, exc_info
 
     def _settle_failure(self, message, delivery: Delivery, exc: BaseException, final: bool = False):
-        attempt = delivery.attempt
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000]
-        headers = dict(delivery.headers, **{ATTEMPT_HEADER: attempt + 1, "x-last-error": error})
-        properties = {
-            key: value
-            for key, value in delivery.properties.items()
-            if key in KEPT_PROPERTIES
-        }
-        headers["x-original-routing-key"] = delivery.headers.get("x-original-routing-key", delivery.routing_key)
+        name = self.queue.name
+        own = {ATTEMPT_HEADER: delivery.attempt + 1, TRANSIENT_HEADER: delivery.transient, ERROR_HEADER: error}
+        if not final and self.retry_delays and faults.is_transient(exc):
+            # It will pass: back off up to the last delay, for as long as it takes; the
+            # handler's own attempts are not spent.
+            delay = self.retry_delays[min(delivery.transient, len(self.retry_delays) - 1)]
+            own.update({ATTEMPT_HEADER: delivery.attempt, TRANSIENT_HEADER: delivery.transient + 1})
+            target = amqp.delay_queue_name(name, delay)
+            log.warning("%s: the store or the broker failed (%d time(s)), retry in %.1f s: %s",
+                        name, delivery.transient + 1, delay, error)
+        elif not final and delivery.attempt < len(self.retry_delays):
+            delay = self.retry_delays[delivery.attempt]
+            target = amqp.delay_queue_name(name, delay)
+            log.warning("%s: attempt %d failed, retry in %.1f s: %s", name, delivery.attempt + 1, delay, error)
+        else:
+            own[PARKED_AT_HEADER] = timeutil.iso(timeutil.now())
+            target = amqp.parked_queue_name(name)
+            log.error("%s: parked after %d attempts: %s", name, delivery.attempt + 1, error)
+        headers, properties = republished(delivery, **own)
         try:
-            if not final and attempt < len(self.retry_delays):
-                delay = self.retry_delays[attempt]
-                # kombu takes the per-message TTL in seconds; expiry dead-letters it back.
-                self.publisher.publish(
-                    "", amqp.delay_queue_name(self.queue.name), delivery.body,
-                    headers=headers, expiration=delay, **properties,
-                )
-                log.warning("%s: attempt %d failed, retry in %.1f s: %s", self.queue.name, attempt + 1, delay, error)
-            else:
-                headers["x-parked-at"] = timeutil.iso(timeutil.now())
-                self.publisher.publish("", amqp.parked_queue_name(self.queue.name), delivery.body,
-                                       headers=headers, **properties)
-                log.error("%s: parked after %d attempts: %s", self.queue.name, attempt + 1, error)
+            self.publisher.publish("", target, delivery.body, headers=headers, **properties)
         except Exception:
-            log.exception("%s: could not retry or park; requeueing", self.queue.name)
+            log.exception("%s: could not retry or park; requeueing", name)
             self.queue_consumer.requeue_message(message)
             return
         self.queue_consumer.ack_message(message)
@@ -165,7 +209,7 @@ class InboundConsumer(ReliableConsumer):
     """Consumes ``complaints.inbound``; the handler gets a :class:`Delivery`."""
 
     def queues(self):
-        return amqp.inbound_queues()
+        return amqp.inbound_queues(self.retry_delays)
 
 
 class EventSubscriber(ReliableConsumer):
@@ -178,7 +222,7 @@ class EventSubscriber(ReliableConsumer):
         super().__init__(**kwargs)
 
     def queues(self):
-        return amqp.subscriber_queues(self.container.service_name, self.event_name)
+        return amqp.subscriber_queues(self.container.service_name, self.event_name, self.retry_delays)
 
     def worker_args(self, delivery: Delivery) -> tuple:
         event = json.loads(delivery.body.decode("utf-8"))

@@ -89,6 +89,13 @@ class Unavailable(DomainError):
     code = "service_unavailable"
 
 
+@deserialize_to_instance
+class Stale(Conflict):
+    """What a change was computed from changed before it was written (optimistic
+    concurrency): computed again from a fresh read (``store.retry_on_conflict``), or, for a
+    caller, a Conflict to read again."""
+
+
 class AnswersAreNotFaults(logging.Filter):
     """nameko logs whatever a worker raises with its traceback, as an error (or, when the
     entrypoint expects it, a warning). A domain error is an answer (404, 409, 422...), not a

@@ -4,12 +4,18 @@ one transaction, then relayed to RabbitMQ with publisher confirms.
 A worker stages its messages with ``outbox.stage(session, ...)`` inside the transaction of
 its change. When the worker ends, the relay publishes what it staged at once. Rows carry
 ``relay_after``: should the process die before its own relay, a sweep in any instance of
-the service claims the row once that time has passed and publishes it. A message may thus
-be published twice (crash between confirm and mark), never zero times; consumers are
-idempotent on ``event_id`` / ``notification_id``.
+the service claims the row once that time has passed and publishes it.
+
+A process publishes a row once: when the store cannot be reached to mark a published row
+sent, the relay remembers it, retries the mark on every sweep, and neither its workers nor
+its sweep publish it again. A message may still be published twice when the process dies
+between the broker's confirm and the mark, or when another instance's sweep claims a row
+whose mark is still waiting after its lease (the store down for longer than ``LEASE``);
+never zero times. Consumers are idempotent on ``event_id`` / ``notification_id``.
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 
@@ -40,12 +46,14 @@ def event_message(event: dict) -> dict:
 
 
 def contract_message(exchange: str, routing_key: str, body: dict, message_id: str | None = None, **properties) -> dict:
-    """A message of a public contract (receipt, status, notification)."""
+    """A message of a public contract (receipt, status, notification). Its body is kept
+    as the JSON text it is published as: a receipt's errors name the publisher's own keys,
+    which may be keys no document may hold (a NUL byte)."""
     return {
         "_id": message_id or ids.new_id(),
         "exchange": exchange,
         "routing_key": routing_key,
-        "body": body,
+        "body": json.dumps(body, ensure_ascii=False),
         "properties": properties,
     }
 
@@ -57,6 +65,10 @@ class Relay:
         self.collection = collection
         self.publisher = publisher
         self.grace = grace
+        # Rows this process is publishing, or has published without being able to mark them
+        # sent yet (the store unreachable): none of them is published again from here.
+        self._held: set[str] = set()
+        self._unmarked: set[str] = set()
 
     def stage(self, session, messages: list[dict]) -> list[str]:
         if not messages:
@@ -67,6 +79,8 @@ class Relay:
         return [row["_id"] for row in rows]
 
     def publish_rows(self, rows) -> int:
+        rows = [row for row in rows if row["_id"] not in self._held]
+        self._held.update(row["_id"] for row in rows)
         sent = []
         try:
             for row in rows:
@@ -76,10 +90,27 @@ class Relay:
                 )
                 sent.append(row["_id"])
         finally:
+            # What was not published is free for a later relay or sweep.
+            self._held.difference_update({row["_id"] for row in rows} - set(sent))
             # One write marks every confirmed message, also when a later one failed.
-            if sent:
-                self.collection.update_many({"_id": {"$in": sent}}, {"$set": {"sent_at": timeutil.now()}})
+            self._mark(sent)
         return len(sent)
+
+    def _mark(self, sent: list[str]) -> None:
+        if not sent:
+            return
+        self._unmarked.update(sent)
+        try:
+            self.collection.update_many({"_id": {"$in": sent}}, {"$set": {"sent_at": timeutil.now()}})
+        except PyMongoError as exc:
+            log.warning("%d published message(s) not marked sent yet, will retry the mark: %s", len(sent), exc)
+            return
+        self._unmarked.difference_update(sent)
+        self._held.difference_update(sent)
+
+    def retry_marks(self) -> None:
+        """Mark sent what this process published while the store was unreachable."""
+        self._mark(sorted(self._unmarked))
 
     def relay(self, row_ids: list[str]) -> int:
         """Publish the rows a worker staged (only those whose transaction committed)."""
@@ -90,12 +121,15 @@ class Relay:
 
     def sweep(self) -> int:
         """Claim and publish rows whose worker did not relay them in time."""
+        self.retry_marks()
         now = timeutil.now()
         due = self.collection.find(
             {"sent_at": None, "relay_after": {"$gte": timeutil.EPOCH, "$lte": now}}, {"_id": 1, "relay_after": 1}
         ).sort("relay_after", ASCENDING).limit(SWEEP_BATCH)
         claimed = []
         for row in due:
+            if row["_id"] in self._held:
+                continue  # ours, published or being published
             # The claim is a conditional update: of several instances, exactly one wins it.
             result = self.collection.update_one(
                 {"_id": row["_id"], "relay_after": row["relay_after"], "sent_at": None},
@@ -106,7 +140,6 @@ class Relay:
         if not claimed:
             return 0
         return self.publish_rows(self.collection.find({"_id": {"$in": claimed}}).sort("created_at", ASCENDING))
-
 
 
 def pending(db) -> int:
@@ -140,6 +173,7 @@ class Outbox(DependencyProvider):
         db = database(settings, self.container.service_name)
         db[COLLECTION].create_indexes(INDEXES)
         self.publisher = amqp.Publisher(settings.amqp_uri)
+        self.retry_delays = settings.retry_delays
         self.relay_ = Relay(db[COLLECTION], self.publisher, timedelta(seconds=settings.outbox_grace))
         self._staged: dict = {}
         self._running = False
@@ -148,7 +182,7 @@ class Outbox(DependencyProvider):
         # Subscribers' queues exist before the first event leaves (the broker drops
         # messages no queue is bound to).
         with self.publisher.connection.clone() as connection:
-            amqp.declare_topology(connection)
+            amqp.declare_topology(connection, self.retry_delays)
         self._running = True
         self.container.spawn_managed_thread(self._sweep_forever, identifier="outbox.sweep")
 

@@ -4,7 +4,8 @@
     python -m services.common.parking replay intake.inbound [--limit N]
 
 A message is parked after its handler failed every retry; replaying sends it back to its
-work queue with the attempt count reset, once the cause is fixed.
+work queue with the attempt count reset, once the cause is fixed. The handler then sees it
+as it was first published (routing key, properties, headers).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from kombu import Connection
 
 from services.common import amqp
 from services.common.config import Settings
-from services.common.consumers import ATTEMPT_HEADER
+from services.common.consumers import delivery_of, republished
 
 
 def _get(connection, queue_name):
@@ -34,9 +35,11 @@ def list_parked(amqp_uri: str, queue: str, limit: int = 100) -> list[dict]:
                 message = get()
                 if message is None:
                     break
+                delivery = delivery_of(message)
                 parked.append({
-                    "message_id": message.properties.get("message_id"),
-                    "app_id": message.properties.get("app_id"),
+                    "message_id": delivery.properties.get("message_id"),
+                    "app_id": delivery.properties.get("app_id"),
+                    "routing_key": delivery.routing_key,
                     "headers": dict(message.headers or {}),
                     "body": message.body.decode("utf-8", errors="replace")
                     if isinstance(message.body, bytes) else message.body,
@@ -56,10 +59,9 @@ def replay(amqp_uri: str, queue: str, limit: int | None = None) -> int:
                 message = get()
                 if message is None:
                     break
-                headers = {k: v for k, v in (message.headers or {}).items() if k != ATTEMPT_HEADER}
-                properties = {k: v for k, v in message.properties.items()
-                              if k in ("content_type", "content_encoding", "message_id", "app_id")}
-                publisher.publish("", queue, message.body, headers=headers, **properties)
+                delivery = delivery_of(message)
+                headers, properties = republished(delivery)  # no attempt counts: a fresh start
+                publisher.publish("", queue, delivery.body, headers=headers, **properties)
                 channel.basic_ack(message.delivery_tag)
                 replayed += 1
         finally:

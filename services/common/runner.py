@@ -58,7 +58,7 @@ def main(argv: list[str]) -> None:
     quiet_answers()
     with Connection(settings.amqp_uri, connect_timeout=5) as connection:
         connection.ensure_connection(max_retries=3)
-        amqp.declare_topology(connection)
+        amqp.declare_topology(connection, settings.retry_delays)
     runner = ServiceRunner(settings.nameko_config())
     for module in argv:
         for service in import_service(module):

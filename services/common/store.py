@@ -8,12 +8,19 @@ failover.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from nameko.extensions import DependencyProvider
 from pymongo import MongoClient, WriteConcern
 from pymongo.read_concern import ReadConcern
 
 from services.common.config import Settings, from_container
+from services.common.errors import Conflict, Stale
+
+T = TypeVar("T")
+# How often a change is computed again after losing a race, for every optimistic write.
+CONFLICT_ATTEMPTS = 10
 
 _clients: dict[str, MongoClient] = {}
 _clients_lock = threading.Lock()
@@ -44,6 +51,19 @@ def in_transaction(db, work):
         return session.with_transaction(
             work, read_concern=ReadConcern("snapshot"), write_concern=WriteConcern("majority")
         )
+
+
+def retry_on_conflict(attempt: Callable[[], T], what: str) -> T:
+    """Optimistic concurrency: ``attempt()`` reads, computes its change and writes it on the
+    condition that what it read has not changed, raising ``Stale`` when it had. It is run
+    again (re-read, re-applied) up to ``CONFLICT_ATTEMPTS`` times; then Conflict, which a
+    consumer retries after its delays like any handler error."""
+    for _ in range(CONFLICT_ATTEMPTS):
+        try:
+            return attempt()
+        except Stale:
+            continue
+    raise Conflict(f"{what} kept changing: gave up after {CONFLICT_ATTEMPTS} attempts")
 
 
 def ensure_indexes(db, indexes: dict) -> None:

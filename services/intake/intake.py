@@ -7,25 +7,30 @@ staged in the outbox within the transaction of the change it announces.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
+import math
+import re
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 
 from bson import Binary
+from gridfs import GridFSBucket, NoFile
 from marshmallow import ValidationError
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from services.common import events, ids, inbox, metrics, outbound, timeutil
 from services.common.consumers import Delivery
-from services.common.errors import Forbidden, Invalid, NotFound, flatten_errors
+from services.common.errors import Forbidden, Invalid, NotFound, Stale, flatten_errors
 from services.common.orgtree import AnnouncedOrganization
 from services.common.outbox import event_message
 from services.common.outbox import pending as outbox_pending
 from services.common.policy import NoDueDate, PromiseRefused, load_calendars, load_policies
-from services.common.store import in_transaction
+from services.common.store import in_transaction, retry_on_conflict
 from services.common.submission import ReceivedWindow, SubmissionSchema, for_any_institution
 from services.intake import notices
 from services.intake.contacts import Contacts
@@ -43,11 +48,12 @@ MERGED = "merged_messages"
 # the answer waits for them (well under the edge's RPC timeout), and how often it looks.
 APPLIED_WAIT = 3.0
 APPLIED_POLL = 0.05
-MERGE_ATTEMPTS = 3
-
-
-class _NoLongerMergeable(Exception):
-    """The open complaint changed between the decision to merge and the merge."""
+# CONTRACTS.md §1 as extended here: a body over this size is rejected ("body": too large)
+# and kept whole in GridFS; a complaint of the largest valid size is far below it.
+MAX_BODY_BYTES = 1_048_576
+# app_id names the publisher's receipt routing key, receipt.<app_id>: an ASCII code.
+APP_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+REJECTED_BODIES = "rejected_bodies"  # the GridFS bucket of bodies too large for a document
 
 
 INDEXES = {
@@ -61,6 +67,9 @@ INDEXES = {
         IndexModel([("closed_at", ASCENDING)]),  # retention: closed longest ago first
     ],
     "rejections": [IndexModel([("at", DESCENDING)]), IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)])],
+    # GridFS's own indexes, created before the first upload (GridFS creates none in a transaction).
+    f"{REJECTED_BODIES}.files": [IndexModel([("filename", ASCENDING), ("uploadDate", ASCENDING)])],
+    f"{REJECTED_BODIES}.chunks": [IndexModel([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)],
     # Messages answered by merging them into an open complaint: one per message, ever.
     MERGED: [IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)], unique=True, name="one_per_message"),
              IndexModel([("merged_into", ASCENDING)])],
@@ -100,32 +109,101 @@ class Outcome:
         return {"outcome": self.status, "complaint": summary, "errors": self.errors or {}}
 
 
+def storable(text: str | None) -> str | None:
+    """Text as MongoDB and JSON readers can take it: a lone surrogate (a property that was
+    not UTF-8, an escape in a body) written as its escape sequence."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def is_text(value) -> bool:
+    """A str that encodes as UTF-8 (no lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class _Unreadable(ValueError):
+    """A JSON text Python reads into something no store keeps (NaN, 1e400)."""
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _Unreadable(f"the number {text[:40]} is out of range")
+    return number
+
+
+def _no_constant(name: str):
+    raise _Unreadable(f"{name} is not a JSON value")
+
+
+def decode_body(raw: bytes):
+    """The JSON document ``raw`` holds; ValueError saying, for the publisher, why not."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8") from None
+    try:
+        return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ValueError("is not JSON this service reads: nested too deeply") from None
+    except _Unreadable as exc:
+        raise ValueError(f"is not JSON this service reads: {exc}") from None
+    except ValueError:
+        raise ValueError("is not JSON this service reads: an integer of more than 4300 digits") from None
+
+
+def unstorable_text(payload) -> str | None:
+    """Why a decoded submission cannot be kept as it is, or None: a JSON escape such as
+    "\\ud800" decodes to text no store can write."""
+    try:
+        json.dumps(payload, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not Unicode text: it escapes a lone surrogate"
+    except RecursionError:
+        return "is nested too deeply"
+    return None
+
+
 def parse_delivery(delivery: Delivery) -> tuple[dict | None, dict]:
     """The submission a delivery carries, with the channel from its routing key, or the
     errors that make it unparseable (keyed ``properties.*``, ``routing_key``, ``body``)."""
     errors: dict[str, list[str]] = {}
-    for name in ("app_id", "message_id"):
-        if not delivery.properties.get(name):
-            errors[f"properties.{name}"] = ["is required"]
+    app_id, message_id = delivery.properties.get("app_id"), delivery.properties.get("message_id")
+    if not app_id:
+        errors["properties.app_id"] = ["is required"]
+    elif not (isinstance(app_id, str) and APP_ID.match(app_id)):
+        errors["properties.app_id"] = ["must be an ASCII code of at most 128 characters"]
+    if not message_id:
+        errors["properties.message_id"] = ["is required"]
+    elif not (isinstance(message_id, str) and is_text(message_id)):
+        errors["properties.message_id"] = ["is not UTF-8"]
     content_type = delivery.properties.get("content_type")
     if content_type != "application/json":
-        errors["properties.content_type"] = [f"must be application/json, not {content_type!r}"]
-    if not delivery.routing_key.startswith(ROUTING_PREFIX) or delivery.routing_key.count(".") != 2:
-        errors["routing_key"] = [f"must be {ROUTING_PREFIX}<channel>, not {delivery.routing_key!r}"]
-    try:
-        body = json.loads(delivery.body.decode("utf-8"))
-    except UnicodeDecodeError:
-        errors["body"] = ["is not UTF-8"]
+        errors["properties.content_type"] = [f"must be application/json, not {storable(str(content_type))!r}"]
+    routing_key = delivery.routing_key
+    if not routing_key.startswith(ROUTING_PREFIX) or routing_key.count(".") != 2 or not is_text(routing_key):
+        errors["routing_key"] = [f"must be {ROUTING_PREFIX}<channel>, not {storable(routing_key)!r}"]
+    if len(delivery.body) > MAX_BODY_BYTES:
+        errors["body"] = [f"is too large: {len(delivery.body)} bytes, at most {MAX_BODY_BYTES}"]
         return None, errors
-    except json.JSONDecodeError as exc:
-        errors["body"] = [f"is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]
+    try:
+        body = decode_body(delivery.body)
+    except ValueError as exc:
+        errors["body"] = [str(exc)]
         return None, errors
     if not isinstance(body, dict):
         errors["body"] = ["must be a JSON object"]
         return None, errors
     if errors:
         return None, errors
-    return dict(body, channel=delivery.routing_key[len(ROUTING_PREFIX):]), {}
+    return dict(body, channel=routing_key[len(ROUTING_PREFIX):]), {}
 
 
 class Intake:
@@ -159,12 +237,15 @@ class Intake:
 
     def submit_delivery(self, delivery: Delivery, outbox) -> Outcome:
         """A message from ``complaints.inbound``: one receipt for it, whatever it holds."""
-        app_id = delivery.properties.get("app_id") or None
-        message_id = delivery.properties.get("message_id") or None
         payload, errors = parse_delivery(delivery)
         if payload is None:
+            # Answered on receipt.unknown when the app_id cannot name a routing key.
+            app_id = None if "properties.app_id" in errors else delivery.properties["app_id"]
+            message_id = delivery.properties.get("message_id")
+            message_id = storable(message_id) if isinstance(message_id, str) and message_id else None
             return self._reject(app_id, message_id, None, errors, outbox, delivery=delivery, kind="unparseable")
-        return self.submit(payload, app_id, message_id, outbox, delivery=delivery)
+        return self.submit(payload, delivery.properties["app_id"], delivery.properties["message_id"], outbox,
+                           delivery=delivery)
 
     def submit(self, payload: dict, app_id: str, message_id: str, outbox, delivery: Delivery | None = None,
                submitter: dict | None = None) -> Outcome:
@@ -191,6 +272,10 @@ class Intake:
         ``submitter`` (over HTTP: who submits) must be of the institution named, unless
         ``for_any_institution``: else ``Forbidden``, nothing kept (the caller has the answer).
         """
+        unstorable = unstorable_text(payload)
+        if unstorable is not None:
+            return self._reject(app_id, message_id, None, {"body": [unstorable]}, outbox,
+                                delivery=delivery, payload=payload, kind="invalid")
         external_id = payload.get("external_id") if isinstance(payload.get("external_id"), str) else None
         try:
             data = SubmissionSchema(known_units=self.known_units(), window=self.window).load(payload)
@@ -240,7 +325,8 @@ class Intake:
             return self._duplicate(first, message_id, outbox)
         number = data["repeat_of"]
         received_at = timeutil.local(data["received_at"])
-        for _ in range(MERGE_ATTEMPTS):
+
+        def decide() -> Outcome:
             earlier = self.complaints.find_one({"_id": number})
             if earlier is None or earlier["institution"] != data["institution"]:
                 errors = {"repeat_of": [f"no complaint {number} of {data['institution']} to repeat"]}
@@ -253,11 +339,9 @@ class Intake:
             unmergeable = self._why_not_merged(earlier, received_at)
             if unmergeable is not None:
                 return self._accept(data, app_id, message_id, outbox, not_merged=unmergeable)
-            try:
-                return self._merge(data, app_id, message_id, outbox)
-            except _NoLongerMergeable:
-                continue  # closed, or its limit moved, meanwhile: decide again
-        raise RuntimeError(f"complaint {number} kept changing while a repeat was merged into it")
+            return self._merge(data, app_id, message_id, outbox)  # Stale: closed, or its limit moved, meanwhile
+
+        return retry_on_conflict(decide, f"complaint {number}, while a repeat was merged into it,")
 
     def _why_not_merged(self, complaint: dict, received_at) -> str | None:
         """None when a repeat received at ``received_at`` merges into ``complaint``; else why not."""
@@ -297,7 +381,7 @@ class Intake:
         def store(session):
             complaint = self.complaints.find_one({"_id": number}, session=session)
             if complaint is None or self._why_not_merged(complaint, received_at) is not None:
-                raise _NoLongerMergeable(number)
+                raise Stale(f"complaint {number} changed meanwhile")
             receipt = {"complaint_no": number, "status": complaint["status"],
                        "due_by": timeutil.iso(complaint.get("due_by"))}
             if complaint["sla"].get("provisional"):
@@ -454,22 +538,29 @@ class Intake:
         return Outcome("duplicate", first)
 
     def _reject(self, app_id, message_id, external_id, errors, outbox, *, kind, delivery=None, payload=None) -> Outcome:
-        """Answer with the errors and keep the message whole for an operator."""
+        """Answer with the errors and keep the message whole for an operator, in a form the
+        store takes whatever the message holds: the errors as a list (a field path may hold
+        a NUL byte, a dot or a dollar), properties and headers as JSON text, the body as
+        bytes, or in GridFS when it is larger than a document may be."""
         kept = {
             "_id": ids.new_id(),
             "kind": kind,
-            "app_id": app_id,
-            "message_id": message_id,
-            "errors": errors,
+            "app_id": storable(app_id),
+            "message_id": storable(message_id),
+            "errors": [{"field": storable(path), "messages": [storable(m) for m in messages]}
+                       for path, messages in errors.items()],
             "at": timeutil.now(),
         }
         if delivery is not None:
-            kept.update(routing_key=delivery.routing_key, body=Binary(delivery.body),
-                        properties={k: str(v) for k, v in delivery.properties.items()},
-                        headers={k: str(v) for k, v in delivery.headers.items()})
+            kept.update(routing_key=storable(delivery.routing_key),
+                        properties=_json_text(delivery.properties), headers=_json_text(delivery.headers),
+                        body_bytes=len(delivery.body))
+            if len(delivery.body) > MAX_BODY_BYTES:
+                kept["body_file"] = self._keep_large_body(delivery.body)
+            else:
+                kept["body"] = Binary(delivery.body)
         else:
-            # As JSON text: a payload's keys may be ones MongoDB refuses ("$where", "a.b").
-            kept["payload"] = json.dumps(payload, ensure_ascii=False, default=str)
+            kept["payload"] = _json_text(payload)
         answers = [] if delivery is None else [outbound.receipt(app_id, {
             "message_id": message_id, "external_id": external_id, "status": "rejected",
             "complaint_no": None, "due_by": None, "errors": errors})]
@@ -480,6 +571,17 @@ class Intake:
 
         in_transaction(self.db, keep)
         return Outcome("rejected", errors=errors)
+
+    def _keep_large_body(self, body: bytes) -> str:
+        """Store ``body`` in GridFS under its SHA-256 (GridFS takes no transaction: a retry
+        after a failure finds the same file, or replaces the chunks of one cut short)."""
+        file_id = hashlib.sha256(body).hexdigest()
+        if self.db[f"{REJECTED_BODIES}.files"].find_one({"_id": file_id}, {"_id": 1}) is None:
+            bucket = GridFSBucket(self.db, bucket_name=REJECTED_BODIES)
+            with suppress(NoFile):
+                bucket.delete(file_id)  # chunks of an upload a crash cut short
+            bucket.upload_from_stream_with_id(file_id, "rejected-body", body)
+        return file_id
 
     # -- reading -------------------------------------------------------------------------
 
@@ -502,9 +604,11 @@ class Intake:
         }
 
     def rejections(self, limit: int = 50) -> list[dict]:
-        """The newest rejected messages, as kept, for an operator to inspect."""
+        """The newest rejected messages, as kept, for an operator to inspect (a body kept in
+        GridFS is named by ``body_file``, in the bucket ``rejected_bodies``)."""
         kept = self.db["rejections"].find().sort("at", DESCENDING).limit(limit)
         return [{**row, "_id": str(row["_id"]), "at": timeutil.iso(row["at"]),
+                 "errors": {entry["field"]: entry["messages"] for entry in row["errors"]},
                  "body": bytes(row["body"]).decode("utf-8", errors="replace") if "body" in row else None}
                 for row in kept]
 
@@ -577,6 +681,11 @@ class Intake:
                     .limit(limit + 1))
         next_cursor = encode_cursor(page[limit - 1]) if len(page) > limit else None
         return {"items": [summary(c) for c in page[:limit]], "next_cursor": next_cursor}
+
+
+def _json_text(value) -> str:
+    """JSON text a store takes whatever ``value`` holds (keys MongoDB refuses, lone surrogates)."""
+    return json.dumps(value, ensure_ascii=True, default=str)
 
 
 def within(visible_units) -> dict:

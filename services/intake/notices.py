@@ -175,7 +175,7 @@ class Notices:
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as the store keeps it: the proof is the request
         message = outbound.notification(complaint_no, medium.medium, to, template, params, requested_at=now)
         doc = {
-            "_id": message["body"]["notification_id"], "complaint_no": complaint_no, "template": template,
+            "_id": message["_id"], "complaint_no": complaint_no, "template": template,  # the notification_id
             "medium": medium.medium, "to": to, "params": params, "requested_at": now, "tells_of": tells_of,
             "attempt": len(tried) + 1, "tried": tried, "retry_of": retry_of, "retried_by": None,
             "state": REQUESTED, "report_due_by": now + medium.report_within, "reports": [], "report_keys": [],

@@ -13,18 +13,17 @@ from marshmallow import ValidationError
 
 from services.common import events, inbox, outbound, reference, timeutil
 from services.common.access import RULE_BOOK, Caller, Facts
-from services.common.errors import Conflict, Invalid, NotFound
+from services.common.errors import Conflict, Invalid, NotFound, Stale
 from services.common.fields import MoneyString
 from services.common.outbox import event_message
 from services.common.policy import ReviewWindowClosed
-from services.common.store import in_transaction
+from services.common.store import in_transaction, retry_on_conflict
 
 PRODUCER = "intake"
 FACTS = Path(__file__).parent / "data" / "facts.yaml"
 with open(FACTS, encoding="utf-8") as _handle:
     FACT_RULES: dict = yaml.safe_load(_handle)
 FOLLOWED_FACTS = tuple(FACT_RULES)
-FOLLOW_ATTEMPTS = 10
 REMEDIES = ("review", "mediation", "arbitration", "litigation")
 
 
@@ -182,12 +181,8 @@ class Records:
         version of the record it was computed from, and computed again if another fact
         got there first.
         """
-        for _ in range(FOLLOW_ATTEMPTS):
-            try:
-                return self._follow_once(event, outbox)
-            except _Stale:
-                continue
-        raise Conflict(f"{event['complaint_no']} kept changing while {event['type']} was applied")
+        retry_on_conflict(lambda: self._follow_once(event, outbox),
+                          f"{event['complaint_no']}, while {event['type']} was applied,")
 
     def _follow_once(self, event: dict, outbox) -> None:
         rule = self.facts[event["type"]]
@@ -251,14 +246,10 @@ class Records:
             result = self.complaints.update_one({"_id": complaint["_id"], "version": complaint["version"]}, change,
                                                 session=session)
             if result.matched_count != 1:
-                raise _Stale()
+                raise Stale("the complaint changed meanwhile")
             outbox.stage(session, *messages, *self.notices.keep(session, [notice]))
 
         in_transaction(self.db, write)
-
-
-class _Stale(Exception):
-    """The record changed between reading it and writing the fact's effect."""
 
 
 def _newer(fresh: dict | None, held: dict | None) -> bool:

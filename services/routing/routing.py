@@ -32,10 +32,10 @@ import yaml
 from pymongo.errors import DuplicateKeyError
 
 from services.common import events, inbox, outbox, timeutil
-from services.common.errors import Conflict, Invalid, NotFound
+from services.common.errors import Conflict, Invalid, NotFound, Stale
 from services.common.orgtree import OrgTree
 from services.common.outbox import event_message
-from services.common.store import in_transaction
+from services.common.store import in_transaction, retry_on_conflict
 from services.routing import organization as org_module
 from services.routing import rules as rules_module
 from services.routing.assignment import Assignment, AssignmentPolicy, Outcome, from_document, to_document
@@ -49,7 +49,6 @@ ASSIGNMENTS = "assignments"
 CONFIG = "config"
 CURRENT = "current"
 CONFIG_TTL = 1.0
-EVENT_ATTEMPTS = 5  # an event's change re-read and re-applied after a lost race
 
 
 # Only by _id (and the inbox's own TTL index): every query routing makes is by complaint.
@@ -287,8 +286,7 @@ class Routing:
                 {"_id": complaint_no, "version": doc["version"]},
                 {"$set": fields, "$inc": {"version": 1}}, session=session)
             if result.matched_count != 1:
-                raise Conflict("the assignment changed meanwhile; read it again",
-                               {"version": [str(doc["version"])]})
+                raise Stale("the assignment changed meanwhile; read it again", {"version": [str(doc["version"])]})
             outbox.stage(session, *messages)
 
         in_transaction(self.db, write)
@@ -320,21 +318,18 @@ class Routing:
                 outbox) -> None:
         """Apply an event's change to the assignment, once, re-reading after a lost race."""
         complaint_no = event["body"]["complaint_no"]
-        for _ in range(EVENT_ATTEMPTS):
+
+        def apply() -> None:
             doc = self.assignments.find_one({"_id": complaint_no})
             if doc is None:
                 # Not routed yet (or not ours): retried, then parked for an operator.
                 raise NotFound(f"{event['type']} for {complaint_no}, which routing has not "
                                "assigned")
             outcome = change(from_document(doc["state"]), self.current())
-            if outcome is None:
-                return
-            try:
-                self._save(doc, outcome, outbox, event)
-                return
-            except Conflict:
-                continue
-        raise Conflict(f"{event['type']} for {complaint_no} lost {EVENT_ATTEMPTS} races")
+            if outcome is not None:
+                self._save(doc, outcome, outbox, event)  # Stale: another change got there first
+
+        retry_on_conflict(apply, f"the assignment of {complaint_no}, while {event['type']} was applied,")
 
     def breached(self, event: dict, outbox) -> None:
         """sla_breached: one level up, to the parent's lead department (the clock runs on)."""

@@ -28,7 +28,7 @@ def settings(amqp_uri, mongo_uri):
     """Settings of one test: its own vhost and its own databases."""
     settings = settings_for(amqp_uri, mongo_uri)
     with Connection(amqp_uri) as connection:
-        amqp.declare_topology(connection)
+        amqp.declare_topology(connection, settings.retry_delays)
     return settings
 
 

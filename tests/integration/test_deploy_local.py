@@ -1,6 +1,7 @@
 """``make run`` (``python -m deploy.local``) as a newcomer meets it: it starts the store and
-every service, the HTTP edge answers, a call center's complaint is accepted, and Ctrl-C
-leaves nothing behind; without a broker it says so and exits instead of hanging."""
+every service, the HTTP edge answers, a call center's complaint is accepted, a service
+killed with kill -9 is restarted while the rest runs on, and Ctrl-C leaves nothing behind;
+without a broker it says so and exits instead of hanging."""
 from __future__ import annotations
 
 import os
@@ -120,6 +121,76 @@ def test_make_run_serves_a_complaint_and_stops_everything_on_ctrl_c(tmp_path):
     output = log_path.read_text()
     assert "SIGINT received" in output
     assert "Traceback" not in output, output
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def service_pid(root: int, module: str) -> int | None:
+    found = [pid for pid in descendants(root) if alive(pid) and module in command_line(pid)]
+    return found[0] if len(found) == 1 else None
+
+
+def accepted_over_amqp(amqp_uri: str) -> dict:
+    with listening(amqp_uri, amqp.OUTBOUND_EXCHANGE, "receipt.#") as receipts:
+        call_center = CallCenter(amqp_uri, app_id="cc-deploy")
+        try:
+            message_id = call_center.send(submission())
+        finally:
+            call_center.close()
+        [receipt] = receipts.wait_for(lambda m: m["body"].get("message_id") == message_id, timeout=60)
+    return receipt["body"]
+
+
+def test_a_service_killed_with_kill_9_is_restarted_and_the_rest_runs_on(tmp_path):
+    store_port, gateway_port = free_port(), free_port()
+    with rabbit_vhost() as amqp_uri:
+        log_path = tmp_path / "run.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen([sys.executable, "-m", "deploy.local"], cwd=ROOT, stdout=log,
+                                       stderr=subprocess.STDOUT,
+                                       env=local_run_env(amqp_uri, tmp_path, store_port, gateway_port))
+        try:
+            wait_until(lambda: health(gateway_port) or process.poll() is not None, "the HTTP edge answers /health",
+                       timeout=60)
+            assert accepted_over_amqp(amqp_uri)["status"] == "accepted"
+            intake = wait_until(lambda: service_pid(process.pid, "services.intake.service"), "intake runs")
+            gateway = service_pid(process.pid, "services.gateway.service")
+            os.kill(intake, signal.SIGKILL)
+
+            wait_until(lambda: f"intake (pid={intake}) died: killed by SIGKILL" in log_path.read_text(),
+                       "make run says intake died and how", timeout=20)
+
+            def new_intake() -> int | None:
+                pid = service_pid(process.pid, "services.intake.service")
+                return pid if pid != intake else None
+
+            restarted = wait_until(new_intake, "intake runs again", timeout=60)
+            assert process.poll() is None, log_path.read_text()
+            assert "restarting it in 1 s" in log_path.read_text()
+            # The others ran on: the same gateway process, the store still there.
+            assert service_pid(process.pid, "services.gateway.service") == gateway
+            assert listening_on(store_port)
+            wait_until(lambda: health(gateway_port), "the HTTP edge answers /health with intake back")
+            assert accepted_over_amqp(amqp_uri)["status"] == "accepted"  # the new intake answers
+
+            process.send_signal(signal.SIGINT)
+            process.wait(STOP_WITHIN)
+            children = {restarted, gateway}
+            wait_until(lambda: not any(alive(pid) for pid in children), "every child process has exited",
+                       timeout=STOP_WITHIN)
+            assert not listening_on(gateway_port) and not listening_on(store_port)
+        finally:
+            for pid in descendants(process.pid):
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
 
 
 def test_make_run_without_a_broker_says_so_and_exits(tmp_path):

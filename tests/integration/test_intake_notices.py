@@ -142,7 +142,8 @@ def test_a_report_for_no_notice_is_kept_for_an_operator_not_retried(settings, ru
         invalid = [row for row in kept.values() if "status" in row["errors"]]
         assert invalid and {"notification_id", "at", "status"} <= set(invalid[0]["errors"])
         # Done with, not retried nor parked; no receipt answers a report; nothing taken for a complaint.
-        for queue in (amqp.delay_queue_name(amqp.INBOUND_QUEUE), amqp.parked_queue_name(amqp.INBOUND_QUEUE)):
+        delay_queues = [amqp.delay_queue_name(amqp.INBOUND_QUEUE, delay) for delay in settings.retry_delays]
+        for queue in (*delay_queues, amqp.parked_queue_name(amqp.INBOUND_QUEUE)):
             assert queue_depth(settings.amqp_uri, queue) == 0
         assert [m for m in outbound.drain() if m["routing_key"].startswith("receipt.")] == []
         assert rpc.intake.health()["rejections_kept"] == 0

@@ -13,6 +13,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
+from amqp.basic_message import Message
 from kombu import Connection, Exchange, Queue
 
 from services.common import amqp, events, timeutil
@@ -140,6 +141,15 @@ class CallCenter:
         self.publisher.close()
 
 
+def publish_raw(amqp_uri: str, routing_key: str, body: bytes, headers: dict | None = None,
+                exchange: str = amqp.INBOUND_EXCHANGE, **properties) -> None:
+    """Publish with exactly these properties, bytes or not UTF-8 as a careless or hostile
+    publisher may send them (kombu would add a content type of its own)."""
+    with Connection(amqp_uri) as connection:
+        message = Message(body, application_headers=headers or {}, **properties)
+        connection.default_channel.basic_publish(message, exchange=exchange, routing_key=routing_key)
+
+
 def submission(**overrides) -> dict:
     """A realistic complaint as a call center sends it."""
     received = (datetime.now().astimezone() - timedelta(hours=2)).replace(microsecond=0)
@@ -254,7 +264,7 @@ def http_platform(mongo_uri: str, **overrides):
     with rabbit_vhost() as amqp_uri:
         settings = settings_for(amqp_uri, mongo_uri, **overrides)
         with Connection(amqp_uri) as connection:
-            amqp.declare_topology(connection)
+            amqp.declare_topology(connection, settings.retry_delays)
         port = free_port()
         runner = ServiceRunner(dict(settings.nameko_config(), WEB_SERVER_ADDRESS=f"127.0.0.1:{port}"))
         for cls in (IntakeService, RoutingService, SlaService, MediationService, GatewayService):

@@ -56,7 +56,7 @@ def test_an_event_type_several_services_publish_reaches_one_queue_of_each_subscr
     assert events.make_event("approval_decided", "C1", body, "sla")["producer"] == "sla"
     with pytest.raises(events.UnknownEvent):
         events.make_event("approval_decided", "C1", body, "routing")
-    work = amqp.subscriber_queues("intake", "approval_decided")[0]
+    work = amqp.subscriber_queues("intake", "approval_decided", (1.0,))[0]
     # What is declared and consumed is a copy of the queue: it must keep every exchange.
     declared = copy(work)
     bound = {binding.exchange.name for binding in declared.bindings}

@@ -36,3 +36,12 @@ def test_addresses_split_into_host_and_port():
     assert local.split_address("127.0.0.1:8000") == ("127.0.0.1", 8000)
     assert local.split_address(":8001") == ("127.0.0.1", 8001)
 
+
+
+def test_a_dead_service_is_restarted_later_the_more_often_it_died_in_a_row():
+    assert [local.restart_delay(n) for n in range(1, 8)] == [1.0, 2.0, 5.0, 10.0, 30.0, 30.0, 30.0]
+
+
+def test_how_a_service_ended_is_said_in_words():
+    assert local.how_it_ended(-9) == "killed by SIGKILL"
+    assert local.how_it_ended(1) == "exited with code 1"

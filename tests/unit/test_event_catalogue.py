@@ -39,12 +39,18 @@ def test_each_service_subscribes_to_exactly_what_the_catalogue_says(name):
     assert subscriptions(cls) == expected
 
 
-def test_every_subscriber_queue_is_declared_with_its_retry_and_parking_queues():
-    names = {queue.name for queue in amqp.all_queues()}
+def test_every_subscriber_queue_is_declared_with_a_delay_queue_per_retry_delay_and_its_parking_queue():
+    declared = {queue.name: queue for queue in amqp.all_queues((1, 5, 30, 5))}
     for event, kind in events.CATALOGUE.items():
         for subscriber in kind.subscribers:
             queue = events.queue_name(subscriber, event)
-            assert {queue, f"{queue}.delay", f"{queue}.parked"} <= names
+            delays = {f"{queue}.delay.1000": 1000, f"{queue}.delay.5000": 5000, f"{queue}.delay.30000": 30000}
+            assert {queue, *delays, f"{queue}.parked"} <= set(declared)
+            assert not [name for name in declared if name.startswith(f"{queue}.delay.") and name not in delays]
+            for name, milliseconds in delays.items():
+                # A queue-level TTL: every message of one delay queue expires after the same time.
+                assert declared[name].queue_arguments == {
+                    "x-message-ttl": milliseconds, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
 
 
 def test_an_event_is_checked_against_its_schema_when_made():
