@@ -16,7 +16,10 @@
    saying which died, how, and when it restarts (after 1 s, longer each time it dies
    again soon after its start); the others and the store run on. In production the
    orchestrator restarts it. Ctrl-C or SIGTERM stops them (SIGTERM to each, SIGKILL after
-   5 s), then the store, which stops last so that services can finish their writes.
+   5 s), then the store, which stops last so that services can finish their writes. With
+   the mediation service, the sample mediation organizations are registered
+   (``MEDIATION_ORGANIZATIONS``) and the simulator that plays them runs beside the
+   services on 127.0.0.1:8100, where their urls point (unless that port is taken).
 """
 from __future__ import annotations
 
@@ -45,6 +48,9 @@ BIN = Path(sys.executable).parent  # the virtualenv's bin: python, secantusd-py
 DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_STORE_PORT = 27117
 DEFAULT_STORE_PATH = "var/secantus"
+# The simulated mediation organizations: the sample file's urls point at this address.
+MEDIATOR_ADDRESS = "127.0.0.1:8100"
+SAMPLE_ORGANIZATIONS = ROOT / "services" / "mediation" / "data" / "organizations.yaml"
 BROKER_TIMEOUT = 3.0
 STORE_TIMEOUT = 30.0
 # Seconds before a dead service is started again, by how often it died in a row; a
@@ -316,18 +322,26 @@ class Supervisor:
         self._print(timeout=0.1)
 
 
-def banner(gateway: str, store_uri: str, store_note: str, amqp_uri: str, services: list[str]) -> str:
+def banner(gateway: str, store_uri: str, store_note: str, amqp_uri: str, services: list[str],
+           mediator: str | None = None) -> str:
     python = os.path.relpath(sys.executable, Path.cwd()) if sys.executable.startswith(str(ROOT)) else sys.executable
-    return "\n".join([
+    lines = [
         "Complaints platform, local run",
         f"  HTTP edge  http://{gateway}  (GET /health, GET /api/v1/openapi.json)",
         f"  store      {store_uri}  ({store_note})",
         f"  broker     {redact(amqp_uri)}",
         f"  services   {', '.join(services)}",
         f"  token      {python} -m services.gateway.tokens <user>   (--list shows the sample users)",
-        "  stop       Ctrl-C",
-        "",
-    ])
+    ]
+    if mediator:
+        lines.append(f"  mediator   {mediator}")
+    return "\n".join([*lines, "  stop       Ctrl-C", ""])
+
+
+def mediator_command(gateway: str) -> str:
+    """The simulator playing the sample organizations: it takes each referral and accepts it."""
+    return (f"python -m services.mediation.simulator --listen {MEDIATOR_ADDRESS} --platform http://{gateway} "
+            f"--organizations {SAMPLE_ORGANIZATIONS} --plan accepted --pace 2")
 
 
 def main() -> int:
@@ -354,11 +368,23 @@ def main() -> int:
             store.start()
             store.wait_ready()
             store_uri, store_note = store.uri, f"embedded SecantusDB, data in {store_path}"
-        print(banner(gateway, store_uri, store_note, amqp_uri, list(services)), flush=True)
+        mediator = None
+        if "mediation" in services:
+            if port_taken(*split_address(MEDIATOR_ADDRESS)):
+                mediator = (f"not started: {MEDIATOR_ADDRESS} is taken; referrals to the sample organizations "
+                            "wait for it (nothing is lost)")
+            else:
+                mediator = (f"http://{MEDIATOR_ADDRESS}  (simulated sample organizations; "
+                            "python -m services.mediation.simulator --help)")
+        print(banner(gateway, store_uri, store_note, amqp_uri, list(services), mediator), flush=True)
 
         child_env = dict(env, MONGO_URI=store_uri, AMQP_URI=amqp_uri, GATEWAY_ADDRESS=gateway,
                          PYTHONUNBUFFERED="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
-        return Supervisor(services, child_env, printer).run()
+        child_env.setdefault("MEDIATION_ORGANIZATIONS", str(SAMPLE_ORGANIZATIONS))
+        supervised = dict(services)
+        if mediator and mediator.startswith("http"):
+            supervised["mediator"] = mediator_command(gateway)
+        return Supervisor(supervised, child_env, printer).run()
     except Abort as exc:
         print(f"\n{exc}", file=sys.stderr, flush=True)
         return exc.code

@@ -116,11 +116,15 @@ def inbound_queues(delays: Iterable[float]) -> list[Queue]:
 
 
 def subscriber_queues(subscriber: str, event_name: str, delays: Iterable[float]) -> list[Queue]:
-    first, *others = events.event_type(event_name).producers
+    first, *others = producers = events.event_type(event_name).producers
     queues = consumer_queues(events.queue_name(subscriber, event_name), topic(events.exchange_name(first)),
                              event_name, delays)
-    # An event type several services publish: the subscriber's one queue hears every one.
-    queues[0].bindings.update(binding(topic(events.exchange_name(other)), routing_key=event_name) for other in others)
+    if others:
+        # An event type several services publish: the subscriber's one queue hears every one.
+        # Each exchange is a binding of its own, the first too: a queue with bindings loses its
+        # main exchange when kombu copies it (as declaring and consuming do).
+        queues[0].bindings.update(binding(topic(events.exchange_name(producer)), routing_key=event_name)
+                                  for producer in producers)
     return queues
 
 

@@ -50,6 +50,16 @@ class Settings:
     # Days a closed or withdrawn complaint, with its history and proof of notice, is kept
     # after closing before the operators' purge may remove it; at least MIN_RETENTION_DAYS.
     retention_days: int = 3 * 365
+    # Mediation deliveries (CONTRACTS §4): the first retry within `base` seconds, doubling up
+    # to `cap`, jittered, for at least `retry_for` seconds; `timeout` is how long an
+    # organization has to answer one attempt.
+    mediation_retry_base: float = 10.0
+    mediation_retry_cap: float = 3600.0
+    mediation_retry_for: float = 24 * 3600.0
+    mediation_timeout: float = 10.0
+    # A YAML file of mediation organizations put in the registry at start when absent
+    # (local runs: the samples); empty: none.
+    mediation_organizations: str = ""
 
     def __post_init__(self):
         if self.retention_days < MIN_RETENTION_DAYS:
@@ -77,6 +87,11 @@ class Settings:
             received_at_skew=float(env.get("RECEIVED_AT_SKEW", default.received_at_skew)),
             received_at_max_age_days=int(env.get("RECEIVED_AT_MAX_AGE_DAYS", default.received_at_max_age_days)),
             retention_days=int(env.get("RETENTION_DAYS", default.retention_days)),
+            mediation_retry_base=float(env.get("MEDIATION_RETRY_BASE", default.mediation_retry_base)),
+            mediation_retry_cap=float(env.get("MEDIATION_RETRY_CAP", default.mediation_retry_cap)),
+            mediation_retry_for=float(env.get("MEDIATION_RETRY_FOR", default.mediation_retry_for)),
+            mediation_timeout=float(env.get("MEDIATION_TIMEOUT", default.mediation_timeout)),
+            mediation_organizations=env.get("MEDIATION_ORGANIZATIONS", default.mediation_organizations),
         )
 
     def nameko_config(self) -> dict:
@@ -98,6 +113,11 @@ class Settings:
             "RECEIVED_AT_SKEW": self.received_at_skew,
             "RECEIVED_AT_MAX_AGE_DAYS": self.received_at_max_age_days,
             "RETENTION_DAYS": self.retention_days,
+            "MEDIATION_RETRY_BASE": self.mediation_retry_base,
+            "MEDIATION_RETRY_CAP": self.mediation_retry_cap,
+            "MEDIATION_RETRY_FOR": self.mediation_retry_for,
+            "MEDIATION_TIMEOUT": self.mediation_timeout,
+            "MEDIATION_ORGANIZATIONS": self.mediation_organizations,
             # Serialize with JSON so other systems can read our messages.
             "serializer": "json",
         }

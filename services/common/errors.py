@@ -73,6 +73,15 @@ class Forbidden(DomainError):
 
 
 @deserialize_to_instance
+class SignatureRefused(DomainError):
+    """A message signed for a mediation organization (CONTRACTS §4) whose signature is
+    missing, stale or wrong."""
+
+    status = 401
+    code = "bad_signature"
+
+
+@deserialize_to_instance
 class Unavailable(DomainError):
     """What a decision needs is not known yet (the organization not announced, a peer down)."""
 
@@ -105,3 +114,4 @@ ANSWERS_ARE_NOT_FAULTS = AnswersAreNotFaults()
 def quiet_answers() -> None:
     """Install the filter on nameko's worker log (once; the runner does it for every service)."""
     logging.getLogger("nameko.containers").addFilter(ANSWERS_ARE_NOT_FAULTS)
+

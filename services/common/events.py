@@ -66,6 +66,8 @@ class TreeUnit(Schema):
     institution = fields.String(required=True)
     level = fields.String(required=True, validate=validate.OneOf(reference.LEVELS))
     parent = fields.String(required=True, allow_none=True)
+    # The unit's region (GB/T 2260 code): mediation refers a complaint by its unit's region.
+    region = fields.String(allow_none=True)
 
 
 class OrganizationChanged(_Body):
@@ -189,6 +191,85 @@ class MassComplaintDetected(_ComplaintFact):
     note = fields.String(allow_none=True)
 
 
+class Approver(Schema):
+    """A person who approved a step: who, of which unit, holding which positions."""
+
+    sub = fields.String(required=True)
+    name = fields.String(allow_none=True)
+    unit = fields.String(required=True)
+    positions = fields.List(fields.String(), required=True)
+
+
+# -- mediation ---------------------------------------------------------------------------
+
+class _MediationFact(_ComplaintFact):
+    """Facts of a referral. ``mediation`` is the referral as it stands after the fact (the
+    complaint's view keeps the newest); it never holds the authority, which is the
+    institution's and the mediator's, nor personal data."""
+
+    referral_id = fields.String(required=True)
+    organization = fields.String(required=True)
+    mediation = fields.Dict(required=True)
+
+
+class ComplaintReferred(_MediationFact):
+    organization_name = fields.String(required=True)
+    contact = fields.Dict(required=True)
+    reason = fields.String(required=True)
+    # Who approved the authority the referral grants (the referrer, or the person who decided
+    # the pending approval ``approval_id``): the clocks' pause for mediation needs no other.
+    approvers = fields.List(fields.Nested(Approver))
+    approval_id = fields.String(allow_none=True)
+
+
+class MediationStatusChanged(_MediationFact):
+    """The organization reported a new status (a signed callback, CONTRACTS §4)."""
+
+    status = fields.String(required=True, validate=validate.OneOf(reference.MEDIATION_STATUSES))
+    previous = fields.String(required=True, validate=validate.OneOf(reference.MEDIATION_STATUSES))
+    callback_id = fields.String(required=True)
+    occurred_at = fields.AwareDateTime(required=True)
+    # The mediation ended without an agreement (declined, failed, withdrawn): the clocks
+    # paused for it resume.
+    ended = fields.Boolean(required=True)
+    # agreement_reached: {terms, signed_on, carry_out_by (None: the policy's limit), amount, currency}
+    agreement = fields.Dict(allow_none=True)
+
+
+class MediationAuthorityRaised(_MediationFact):
+    raise_no = fields.Integer(required=True)
+    authority = fields.Dict(required=True)
+    approvers = fields.List(fields.Nested(Approver))
+    approval_id = fields.String(allow_none=True)
+
+
+class AgreementCarriedOut(_MediationFact):
+    note = fields.String(allow_none=True)
+
+
+class _DeliveryFact(_MediationFact):
+    message = fields.String(required=True, validate=validate.OneOf(["referral", "authority"]))
+    idempotency_key = fields.String(required=True)
+    attempts = fields.Integer(required=True)
+
+
+class MediationDelivered(_DeliveryFact):
+    pass
+
+
+class MediationDeliveryFailed(_DeliveryFact):
+    """Final: the organization refused it (a 4xx other than 408/429), or it answered nothing
+    good for the whole retry period. An operator corrects the registry and resends."""
+
+    cause = fields.String(required=True, validate=validate.OneOf(["refused", "gave_up"]))
+    status_code = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+
+
+class MediationDeliveryResent(_DeliveryFact):
+    pass
+
+
 # -- the SLA clocks ----------------------------------------------------------------------
 
 class _ClockFact(_ComplaintFact):
@@ -213,15 +294,6 @@ class SlaBreached(_ClockFact):
 
 class SlaMet(_ClockFact):
     state = fields.String(required=True, validate=validate.OneOf(["met", "breached"]))
-
-
-class Approver(Schema):
-    """A person who approved a step: who, of which unit, holding which positions."""
-
-    sub = fields.String(required=True)
-    name = fields.String(allow_none=True)
-    unit = fields.String(required=True)
-    positions = fields.List(fields.String(), required=True)
 
 
 class SlaExtended(_ClockFact):
@@ -256,7 +328,7 @@ class SlaRescheduled(_ClockFact):
     state = fields.String(required=True, validate=validate.OneOf(reference.RUNNING_SLA_STATES))
 
 
-# -- approvals (any service owning an action that needs one: sla now, mediation later) -----
+# -- approvals (any service owning an action that needs one: sla, mediation) ---------------
 
 class ApprovalRequested(_ComplaintFact):
     """A step the requester's roles may not approve waits for a person who may (``actor``
@@ -310,7 +382,7 @@ for _event in (
     EventType("complaint_reopened", "intake", ComplaintReopened, ("routing", "sla")),
     EventType("complaint_withdrawn", "intake", ComplaintWithdrawn, ("sla",)),
     EventType("complaint_repeated", "intake", ComplaintRepeated, ("sla",)),
-    EventType("organization_changed", "routing", OrganizationChanged, ("intake", "sla")),
+    EventType("organization_changed", "routing", OrganizationChanged, ("intake", "sla", "mediation")),
     EventType("complaint_assigned", "routing", ComplaintAssigned, ("intake",)),
     EventType("complaint_accepted", "routing", ComplaintAccepted, ("intake",)),
     EventType("complaint_transfer_requested", "routing", ComplaintTransferRequested, ("intake",)),
@@ -328,9 +400,16 @@ for _event in (
     EventType("sla_paused", "sla", SlaPaused, ("intake",)),
     EventType("sla_resumed", "sla", SlaResumed, ("intake",)),
     EventType("sla_rescheduled", "sla", SlaRescheduled, ("intake",)),
-    # mediation joins the producers when it raises a negotiator's authority the same way.
-    EventType("approval_requested", ("sla",), ApprovalRequested, ("intake",)),
-    EventType("approval_decided", ("sla",), ApprovalDecided, ("intake",)),
+    EventType("complaint_referred", "mediation", ComplaintReferred, ("intake", "sla")),
+    EventType("mediation_status_changed", "mediation", MediationStatusChanged, ("intake", "sla")),
+    EventType("mediation_authority_raised", "mediation", MediationAuthorityRaised, ("intake",)),
+    EventType("agreement_carried_out", "mediation", AgreementCarriedOut, ("intake", "sla")),
+    EventType("mediation_delivered", "mediation", MediationDelivered, ("intake",)),
+    EventType("mediation_delivery_failed", "mediation", MediationDeliveryFailed, ("intake",)),
+    EventType("mediation_delivery_resent", "mediation", MediationDeliveryResent, ("intake",)),
+    # Approvals: sla's of extensions and pauses, mediation's of a mediator's authority.
+    EventType("approval_requested", ("sla", "mediation"), ApprovalRequested, ("intake",)),
+    EventType("approval_decided", ("sla", "mediation"), ApprovalDecided, ("intake",)),
 ):
     register(_event)
 

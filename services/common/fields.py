@@ -13,6 +13,8 @@ from decimal import Decimal, InvalidOperation
 
 from marshmallow import ValidationError, fields, validate
 
+from services.common import timeutil
+
 # What ``str.isspace`` calls white space, written out: JSON Schema engines disagree on ``\s``.
 WHITESPACE = r"\t\n\u000b\f\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 MAX_TEXT = 20000
@@ -87,3 +89,32 @@ class StrictBoolean(fields.Boolean):
         if not isinstance(value, bool):
             raise ValidationError("must be true or false")
         return value
+
+
+class Moment(fields.AwareDateTime):
+    """A time with an offset, written with a year the platform reads (``timeutil.YEARS``:
+    no conversion to another offset leaves the calendar); the document states the year."""
+
+    def __init__(self, **kwargs):
+        metadata = {"pattern": timeutil.YEAR_PATTERN, **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return _in_years(super()._deserialize(value, attr, data, **kwargs))
+
+
+class Day(fields.Date):
+    """A day (``2026-11-22``), written with a year the platform reads (``timeutil.YEARS``)."""
+
+    def __init__(self, **kwargs):
+        metadata = {"pattern": timeutil.YEAR_PATTERN, **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return _in_years(super()._deserialize(value, attr, data, **kwargs))
+
+
+def _in_years(value):
+    if value.year not in timeutil.YEARS:
+        raise ValidationError(f"the year must be from {timeutil.YEARS.start} to {timeutil.YEARS.stop - 1}")
+    return value

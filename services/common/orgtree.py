@@ -1,5 +1,5 @@
 """The organization's tree as every service needs it to decide who may act: each unit's
-parent, level and institution.
+parent, level and institution (and its region, by which mediation refers a complaint).
 
 Routing owns the organization and announces this tree with ``organization_changed`` (the
 optional body field ``units``). A service that checks who may act keeps the last
@@ -31,14 +31,16 @@ class TreeUnit:
     institution: str
     level: str
     parent: str | None
+    region: str | None = None  # GB/T 2260 code
 
 
 class OrgTree:
-    """Units and their parents; pure. ``units`` maps a code to ``{institution, level, parent}``
-    (the shape ``organization_changed`` carries)."""
+    """Units and their parents; pure. ``units`` maps a code to ``{institution, level, parent,
+    region}`` (the shape ``organization_changed`` carries; region optional)."""
 
     def __init__(self, units: Mapping[str, Mapping]):
-        self._units = {code: TreeUnit(code, spec["institution"], spec["level"], spec.get("parent"))
+        self._units = {code: TreeUnit(code, spec["institution"], spec["level"], spec.get("parent"),
+                                      spec.get("region"))
                        for code, spec in units.items()}
         children: dict[str, list[str]] = {code: [] for code in self._units}
         for unit in self._units.values():
@@ -85,7 +87,7 @@ class OrgTree:
         return {code: sorted(units) for code, units in sorted(found.items())}
 
     def as_data(self) -> dict[str, dict]:
-        return {code: {"institution": u.institution, "level": u.level, "parent": u.parent}
+        return {code: {"institution": u.institution, "level": u.level, "parent": u.parent, "region": u.region}
                 for code, u in sorted(self._units.items())}
 
 

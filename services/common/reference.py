@@ -21,6 +21,11 @@ SLA_STATES = ("on_track", "warning", "breached", "met", "paused")
 RUNNING_SLA_STATES = SLA_STATES[:2]
 OUTCOMES = ("upheld", "partially_upheld", "rejected")
 SATISFACTION = ("satisfied", "unsatisfied", "no_response")
+# CONTRACTS.md §4: a referral to mediation; the organizations report the callback statuses,
+# the institution records an agreement carried out.
+MEDIATION_CALLBACK_STATUSES = ("accepted", "declined", "hearing_scheduled", "agreement_reached", "failed",
+                               "withdrawn")
+MEDIATION_STATUSES = ("referred", *MEDIATION_CALLBACK_STATUSES, "carried_out")
 
 
 @cache

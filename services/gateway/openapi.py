@@ -21,6 +21,7 @@ TITLE = "Consumer complaints HTTP API"
 VERSION = "1.0.0"
 OPENAPI_VERSION = "3.0.3"
 SECURITY_SCHEME = "bearerAuth"
+SIGNATURE_SCHEME = "complaintSignature"
 
 
 def _schema_name_resolver(schema) -> str:
@@ -58,6 +59,12 @@ def build_spec(routes=ROUTES, server_url: str | None = None) -> APISpec:
         {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
          "description": "HS256 JWT with claims sub, name, unit, roles, exp."},
     )
+    spec.components.security_scheme(
+        SIGNATURE_SCHEME,
+        {"type": "apiKey", "in": "header", "name": "X-Complaint-Signature",
+         "description": "A mediation organization's signature (CONTRACTS §4): t=<unix seconds>,v1=<hex "
+                        "HMAC-SHA256 of \"<t>.<raw body>\" with its secret>, at most 5 minutes old."},
+    )
     spec.components.schema("Error", schema=schemas.ErrorSchema)
     for route in routes:
         spec.path(path=route.path, operations={route.method.lower(): _operation(route)})
@@ -88,11 +95,12 @@ def _operation(route: Route) -> dict:
             "required": any(f.required for f in route.body().fields.values()),
             "content": {"application/json": {"schema": route.body}},
         }
-    if route.roles is None:
-        operation["security"] = []
-    else:
-        operation["security"] = [{SECURITY_SCHEME: []}]
+    operation["security"] = []
+    if route.roles is not None:
+        operation["security"].append({SECURITY_SCHEME: []})
         operation["x-roles"] = sorted(route.roles)
+    if route.signed:
+        operation["security"].append({SIGNATURE_SCHEME: []})
     for response in route.responses:
         body = {"description": response.description}
         if response.schema is not None:

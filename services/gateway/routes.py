@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 
 from marshmallow import Schema
 
+from services.common import mediation
 from services.common.access import RULE_BOOK
 from services.common.submission import SEMANTIC_FIELDS, ReceiptSchema, SubmissionSchema
 
 from . import schemas
 
 READERS = RULE_BOOK.roles_for("read")
+# Platform operators: the registry of mediation organizations.
+ADMINS = frozenset({"admin"})
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,9 @@ class Route:
     # Fields (or query parameters) a request the document calls valid may still be refused
     # for, with 422: their rule depends on data or on the clock, which no static schema states.
     semantic: tuple[str, ...] = ()
+    # A mediation organization may call it signed (X-Complaint-Signature, CONTRACTS §4)
+    # instead of with a token; the mediation service verifies the signature.
+    signed: bool = False
 
     @property
     def rule(self) -> str:
@@ -93,6 +99,8 @@ class Route:
             statuses.add(400)
         if self.roles is not None:
             statuses.update((401, 403))
+        if self.signed:
+            statuses.add(401)
         if self.path_params is not None:
             statuses.add(404)
         if self.body is not None or self.query is not None:
@@ -281,5 +289,98 @@ ROUTES: tuple[Route, ...] = (
         responses=(Response(200, "The clocks.", schemas.ClockSchema, many=True),),
     ),
 ) + ACTION_ROUTES + APPROVAL_ROUTES
+
+MEDIATION = "/api/v1/mediation"
+ORGANIZATION = f"{MEDIATION}/organizations/{{code}}"
+REFERRAL = f"{MEDIATION}/referrals/{{referral_id}}"
+
+MEDIATION_ROUTES: tuple[Route, ...] = (
+    Route(
+        name="put_mediation_organization", method="PUT", path=ORGANIZATION, tags=("mediation",),
+        summary="Register a mediation organization, or change one (CONTRACTS §4).",
+        description="Regions are GB/T 2260 codes; the secret signs what the platform delivers and what "
+                    "the organization sends back, and is never shown back.",
+        roles=ADMINS, body=mediation.MediationOrganizationSchema, path_params=schemas.OrganizationPathSchema,
+        semantic=mediation.ORGANIZATION_SEMANTIC,
+        responses=(Response(201, "Registered.", schemas.MediationOrganizationViewSchema),
+                   Response(200, "Changed.", schemas.MediationOrganizationViewSchema)),
+    ),
+    Route(
+        name="list_mediation_organizations", method="GET", path=f"{MEDIATION}/organizations",
+        tags=("mediation",), summary="The mediation organizations in service.", roles=READERS,
+        responses=(Response(200, "The organizations.", schemas.MediationOrganizationViewSchema, many=True),),
+    ),
+    Route(
+        name="get_mediation_organization", method="GET", path=ORGANIZATION, tags=("mediation",),
+        summary="One mediation organization, retired or not.", roles=READERS,
+        path_params=schemas.OrganizationPathSchema,
+        responses=(Response(200, "The organization.", schemas.MediationOrganizationViewSchema),),
+    ),
+    Route(
+        name="retire_mediation_organization", method="DELETE", path=ORGANIZATION, tags=("mediation",),
+        summary="Retire a mediation organization: no new referral goes to it; its open referrals keep going.",
+        roles=ADMINS, path_params=schemas.OrganizationPathSchema,
+        responses=(Response(200, "The organization, retired.", schemas.MediationOrganizationViewSchema),),
+    ),
+    Route(
+        name="refer_complaint", method="POST", path=f"{COMPLAINT}/mediation", tags=("actions", "mediation"),
+        summary="Refer a complaint decided against the customer, or stalled, to mediation.",
+        description="With the customer's consent and the mediator's authority, to the organization covering "
+                    "the handling unit's region or the one named. The authority is granted by the caller "
+                    "when they hold a position the rule book names for it; else the referral waits for a "
+                    "person who does (202, the pending approval) and is made when approved. 409 when no "
+                    "organization covers it or the complaint's state does not allow it; 422 when consent or "
+                    "the negotiation record is missing.",
+        roles=RULE_BOOK.roles_for("refer"), body=mediation.ReferralRequestSchema,
+        path_params=schemas.ComplaintPathSchema, semantic=mediation.REFER_SEMANTIC,
+        responses=(Response(201, "Referred; delivered to the organization in the background.",
+                            schemas.ReferralCreatedSchema, headers=(("Location", "The referral's URL."),)),
+                   Response(202, "The authority waits for a person who may approve it: the pending approval.",
+                            schemas.ApprovalSchema)),
+        extra_errors=(409,),
+    ),
+    Route(
+        name="raise_mediation_authority", method="POST", path=f"{COMPLAINT}/mediation/authority",
+        tags=("actions", "mediation"),
+        summary="Raise the mediator's authority to settle; it reaches the organization within seconds.",
+        description="Applied at once when the caller holds a position the rule book names for it; else it "
+                    "waits for a person who does (202, the pending approval) and reaches the organization "
+                    "once approved.",
+        roles=RULE_BOOK.roles_for("raise_authority"), body=mediation.AuthorityRaiseSchema,
+        path_params=schemas.ComplaintPathSchema, semantic=mediation.RAISE_SEMANTIC,
+        responses=(Response(200, "The referral as it stands.", schemas.ReferralSchema),
+                   Response(202, "The raise waits for a person who may approve it: the pending approval.",
+                            schemas.ApprovalSchema)),
+        extra_errors=(409,),
+    ),
+    Route(
+        name="record_agreement_carried_out", method="POST", path=f"{COMPLAINT}/mediation/carried-out",
+        tags=("actions", "mediation"), summary="Record the mediation agreement carried out.",
+        roles=RULE_BOOK.roles_for("record_carried_out"), body=mediation.CarriedOutSchema,
+        path_params=schemas.ComplaintPathSchema,
+        responses=(Response(200, "The referral as it stands.", schemas.ReferralSchema),),
+        extra_errors=(409,),
+    ),
+    Route(
+        name="get_mediation_referral", method="GET", path=REFERRAL, tags=("mediation",),
+        summary="A referral, its status and its deliveries: a handler's token, or the organization's "
+                "signature over the empty body.",
+        roles=READERS, signed=True, path_params=schemas.ReferralPathSchema,
+        responses=(Response(200, "The referral.", schemas.ReferralSchema),),
+    ),
+    Route(
+        name="mediation_callback", method="POST", path=f"{REFERRAL}/events", tags=("mediation",),
+        summary="An organization reports on a referral, signed with its secret (CONTRACTS §4).",
+        description="401 for a signature that is missing, not the organization's, or more than 5 minutes "
+                    "away; 409 for a status that does not follow the current one; the same event_id again "
+                    "answers 200 and changes nothing.",
+        signed=True, body=mediation.MediationCallbackSchema, path_params=schemas.ReferralPathSchema,
+        semantic=mediation.CALLBACK_SEMANTIC,
+        responses=(Response(200, "Applied, or applied before.", schemas.CallbackAnswerSchema),),
+        extra_errors=(409,),
+    ),
+)
+
+ROUTES = ROUTES + MEDIATION_ROUTES
 
 BY_NAME = {route.name: route for route in ROUTES}

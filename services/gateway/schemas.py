@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, validate
 
-from services.common import reference, timeutil
+from services.common import mediation, reference, timeutil
 from services.common.fields import CODE, MoneyString, Pattern, text
 
 MISCONDUCT_CLUES = ("collusion", "threats", "obstruction", "violation", "buck_passing")
@@ -66,8 +66,8 @@ class HealthSchema(Reply):
     status = fields.Str(required=True, metadata={"example": "ok"})
     peers = fields.Dict(
         keys=fields.Str(), values=fields.Str(validate=validate.OneOf(("up", "down", "error"))),
-        metadata={"description": "Whether each RPC peer (intake, routing, sla) answers: up, down "
-                                 "(no answer) or error."},
+        metadata={"description": "Whether each RPC peer (intake, routing, sla, mediation) answers: up, "
+                                 "down (no answer) or error."},
     )
 
 
@@ -163,6 +163,8 @@ class ComplaintSchema(ComplaintSummarySchema):
     mediation = fields.Dict(allow_none=True, metadata={"description": "Where referred."})
     history = fields.List(fields.Nested(HistoryEventSchema), required=True,
                           metadata={"description": "Every event, oldest first."})
+    allowed_actions = fields.List(fields.Str(), metadata={
+        "description": "The lifecycle actions the complaint's status allows now (an extension)."})
 
 
 class ComplaintOutOfReachSchema(Reply):
@@ -308,14 +310,17 @@ class ApproverSchema(Reply):
 class ApprovalSchema(Reply):
     """A step that waits for (or got) the approval of a person who may give it."""
 
-    approval_id = fields.Str(required=True, metadata={"example": "sla-0f6c2d0e8f6a4f0e9b1d2c3a4b5c6d7e"})
+    approval_id = fields.Str(required=True, metadata={
+        "example": "sla-0f6c2d0e8f6a4f0e9b1d2c3a4b5c6d7e",
+        "description": "Its prefix names the service that keeps it (sla, mediation)."})
     action = fields.Str(required=True, metadata={"example": "extend"})
     needs = fields.List(fields.Str(), required=True, metadata={"description": "The roles that may decide it."})
     of_unit = fields.Str(required=True, allow_none=True, metadata={"description": "The unit it is addressed to."})
     complaint_no = fields.Str()
     state = fields.Str(validate=validate.OneOf(("pending", "approved", "refused")))
     positions = fields.List(fields.Str(), metadata={"description": "The approval positions of the rule book."})
-    request = fields.Dict(metadata={"description": "What is asked: days and reason, or ground and evidence."})
+    request = fields.Dict(metadata={"description": "What is asked: days and reason, ground and evidence, a "
+                                                   "referral and its authority, or an authority raised."})
     requested_by = fields.Nested(ApproverSchema)
     requested_at = fields.AwareDateTime()
     decided_by = fields.Nested(ApproverSchema, allow_none=True)
@@ -352,3 +357,64 @@ class MisconductSchema(ActionSchema):
     clue = fields.Str(required=True, validate=validate.OneOf(MISCONDUCT_CLUES))
     note = text(required=True, description="What was seen: the referral to discipline inspection keeps it.")
 
+
+# -- mediation (CONTRACTS §4): the request bodies are services.common.mediation's -----------------
+
+class MediationOrganizationViewSchema(Reply):
+    code = fields.Str(required=True)
+    name = fields.Str(required=True)
+    regions = fields.List(fields.Str(), required=True)
+    url = fields.Str(required=True)
+    contact = fields.Nested(mediation.MediationContactSchema, required=True)
+    created_at = fields.AwareDateTime(required=True)
+    updated_at = fields.AwareDateTime(required=True)
+    secret_set_at = fields.AwareDateTime(required=True, metadata={
+        "description": "When the secret was last set (never the secret)."})
+    retired_at = fields.AwareDateTime(required=True, allow_none=True, metadata={
+        "description": "Retired: no new referral goes to it; its open referrals keep going."})
+
+
+class OrganizationPathSchema(Schema):
+    code = fields.Str(required=True, validate=mediation.ORGANIZATION_CODE)
+
+
+class ReferralCreatedSchema(Reply):
+    referral_id = fields.Str(required=True)
+    organization = fields.Str(required=True)
+    status = fields.Str(required=True, validate=validate.OneOf(reference.MEDIATION_STATUSES))
+
+
+class MediationDeliverySchema(Reply):
+    state = fields.Str(required=True, metadata={
+        "description": "pending (being delivered or waiting for a retry), delivered, or failed (waiting for "
+                       "an operator)."})
+    next_attempt_at = fields.AwareDateTime(required=True, allow_none=True)
+    in_flight = fields.Bool(required=True)
+    messages = fields.List(fields.Dict(), required=True, metadata={
+        "description": "Each message (the referral, each raise) with its Idempotency-Key, state and attempts."})
+
+
+class ReferralSchema(Reply):
+    referral_id = fields.Str(required=True)
+    complaint_no = fields.Str(required=True)
+    organization = fields.Dict(required=True, metadata={"description": "code, name and contact."})
+    status = fields.Str(required=True, validate=validate.OneOf(reference.MEDIATION_STATUSES))
+    authority = fields.Dict(required=True, metadata={
+        "description": "max_settlement_amount, currency and approver, in force."})
+    authority_raises = fields.List(fields.Dict(), required=True)
+    events = fields.List(fields.Dict(), required=True, metadata={
+        "description": "The organization's callbacks applied."})
+    agreement = fields.Dict(required=True, allow_none=True)
+    carried_out = fields.Dict(required=True, allow_none=True)
+    delivery = fields.Nested(MediationDeliverySchema, required=True)
+    referral = fields.Dict(required=True, metadata={"description": "The mediation.referral/1 body as delivered."})
+
+
+class ReferralPathSchema(Schema):
+    referral_id = fields.Str(required=True, validate=Pattern(r"^[A-Z0-9]+-[0-9]{6}-[0-9]{7,}-M[0-9]+$",
+                                                             error="must be a referral id"))
+
+
+class CallbackAnswerSchema(Reply):
+    applied = fields.Bool(required=True, metadata={"description": "False when this event_id was applied before."})
+    referral = fields.Nested(ReferralSchema, required=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from services.common.rpc import TimedRpcProxy
 
-from . import views
+from . import mediation, views
 from .entrypoint import endpoint
 
 
@@ -19,6 +19,7 @@ class GatewayService:
     intake = TimedRpcProxy("intake")
     routing = TimedRpcProxy("routing")
     sla = TimedRpcProxy("sla")
+    mediation = TimedRpcProxy("mediation")
 
     @endpoint("health")
     def health(self, request, identity):
@@ -115,3 +116,41 @@ class GatewayService:
     @endpoint("refuse_approval")
     def refuse_approval(self, request, identity, approval_id):
         return views.decide_approval(self, request, identity, approval_id, "refuse")
+
+    # -- mediation (CONTRACTS §4) ------------------------------------------------------------
+
+    @endpoint("put_mediation_organization")
+    def put_mediation_organization(self, request, identity, code):
+        return mediation.put_organization(self, request, identity, code)
+
+    @endpoint("list_mediation_organizations")
+    def list_mediation_organizations(self, request, identity):
+        return mediation.list_organizations(self)
+
+    @endpoint("get_mediation_organization")
+    def get_mediation_organization(self, request, identity, code):
+        return mediation.get_organization(self, code)
+
+    @endpoint("retire_mediation_organization")
+    def retire_mediation_organization(self, request, identity, code):
+        return mediation.retire_organization(self, identity, code)
+
+    @endpoint("refer_complaint")
+    def refer_complaint(self, request, identity, complaint_no):
+        return mediation.refer(self, request, identity, complaint_no)
+
+    @endpoint("raise_mediation_authority")
+    def raise_mediation_authority(self, request, identity, complaint_no):
+        return mediation.raise_authority(self, request, identity, complaint_no)
+
+    @endpoint("record_agreement_carried_out")
+    def record_agreement_carried_out(self, request, identity, complaint_no):
+        return mediation.carried_out(self, request, identity, complaint_no)
+
+    @endpoint("get_mediation_referral")
+    def get_mediation_referral(self, request, identity, referral_id):
+        return mediation.get_referral(self, request, identity, referral_id)
+
+    @endpoint("mediation_callback")
+    def mediation_callback(self, request, identity, referral_id):
+        return mediation.callback(self, request, referral_id)

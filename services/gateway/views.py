@@ -3,10 +3,10 @@
 No business rules: intake validates complaints (the edge checks a submission against the
 same schema first, and that the caller's unit is of the institution named, to answer
 early) and owns their numbering, state and visibility checks; routing owns the
-organization and assignments; sla owns the clocks.
-These functions only translate, so unit tests drive them with fake peers and no broker.
-``peers`` is anything with ``intake``, ``routing`` and ``sla`` attributes that behave like
-nameko RPC proxies (the service instance).
+organization and assignments; sla owns the clocks; mediation owns referrals (its endpoints
+are in ``mediation``). These functions only translate, so unit tests drive them with fake
+peers and no broker. ``peers`` is anything with ``intake``, ``routing``, ``sla`` and
+``mediation`` attributes that behave like nameko RPC proxies (the service instance).
 
 Every handler action goes through :func:`act`: it checks the body against the action's
 schema, then the service that owns the action does it and checks who may; the answer is the
@@ -43,7 +43,7 @@ _log = logging.getLogger(__name__)
 HTTP_APP_ID = "http"
 # complaint.submit/1 nests two levels; MongoDB stores at most 100. Deeper is not a request.
 MAX_DEPTH = 32
-PEERS = ("intake", "routing", "sla")
+PEERS = ("intake", "routing", "sla", "mediation")
 HEALTH_TIMEOUT = 1.0
 LIST_FILTERS = ("status", "unit", "overdue", "from", "to")
 
@@ -104,7 +104,7 @@ def load(schema: Schema, data) -> dict:
 
 def services_of(peers) -> dict:
     """The peers by service name (``PEERS``)."""
-    return {"intake": peers.intake, "routing": peers.routing, "sla": peers.sla}
+    return {"intake": peers.intake, "routing": peers.routing, "sla": peers.sla, "mediation": peers.mediation}
 
 
 def visible_units(peers, identity: Identity):
@@ -254,7 +254,7 @@ def act(peers, name: str, request, identity: Identity, complaint_no: str) -> dic
 
 def approval_owners(peers) -> dict:
     """The services that keep approvals, by the prefix of their approvals' ids."""
-    return {"sla": peers.sla}
+    return {"sla": peers.sla, "mediation": peers.mediation}
 
 
 def list_approvals(peers, request, identity: Identity) -> dict:

@@ -623,7 +623,10 @@ class Intake:
 
     def get(self, complaint_no: str, visible_units: list[str] | None) -> dict:
         complaint = self.visible(complaint_no, visible_units)
-        return view(complaint, self.notices.of_complaint(complaint_no))
+        # An extension of the view: what the lifecycle allows now (consoles, and services that
+        # act on a complaint, such as mediation, ask it rather than keep a copy of the rules).
+        return dict(view(complaint, self.notices.of_complaint(complaint_no)),
+                    allowed_actions=self.lifecycle.actions_from(complaint["status"]))
 
     def access_facts(self, complaint_no: str) -> dict:
         return access_facts(self.visible(complaint_no, None)).as_dict()

@@ -37,6 +37,10 @@ class Lifecycle:
     def allows(self, action: str, status: str) -> bool:
         return status in self.actions[action]["from"]
 
+    def actions_from(self, status: str) -> list[str]:
+        """The actions the status allows, in the file's order."""
+        return [name for name, action in self.actions.items() if status in action["from"]]
+
     def next_status(self, action: str, status: str) -> str:
         """The status after ``action``; Conflict if the current status does not allow it."""
         if action not in self.actions:

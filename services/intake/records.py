@@ -225,6 +225,8 @@ class Records:
             tell = (rule["tell"], _told(event["type"], body)) if rule.get("tell") and moved else None
             wanted = rule.get("notify") and (not rule.get("notify_if") or body.get(rule["notify_if"]))
             notify = (rule["notify"], details) if wanted else None
+        if rule.get("keep") and _newer(body.get(rule["keep"]), complaint.get(rule["keep"])):
+            updates[rule["keep"]] = body[rule["keep"]]
         transfer = None
         if event["type"] in ("complaint_transfer_requested", "complaint_transferred", "complaint_transfer_rejected"):
             transfer = {"type": event["type"], "at": at, **{k: body.get(k) for k in ("from_unit", "to_unit", "reason")}}
@@ -250,6 +252,13 @@ class Records:
         in_transaction(self.db, write)
 
 
+def _newer(fresh: dict | None, held: dict | None) -> bool:
+    """Whether ``fresh`` (a state another service owns, with its ``as_of``) is newer than ``held``."""
+    if not fresh:
+        return False
+    return not held or timeutil.parse(held["as_of"]) <= timeutil.parse(fresh["as_of"])
+
+
 def _told(event_type: str, body: dict) -> dict:
     """What the call center hears of a change, beyond complaint_no, status and at."""
     keys = {
@@ -259,5 +268,6 @@ def _told(event_type: str, body: dict) -> dict:
         "complaint_escalated": ("from_unit", "to_unit", "reason"),
         "sla_extended": ("due_by", "reason"),
         "sla_rescheduled": ("due_by", "previous_due_by", "provisional", "reason"),
+        "complaint_referred": ("referral_id", "organization", "organization_name"),
     }[event_type]
     return {key: body.get(key) for key in keys}

@@ -284,9 +284,11 @@ class Organization:
         return eligible[0] if eligible else None
 
     def tree_data(self) -> dict[str, dict]:
-        """Each unit's institution, level and parent: what `organization_changed` carries
-        for the services that decide who may act (services.common.orgtree)."""
-        return {u.code: {"institution": u.institution, "level": u.level, "parent": u.parent}
+        """Each unit's institution, level, parent and region: what `organization_changed`
+        carries for the services that decide who may act (services.common.orgtree) and for
+        mediation, which refers a complaint by its unit's region."""
+        return {u.code: {"institution": u.institution, "level": u.level, "parent": u.parent,
+                         "region": u.region or None}
                 for u in self._units.values()}
 
     # -- the contract shape -----------------------------------------------------------

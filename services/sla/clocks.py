@@ -15,10 +15,12 @@ A clock document::
     state          running | paused | met | breached (decided late) |
                    breached_open (limit passed, still open) | stopped (withdrawn)
     started_at     when the clock counts from (receipt, review request, new material)
-    pauses         [{start, end|None, reason, ground, evidence, actor, approvers, approval_id}]
+    pauses         [{start, end|None, reason, ground, evidence, actor, approvers, approval_id,
+                    referral_id (a pause for mediation)}]
     total          the limit in force, in the clock's unit (base limit + extensions)
-    promised_limit the limit promised to the customer (a suggestion's reply time), which
-                   replaces the policy's; None when none was promised
+    promised_limit the limit promised to the customer (a suggestion's reply time) or in a
+                   mediation agreement (its carry-out date), which replaces the policy's; None
+                   when none was promised
     extensions     [{days, total, reason, approved_by (positions), approvers (people), approval_id,
                     actor, at, previous_due_by}]
     due_by         None while paused (or when no calendar can count the year)
@@ -50,7 +52,8 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
+from datetime import time as dt_time
 from functools import partial
 
 from pymongo import ASCENDING, IndexModel
@@ -64,11 +67,13 @@ from services.common.orgtree import AnnouncedOrganization
 from services.common.outbox import event_message
 from services.common.outbox import pending as outbox_pending
 from services.common.policy import (
+    SHANGHAI,
     ClockRule,
     ExtensionRefused,
     ExtensionStep,
     NoDueDate,
     ReviewWindowClosed,
+    UnknownClock,
     book_loaders,
     load_calendars,
     load_policies,
@@ -86,6 +91,8 @@ PRODUCER = "sla"
 COLLECTION = "clocks"
 UNSCHEDULED = "unscheduled"
 META = "meta"
+MEDIATION = "mediation"  # the pause ground (policies.yaml) from a referral to the end of the mediation
+AGREEMENT_CLOCK = "agreement_performance"
 OPEN_STATES = ("running", "paused", "breached_open")
 
 INDEXES = {
@@ -141,7 +148,8 @@ class Clocks:
 
     def _rule(self, doc: dict) -> ClockRule:
         rule = self.policies.get(doc["policy"]).clock(doc["clock"])
-        # A promise made to the customer stands, whatever the policy's bounds became since.
+        # A promise (to the customer, or in a mediation agreement) stands, whatever the policy's
+        # bounds became since.
         return rule if doc.get("promised_limit") is None else rule.with_limit(doc["promised_limit"])
 
     def _calendar(self, doc: dict):
@@ -271,20 +279,23 @@ class Clocks:
         return "provisional" if doc.get("provisional") else "final"
 
     def on_decided(self, event: dict, outbox) -> None:
-        """``complaint_decided``: every open clock stops; ``sla_met`` says met or breached."""
-        self._stop_open(event, outbox)
+        """``complaint_decided``: every open clock of the handling stops; ``sla_met`` says
+        met or breached."""
+        self._stop_open(event, outbox, _handling)
 
     def on_closed(self, event: dict, outbox) -> None:
-        """``complaint_closed``: a clock still open (e.g. closed after mediation) stops too."""
-        self._stop_open(event, outbox)
+        """``complaint_closed``: a clock of the handling still open (e.g. closed after
+        mediation) stops too."""
+        self._stop_open(event, outbox, _handling)
 
-    def _stop_open(self, event: dict, outbox) -> None:
+    def _stop_open(self, event: dict, outbox, stops: Callable[[str], bool]) -> None:
+        """Stop the open clocks of the event's complaint whose name ``stops`` accepts."""
         body = event["body"]
         at = timeutil.parse(body["at"])
 
         def work(session):
             now = self.now()
-            docs = self._open(body["complaint_no"], session=session)
+            docs = [d for d in self._open(body["complaint_no"], session=session) if stops(d["clock"])]
             if not docs and not self.clocks.find_one({"complaint_no": body["complaint_no"]}, {"_id": 1},
                                                      session=session):
                 # Facts of one complaint travel on different queues: the receipt may still be
@@ -397,6 +408,103 @@ class Clocks:
                     restarted=True, reason="new_facts", repeat=event["complaint_no"])))
 
         self._transaction(event, work)
+
+    # -- mediation (CONTRACTS §4): the time in mediation is not counted (Order 3/2020 Art. 23),
+    #    and an agreement is carried out in time (seed 000 §8) ------------------------------
+
+    def on_referred(self, event: dict, outbox) -> None:
+        """``complaint_referred``: every running clock pauses from the referral on the
+        ``mediation`` ground of the policy data, the referral its evidence, until the
+        mediation ends (see ``on_mediation_status_changed``). No approval of its own: the
+        referral was approved (its approvers and approval are the pause's)."""
+        body = event["body"]
+        ground = self.pause_grounds.get(MEDIATION)
+        if ground is None:
+            log.error("%s was referred to mediation, but the policy data has no %r pause ground: its clocks run on",
+                      body["complaint_no"], MEDIATION)
+            return
+        at = timeutil.parse(body["at"])
+        reason = f"referred to mediation ({body['organization']}, {body['referral_id']})"
+        evidence = f"{body.get('organization_name') or body['organization']}, referral {body['referral_id']}"
+
+        def work(session):
+            running = [d for d in self._found(body["complaint_no"], session) if d["state"] == "running"]
+            self._pause(session, running, reason, ground.code, evidence, body.get("actor"), body.get("approvers") or [],
+                        self.now(), outbox, approval_id=body.get("approval_id"), start=at,
+                        referral_id=body["referral_id"])
+
+        self._transaction(event, work)
+
+    def on_mediation_status_changed(self, event: dict, outbox) -> None:
+        """``mediation_status_changed``: an agreement starts the clock of carrying it out; a
+        mediation that ended without one resumes the clocks its referral paused, where they
+        stopped. Other statuses change no clock."""
+        body = event["body"]
+        if body.get("agreement"):
+            self._start_agreement(event, outbox)
+        elif body["ended"]:
+            self._resume_after_mediation(event, outbox)
+
+    def _resume_after_mediation(self, event: dict, outbox) -> None:
+        body = event["body"]
+        at = timeutil.parse(body["at"])
+        reason = f"mediation {body['status']} ({body['organization']}, {body['referral_id']})"
+
+        def work(session):
+            now = self.now()
+            for doc in self._found(body["complaint_no"], session):
+                pauses = doc.get("pauses", [])
+                if doc["state"] != "paused" or not pauses or pauses[-1].get("referral_id") != body["referral_id"]:
+                    continue  # not paused by this referral (e.g. met before it, or paused on other grounds)
+                self._resume(session, doc, max(at, _local(pauses[-1]["start"])), reason, body.get("actor"), now,
+                             outbox, ground=MEDIATION, referral_id=body["referral_id"])
+
+        self._transaction(event, work)
+
+    def _start_agreement(self, event: dict, outbox) -> None:
+        """The ``agreement_performance`` clock of the complaint's policy, from the day the
+        terms were agreed to the day the agreement names (the policy's limit if none)."""
+        body = event["body"]
+        agreement = body["agreement"]
+        now = self.now()
+        source = self.clocks.find_one({"complaint_no": body["complaint_no"]}, sort=[("created_at", ASCENDING)])
+        if source is None:
+            raise NotFound(f"no clock for {body['complaint_no']} yet")
+        try:
+            rule = self.policies.get(source["policy"]).clock(AGREEMENT_CLOCK)
+        except UnknownClock:
+            log.warning("%s: policy %s has no %s clock; the agreement of %s is not timed", body["complaint_no"],
+                        source["policy"], AGREEMENT_CLOCK, body["referral_id"])
+            return
+        signed_on = date.fromisoformat(agreement["signed_on"])
+        limit = None
+        if agreement.get("carry_out_by"):
+            if rule.limit.unit == "calendar_days":
+                limit = (date.fromisoformat(agreement["carry_out_by"]) - signed_on).days
+            else:
+                log.warning("%s counts %s: the agreement's own date is not used", AGREEMENT_CLOCK, rule.limit.unit)
+        started_at = datetime.combine(signed_on, dt_time(0), tzinfo=SHANGHAI)
+        doc = self._new_clock(body["complaint_no"], rule, started_at, institution=source.get("institution"),
+                              unit=source.get("unit"), now=now, promised_limit=limit)
+        started = self._event("sla_started", doc, now, body.get("actor"), started_at=timeutil.iso(started_at),
+                              reason="agreement_reached", referral_id=body["referral_id"])
+
+        def work(session):
+            existing = self.clocks.find_one({"_id": doc["_id"]}, session=session)
+            if existing is None:
+                self.clocks.insert_one(doc, session=session)
+            else:
+                # An agreement of a later referral: its own clock counts anew.
+                fresh = {k: v for k, v in doc.items() if k not in ("_id", "version", "created_at")}
+                fresh["generation"] = existing.get("generation", 0) + 1
+                self._replace(session, existing, fresh)
+            outbox.stage(session, event_message(started))
+
+        self._transaction(event, work)
+
+    def on_agreement_carried_out(self, event: dict, outbox) -> None:
+        """``agreement_carried_out``: the agreement's clock stops, met or breached."""
+        self._stop_open(event, outbox, lambda clock: clock == AGREEMENT_CLOCK)
 
     # -- firing -----------------------------------------------------------------------------
 
@@ -605,17 +713,20 @@ class Clocks:
         return in_transaction(self.db, work)
 
     def _pause(self, session, docs: list[dict], reason: str, ground: str, evidence: str, requested_by: str,
-               approvers: list[dict], now: datetime, outbox, approval_id: str | None = None) -> list[str]:
+               approvers: list[dict], now: datetime, outbox, approval_id: str | None = None,
+               start: datetime | None = None, **extra) -> list[str]:
+        """Pause ``docs`` from ``start`` (default now); ``extra`` (a referral's id) is kept on
+        the pause and told with it. The ids of the events staged."""
         announced_ids = []
         for doc in docs:
-            pause = {"start": now, "end": None, "reason": reason, "ground": ground, "evidence": evidence,
-                     "actor": requested_by, "approvers": approvers, "approval_id": approval_id}
+            pause = {"start": start or now, "end": None, "reason": reason, "ground": ground, "evidence": evidence,
+                     "actor": requested_by, "approvers": approvers, "approval_id": approval_id, **extra}
             pauses = [*doc.get("pauses", []), pause]
             changes = {"pauses": pauses, "state": "paused", **self._schedule(dict(doc, pauses=pauses, state="paused"),
                                                                             now)}
             self._replace(session, doc, changes)
             announced = self._event("sla_paused", doc, now, requested_by, reason=reason, ground=ground,
-                                    evidence=evidence, approvers=approvers, approval_id=approval_id)
+                                    evidence=evidence, approvers=approvers, approval_id=approval_id, **extra)
             outbox.stage(session, event_message(announced))
             announced_ids.append(announced["event_id"])
         return announced_ids
@@ -631,20 +742,25 @@ class Clocks:
             now = self.now()
             announced_ids = []
             for doc in self._in_state(complaint_no, "paused", session):
-                pauses = list(doc.get("pauses", []))
+                pauses = doc.get("pauses", [])
                 if ground and ground != pauses[-1].get("ground"):
                     raise Invalid(f"the clock is paused for {pauses[-1].get('ground')}, not {ground}",
                                   {"ground": [f"the pause it ends is for {pauses[-1].get('ground')}"]})
-                pauses[-1] = dict(pauses[-1], end=now, resume_reason=reason, resumed_by=caller.sub)
-                changes = {"pauses": pauses, "state": "running",
-                           **self._schedule(dict(doc, pauses=pauses, state="running"), now)}
-                self._replace(session, doc, changes)
-                announced = self._event("sla_resumed", doc, now, caller.sub, reason=reason)
-                outbox.stage(session, event_message(announced))
-                announced_ids.append(announced["event_id"])
+                announced_ids.append(self._resume(session, doc, now, reason, caller.sub, now, outbox))
             return {"events": announced_ids}
 
         return in_transaction(self.db, work)
+
+    def _resume(self, session, doc: dict, end: datetime, reason: str, by: str | None, now: datetime, outbox,
+                **extra) -> str:
+        """End ``doc``'s last pause at ``end`` and count again; the id of the event staged."""
+        pauses = [*doc["pauses"][:-1], dict(doc["pauses"][-1], end=end, resume_reason=reason, resumed_by=by)]
+        changes = {"pauses": pauses, "state": "running",
+                   **self._schedule(dict(doc, pauses=pauses, state="running"), now)}
+        self._replace(session, doc, changes)
+        announced = self._event("sla_resumed", doc, now, by, reason=reason, **extra)
+        outbox.stage(session, event_message(announced))
+        return announced["event_id"]
 
     def _in_state(self, complaint_no: str, state: str, session) -> list[dict]:
         docs = [d for d in self._found(complaint_no, session) if d["state"] == state]
@@ -786,6 +902,12 @@ class Clocks:
             "recompute_jobs": self.rescheduling.under_way(),
             "outbox_pending": outbox_pending(self.db),
         }
+
+
+def _handling(clock: str) -> bool:
+    """A clock of the complaint's handling, which its decision or closing stops: all but an
+    agreement's, which is tracked to completion whatever happens to them (seed 000 §8)."""
+    return clock != AGREEMENT_CLOCK
 
 
 def paused_time(pauses: list[dict], now: datetime) -> dict:

@@ -52,6 +52,18 @@ class SlaService:
     def on_repeated(self, event: dict):
         self.keeper.on_repeated(event, self.outbox)
 
+    @subscribe("complaint_referred")
+    def on_referred(self, event: dict):
+        self.keeper.on_referred(event, self.outbox)
+
+    @subscribe("mediation_status_changed")
+    def on_mediation_status_changed(self, event: dict):
+        self.keeper.on_mediation_status_changed(event, self.outbox)
+
+    @subscribe("agreement_carried_out")
+    def on_agreement_carried_out(self, event: dict):
+        self.keeper.on_agreement_carried_out(event, self.outbox)
+
     @timer(interval=1)
     def sweep(self):
         """Fire the warnings and breaches that are due (also those that fell due while no

@@ -168,6 +168,32 @@ class FakeSla:
                 {"clock": "review", "policy": "nfra_2020", "state": "paused", "paused": True, "due_by": None}]
 
 
+class FakeMediation:
+    name = "mediation"
+    pending = {"approval_id": "mediation-" + "1" * 32, "action": "refer", "needs": ["supervisor"],
+               "of_unit": "BANKA-SD-YT-ZF", "requested_at": "2026-11-23T09:00:00+08:00"}
+
+    @rpc
+    def health(self):
+        return {"status": "ok"}
+
+    @rpc
+    def refer(self, complaint_no, data, actor):
+        calls.append(("mediation.refer", complaint_no, data, actor))
+        FakeIntake.visible(complaint_no, below(actor["unit"]))
+        return {"approval": dict(self.pending, complaint_no=complaint_no, state="pending")}
+
+    @rpc
+    def approvals(self, actor, pending):
+        calls.append(("mediation.approvals", actor, pending))
+        return [self.pending]
+
+    @rpc
+    def decide_approval(self, approval_id, decision, note, actor):
+        calls.append(("mediation.decide_approval", approval_id, decision, note, actor))
+        raise NotFound(f"no approval {approval_id}")
+
+
 def token(unit="BANKA-SD-YT", roles=("handler",), sub="u1", secret=SECRET, ttl=600):
     return issue_token({"sub": sub, "name": "测试用户", "unit": unit, "roles": list(roles)}, secret, ttl=ttl)
 
@@ -195,7 +221,7 @@ def stop(containers):
 @pytest.fixture(scope="module")
 def base():
     with rabbit_vhost("complaints-test-gateway") as amqp_uri:
-        url, containers = run_gateway(amqp_uri, FakeIntake, FakeRouting, FakeSla)
+        url, containers = run_gateway(amqp_uri, FakeIntake, FakeRouting, FakeSla, FakeMediation)
         try:
             yield url
         finally:
@@ -240,7 +266,8 @@ def assert_error(response, status, code=None):
 def test_health_needs_no_token_and_reports_peers(base):
     response = requests.get(f"{base}/health", timeout=5)
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "peers": {"intake": "up", "routing": "up", "sla": "up"}}
+    assert response.json() == {"status": "ok",
+                               "peers": {"intake": "up", "routing": "up", "sla": "up", "mediation": "up"}}
     assert requests.get(f"{base}/health?peers=false", timeout=5).json() == {"status": "ok"}
 
 
@@ -421,7 +448,7 @@ def test_intake_not_running_is_503(base_without_intake):
                              headers={**auth(), "Idempotency-Key": "k-4"}, timeout=10)
     assert_error(response, 503, "service_unavailable")
     health = requests.get(f"{base_without_intake}/health", timeout=5).json()
-    assert health["peers"] == {"intake": "down", "routing": "up", "sla": "down"}
+    assert health["peers"] == {"intake": "down", "routing": "up", "sla": "down", "mediation": "down"}
 
 
 # -- handler actions ------------------------------------------------------------------------------
@@ -581,10 +608,19 @@ def test_unknown_complaint_is_404_and_a_refused_transition_409(base):
     assert error["details"] == {"days": ["At most 60 days in all."]}
 
 
-def test_actions_take_post_only_and_mediation_is_not_there(base):
+def test_actions_take_post_only_and_a_referral_is_passed_to_mediation(base):
     response = requests.get(f"{base}/api/v1/complaints/{CLOSED}/accept", headers=auth(), timeout=5)
     assert_error(response, 405, "method_not_allowed")
-    assert_error(post(base, CLOSED, "mediation", {"reason": "x"}), 404, "not_found")
+    # The edge checks the body first; the mediation service makes the referral and judges who may.
+    assert_error(post(base, CLOSED, "mediation", {"reason": "x"}), 422, "validation_failed")
+    assert calls == []
+    referral = {"reason": "协商不成",
+                "negotiation": [{"at": "2026-11-20T10:00:00+08:00", "by": "yt-001", "note": "电话协商"}],
+                "consent": {"given": True, "at": "2026-11-20T11:00:00+08:00", "how": "电话录音"},
+                "authority": {"max_settlement_amount": "5000.00", "currency": "CNY"}}
+    response = post(base, CLOSED, "mediation", referral)
+    assert response.status_code == 202 and response.json()["approval_id"] == FakeMediation.pending["approval_id"]
+    assert calls == [("mediation.refer", CLOSED, referral, identity())]
 
 
 # -- approvals ------------------------------------------------------------------------------------
@@ -601,8 +637,11 @@ def test_approvals_are_listed_and_decided_by_their_owner_as_the_caller(base):
     listed = requests.get(f"{base}/api/v1/approvals", headers=auth(unit="BANKA-SD", roles=("supervisor",)),
                           timeout=5)
     assert listed.status_code == 200, listed.text
-    assert [item["approval_id"] for item in listed.json()["items"]] == [APPROVAL_ID]
-    assert calls == [("sla.approvals", identity(unit="BANKA-SD", roles=("supervisor",)), True)]
+    # From every service that keeps approvals, newest first.
+    assert [item["approval_id"] for item in listed.json()["items"]] == [APPROVAL_ID,
+                                                                       FakeMediation.pending["approval_id"]]
+    assert calls == [("sla.approvals", identity(unit="BANKA-SD", roles=("supervisor",)), True),
+                     ("mediation.approvals", identity(unit="BANKA-SD", roles=("supervisor",)), True)]
     calls.clear()
     url = f"{base}/api/v1/approvals/{APPROVAL_ID}/approve"
     decided = requests.post(url, json={"note": "同意"}, headers=auth(unit="BANKA-SD", roles=("supervisor",)),
@@ -613,6 +652,10 @@ def test_approvals_are_listed_and_decided_by_their_owner_as_the_caller(base):
                         identity(unit="BANKA-SD", roles=("supervisor",)))
     assert_error(requests.post(url, json={}, headers=auth(), timeout=5), 422, "validation_failed")
     assert_error(requests.post(url, json={"note": "x"}, headers=auth(roles=("auditor",)), timeout=5), 403)
-    assert_error(requests.post(f"{base}/api/v1/approvals/mediation-{'0' * 32}/refuse", json={"note": "x"},
+    calls.clear()
+    unknown = f"mediation-{'0' * 32}"
+    assert_error(requests.post(f"{base}/api/v1/approvals/{unknown}/refuse", json={"note": "x"},
                                headers=auth(), timeout=5), 404, "not_found")
-
+    assert [call[:2] for call in calls] == [("mediation.decide_approval", unknown)]  # its owner says
+    assert_error(requests.post(f"{base}/api/v1/approvals/routing-{'0' * 32}/refuse", json={"note": "x"},
+                               headers=auth(), timeout=5), 404, "not_found")  # no service keeps those

@@ -10,6 +10,7 @@ from services.common import timeutil
 from services.gateway.auth import issue_token
 from services.gateway.service import GatewayService
 from services.intake.service import IntakeService
+from services.mediation.service import MediationService
 from services.routing.service import RoutingService
 from services.sla.service import SlaService
 from tests.support.harness import organization_known, submission, wait_until
@@ -31,10 +32,11 @@ USERS = {
 @pytest.fixture
 def edge(settings, run_services):
     port = free_port()
-    with run_services(settings, IntakeService, RoutingService, SlaService, GatewayService,
+    # The whole platform: the approvals listed come from sla and mediation alike.
+    with run_services(settings, IntakeService, RoutingService, SlaService, MediationService, GatewayService,
                       WEB_SERVER_ADDRESS=f"127.0.0.1:{port}"):
         wait_for_port(port)
-        organization_known(settings, "intake", "sla")
+        organization_known(settings, "intake", "sla", "mediation")
         yield f"http://127.0.0.1:{port}", settings
 
 

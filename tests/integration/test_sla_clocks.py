@@ -18,6 +18,7 @@ from services.common.store import client_for, ensure_indexes, in_transaction
 from services.routing.organization import load_organization
 from services.routing.routing import announcement
 from services.sla.clocks import INDEXES, Clocks
+from tests.support.harness import Now, StagingOutbox
 
 pytestmark = pytest.mark.integration
 
@@ -28,34 +29,6 @@ HANDLER = {"sub": "yt-001", "name": "刘洋", "unit": "BANKA-SD-YT", "roles": ["
 YT_SUPERVISOR = {"sub": "yt-sup", "name": "张伟", "unit": "BANKA-SD-YT", "roles": ["supervisor"]}
 SD_CPD = {"sub": "sd-cpd", "name": "李娜", "unit": "BANKA-SD", "roles": ["consumer_protection", "supervisor"]}
 HO_SUPERVISOR = {"sub": "ho-sup", "name": "王敏", "unit": "BANKA", "roles": ["supervisor"]}
-
-
-class Now:
-    def __init__(self, moment: datetime):
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-    def set(self, moment: datetime) -> None:
-        self.moment = moment
-
-
-class StagingOutbox:
-    """Stages into the database within the caller's transaction, as the real outbox does:
-    only what committed is there."""
-
-    def __init__(self, db):
-        self.rows = db["staged"]
-
-    def stage(self, session, *messages):
-        self.rows.insert_many([dict(m) for m in messages], session=session)
-
-    def events(self, type_: str | None = None) -> list[dict]:
-        found = [row["body"] for row in self.rows.find({}).sort("body.occurred_at", 1)]
-        for event in found:
-            assert not events.validate_event(event), event
-        return [e for e in found if type_ is None or e["type"] == type_]
 
 
 @pytest.fixture

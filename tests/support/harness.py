@@ -37,6 +37,9 @@ def env_for(settings: Settings, **extra) -> dict:
         "RETRY_DELAYS": ",".join(str(d) for d in settings.retry_delays), "OUTBOX_GRACE": str(settings.outbox_grace),
         "MAX_WORKERS": str(settings.max_workers), "PYTHONUNBUFFERED": "1",
         "POLICIES_PATH": settings.policies_path or "", "CALENDARS_PATH": settings.calendars_path or "",
+        "MEDIATION_RETRY_BASE": str(settings.mediation_retry_base),
+        "MEDIATION_RETRY_CAP": str(settings.mediation_retry_cap),
+        "MEDIATION_RETRY_FOR": str(settings.mediation_retry_for), "MEDIATION_TIMEOUT": str(settings.mediation_timeout),
     })
     env.update(extra)
     return env
@@ -181,14 +184,20 @@ def publish_fact(center: CallCenter, name: str, complaint_no: str, producer: str
     return event
 
 
+def organization_event() -> dict:
+    """``organization_changed`` with the shipped organization, as routing announces it."""
+    from services.routing.organization import load_organization
+    from services.routing.routing import announcement
+
+    return events.make_event("organization_changed", None, announcement(load_organization()), "routing")
+
+
 def announce_organization(center: CallCenter, settings: Settings, *services: str) -> dict:
     """Publish ``organization_changed`` with the shipped organization, as routing does when it
     starts, and wait until each of ``services`` (which decide who may act) has kept it."""
     from services.common.outbox import event_message
-    from services.routing.organization import load_organization
-    from services.routing.routing import announcement
 
-    event = events.make_event("organization_changed", None, announcement(load_organization()), "routing")
+    event = organization_event()
     message = event_message(event)
     center.publisher.publish(message["exchange"], message["routing_key"], message["body"])
     organization_known(settings, *services)
@@ -238,13 +247,15 @@ def listening(amqp_uri: str, exchange: str, routing_key: str = "#"):
 
 @contextmanager
 def http_platform(mongo_uri: str, **overrides):
-    """intake, routing, sla and the HTTP edge in this process, over a vhost and databases of
-    their own; yields the edge's base URL and the settings. For a module of HTTP tests."""
+    """intake, routing, sla, mediation and the HTTP edge in this process, over a vhost and
+    databases of their own; yields the edge's base URL and the settings. For a module of
+    HTTP tests."""
     from nameko.runners import ServiceRunner
 
     from services.common.errors import quiet_answers
     from services.gateway.service import GatewayService
     from services.intake.service import IntakeService
+    from services.mediation.service import MediationService
     from services.routing.service import RoutingService
     from services.sla.service import SlaService
     from tests.support.infra import free_port, rabbit_vhost, wait_for_port
@@ -256,7 +267,7 @@ def http_platform(mongo_uri: str, **overrides):
             amqp.declare_topology(connection, settings.retry_delays)
         port = free_port()
         runner = ServiceRunner(dict(settings.nameko_config(), WEB_SERVER_ADDRESS=f"127.0.0.1:{port}"))
-        for cls in (IntakeService, RoutingService, SlaService, GatewayService):
+        for cls in (IntakeService, RoutingService, SlaService, MediationService, GatewayService):
             runner.add_service(cls)
         runner.start()
         try:
@@ -264,3 +275,37 @@ def http_platform(mongo_uri: str, **overrides):
             yield f"http://127.0.0.1:{port}", settings
         finally:
             runner.stop()
+
+
+class Now:
+    """A clock a test sets: domain objects take it as their ``now``."""
+
+    def __init__(self, moment: datetime):
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+    def set(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def advance(self, **delta) -> datetime:
+        self.moment += timedelta(**delta)
+        return self.moment
+
+
+class StagingOutbox:
+    """Stages into the database within the caller's transaction, as the real outbox does:
+    only what committed is there."""
+
+    def __init__(self, db):
+        self.rows = db["staged"]
+
+    def stage(self, session, *messages):
+        self.rows.insert_many([dict(m) for m in messages], session=session)
+
+    def events(self, type_: str | None = None) -> list[dict]:
+        found = [row["body"] for row in self.rows.find({}).sort("body.occurred_at", 1)]
+        for event in found:
+            assert not events.validate_event(event), event
+        return [e for e in found if type_ is None or e["type"] == type_]

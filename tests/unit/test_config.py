@@ -37,3 +37,15 @@ def test_records_are_kept_at_least_a_year_after_closing():
     assert Settings.from_env({}).retention_days >= 365
     with pytest.raises(ValueError, match="at least 365"):
         Settings.from_env({"RETENTION_DAYS": "364"})
+
+
+def test_mediation_deliveries_are_set_from_the_environment():
+    settings = Settings.from_env({"MEDIATION_RETRY_BASE": "0.2", "MEDIATION_RETRY_CAP": "2",
+                                  "MEDIATION_RETRY_FOR": "30", "MEDIATION_TIMEOUT": "1.5",
+                                  "MEDIATION_ORGANIZATIONS": "samples.yaml"})
+    assert (settings.mediation_retry_base, settings.mediation_retry_cap, settings.mediation_retry_for,
+            settings.mediation_timeout, settings.mediation_organizations) == (0.2, 2.0, 30.0, 1.5, "samples.yaml")
+    defaults = Settings.from_env({})
+    assert (defaults.mediation_retry_base, defaults.mediation_retry_cap, defaults.mediation_retry_for) == (
+        10.0, 3600.0, 86400.0)
+    assert from_container(settings.nameko_config()) == settings

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from services.common import timeutil
-from services.common.fields import AMOUNT, CODE, CURRENCY, NOT_BLANK, WHITESPACE, Pattern
+from services.common.fields import AMOUNT, CODE, CURRENCY, NOT_BLANK, WHITESPACE, Day, Moment, Pattern
 from services.common.submission import ComplaintNumber
 
 PATTERNS = {"code": CODE, "currency": CURRENCY, "not_blank": NOT_BLANK, "amount": AMOUNT,
@@ -59,3 +59,18 @@ def test_the_years_of_a_bound_are_the_documented_ones(text, year):
     else:
         with pytest.raises(ValueError):
             timeutil.parse_bound(text, upper=True)
+
+
+@pytest.mark.parametrize("field, text, year", [
+    (Moment(), "1900-01-01T00:00:00+08:00", True), (Moment(), "2999-12-31T23:59:59-12:00", True),
+    (Moment(), "0001-01-01T00:00:00+14:00", False), (Moment(), "9999-12-31T23:59:59-14:00", False),
+    (Day(), "2026-12-20", True), (Day(), "1899-12-31", False), (Day(), "9999-12-31", False),
+])
+def test_times_and_days_are_taken_in_the_documented_years(field, text, year):
+    assert field.metadata["pattern"] == timeutil.YEAR_PATTERN
+    assert documented(timeutil.YEAR_PATTERN)(text) == year
+    if year:
+        field.deserialize(text)
+    else:
+        with pytest.raises(ValidationError, match="year"):
+            field.deserialize(text)

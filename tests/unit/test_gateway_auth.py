@@ -102,6 +102,8 @@ def test_every_role_may_read():
             authorize(Identity("u", "n", "BANKA", (role,), 0), BY_NAME[name].roles)
 
 
-def test_only_health_and_openapi_are_public():
-    public = {route.name for route in BY_NAME.values() if route.roles is None}
+def test_only_health_and_openapi_are_public_and_the_mediation_callbacks_signed():
+    public = {route.name for route in BY_NAME.values() if route.roles is None and not route.signed}
     assert public == {"health", "openapi"}
+    signed_only = {route.name for route in BY_NAME.values() if route.roles is None and route.signed}
+    assert signed_only == {"mediation_callback"}

@@ -66,14 +66,18 @@ def test_bearer_scheme_and_security_per_operation():
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
         "description": "HS256 JWT with claims sub, name, unit, roles, exp."}
+    assert doc["components"]["securitySchemes"]["complaintSignature"]["name"] == "X-Complaint-Signature"
     for route in ROUTES:
         operation = doc["paths"][route.path][route.method.lower()]
-        if route.roles is None:
-            assert operation["security"] == []
+        expected = ([{"bearerAuth": []}] if route.roles is not None else []) + (
+            [{"complaintSignature": []}] if route.signed else [])
+        assert operation["security"] == expected
+        if route.roles is None and not route.signed:
             assert "401" not in operation["responses"]
-        else:
-            assert operation["security"] == [{"bearerAuth": []}]
+        if route.roles is not None:
             assert {"401", "403"} <= set(operation["responses"])
+        if route.signed:
+            assert "401" in operation["responses"]
 
 
 def test_every_error_response_uses_the_error_schema():
@@ -127,7 +131,6 @@ def test_every_action_is_documented_with_body_and_responses():
         "accept", "transfer", "transfer/accept", "transfer/reject", "escalate", "misconduct", "extend", "pause",
         "resume", "decision", "close", "reopen", "withdraw", "clocks")}
     assert paths <= set(doc["paths"])
-    assert "/api/v1/complaints/{complaint_no}/mediation" not in doc["paths"]
     for action in ACTIONS:
         operation = doc["paths"][f"/api/v1/complaints/{{complaint_no}}/{action.suffix}"]["post"]
         body = operation["requestBody"]["content"]["application/json"]["schema"]
@@ -309,7 +312,35 @@ def test_refusals_on_data_are_named_per_operation():
 def test_each_closed_list_is_written_once():
     sources = {path: path.read_text(encoding="utf-8") for path in Path(services.__file__).parent.rglob("*.py")}
     for values in (reference.KINDS, reference.CHANNELS, reference.LEVELS, reference.OFFICES, reference.SLA_STATES,
-                   reference.OUTCOMES, reference.SATISFACTION, reference.CAUSE_EVENTS):
+                   reference.OUTCOMES, reference.SATISFACTION, reference.CAUSE_EVENTS,
+                   reference.MEDIATION_CALLBACK_STATUSES):
         written = ", ".join(f'"{value}"' for value in values[:2])
         holders = [path.name for path, text in sources.items() if written in text]
         assert holders == ["reference.py"], (values, holders)
+
+
+def test_the_mediation_operations():
+    doc = document()
+    refer = doc["paths"]["/api/v1/complaints/{complaint_no}/mediation"]["post"]
+    assert refer["responses"]["201"]["content"]["application/json"]["schema"] == {"$ref": REF + "ReferralCreated"}
+    assert {"404", "409", "422"} <= set(refer["responses"])
+    assert set(document()["components"]["schemas"]["ReferralRequest"]["required"]) == {
+        "reason", "negotiation", "consent", "authority"}
+    # An authority the caller may not approve waits: 202 with the pending approval.
+    raise_ = doc["paths"]["/api/v1/complaints/{complaint_no}/mediation/authority"]["post"]
+    for operation in (refer, raise_):
+        assert operation["responses"]["202"]["content"]["application/json"]["schema"] == {"$ref": REF + "Approval"}
+    # Refusals on data the document cannot state are named.
+    assert refer["responses"]["422"]["x-semantic-refusals"] == ["organization", "authority.approver"]
+    assert "authority.max_settlement_amount" in raise_["responses"]["422"]["x-semantic-refusals"]
+    consent = doc["components"]["schemas"]["Consent"]["properties"]
+    assert consent["given"]["enum"] == [True] and consent["at"]["pattern"] == timeutil.YEAR_PATTERN
+    callback = doc["paths"]["/api/v1/mediation/referrals/{referral_id}/events"]["post"]
+    assert callback["security"] == [{"complaintSignature": []}]
+    assert {"401", "404", "409", "422"} <= set(callback["responses"])
+    referral = doc["paths"]["/api/v1/mediation/referrals/{referral_id}"]["get"]
+    assert referral["security"] == [{"bearerAuth": []}, {"complaintSignature": []}]
+    put = doc["paths"]["/api/v1/mediation/organizations/{code}"]["put"]
+    assert put["x-roles"] == ["admin"] and {"200", "201"} <= set(put["responses"])
+    organization = doc["components"]["schemas"]["MediationOrganizationView"]
+    assert "secret" not in organization["properties"]

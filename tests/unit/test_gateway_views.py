@@ -44,19 +44,22 @@ class Peer:
 
 
 class Peers:
-    def __init__(self, intake, routing, sla=None):
-        self.intake, self.routing, self.sla = intake, routing, sla or Peer()
+    def __init__(self, intake, routing, sla=None, mediation=None):
+        self.intake, self.routing, self.sla, self.mediation = intake, routing, sla or Peer(), mediation or Peer()
 
 
-@pytest.mark.parametrize("intake,routing,sla,expected", [
-    (Method({"ok": True}), Method(MethodNotFound("health")), Method({}),
-     {"intake": "up", "routing": "up", "sla": "up"}),
+@pytest.mark.parametrize("intake,routing,sla,mediation,expected", [
+    (Method({"ok": True}), Method(MethodNotFound("health")), Method({}), Method({"status": "ok"}),
+     {"intake": "up", "routing": "up", "sla": "up", "mediation": "up"}),
     (Method(None, at_call=UnknownService("intake")), Method(RpcTimeout("routing.health")),
-     Method(None, at_call=UnknownService("sla")), {"intake": "down", "routing": "down", "sla": "down"}),
-    (Method(RuntimeError("db down")), Method({}), Method({}), {"intake": "error", "routing": "up", "sla": "up"}),
+     Method(None, at_call=UnknownService("sla")), Method(RpcTimeout("mediation.health")),
+     {"intake": "down", "routing": "down", "sla": "down", "mediation": "down"}),
+    (Method(RuntimeError("db down")), Method({}), Method({}), Method(RuntimeError("store down")),
+     {"intake": "error", "routing": "up", "sla": "up", "mediation": "error"}),
 ])
-def test_peer_health(intake, routing, sla, expected):
-    assert views.peer_health(Peers(Peer(health=intake), Peer(health=routing), Peer(health=sla))) == expected
+def test_peer_health(intake, routing, sla, mediation, expected):
+    peers = Peers(Peer(health=intake), Peer(health=routing), Peer(health=sla), Peer(health=mediation))
+    assert views.peer_health(peers) == expected
 
 
 def test_visible_units_admin_sees_everything_without_asking():
@@ -225,10 +228,12 @@ def test_approvals_are_listed_from_their_owners_newest_first():
     log = []
     older, newer = {"approval_id": "sla-1", "requested_at": "2026-11-20T09:00:00+08:00"}, \
         {"approval_id": "sla-2", "requested_at": "2026-11-24T09:00:00+08:00"}
-    peers = Peers(Recorder("intake", log), Recorder("routing", log), Recorder("sla", log, approvals=[older, newer]))
+    raise_ = {"approval_id": "mediation-1", "requested_at": "2026-11-22T09:00:00+08:00"}
+    peers = Peers(Recorder("intake", log), Recorder("routing", log), Recorder("sla", log, approvals=[older, newer]),
+                  Recorder("mediation", log, approvals=[raise_]))
     query = EnvironBuilder(method="GET", query_string="pending=false").get_request()
-    assert views.list_approvals(peers, query, HANDLER) == {"items": [newer, older]}
-    assert log == [("sla.approvals", ACTOR, False)]
+    assert views.list_approvals(peers, query, HANDLER) == {"items": [newer, raise_, older]}
+    assert log == [("sla.approvals", ACTOR, False), ("mediation.approvals", ACTOR, False)]
 
 
 def test_a_decision_goes_to_the_owner_the_id_names_with_a_note():
@@ -242,6 +247,18 @@ def test_a_decision_goes_to_the_owner_the_id_names_with_a_note():
     assert log[0] == ("sla.decide_approval", "sla-1", "approve", "同意延期", ACTOR)
     with pytest.raises(ValidationFailed):
         views.decide_approval(peers, request({}), HANDLER, "sla-1", "refuse")
-    with pytest.raises(NotFound):
-        views.decide_approval(peers, request({"note": "x"}), HANDLER, "mediation-1", "approve")
+    with pytest.raises(NotFound):  # no service keeps approvals of that prefix
+        views.decide_approval(peers, request({"note": "x"}), HANDLER, "routing-1", "approve")
+
+
+def test_a_decision_on_a_mediators_authority_goes_to_mediation():
+    log = []
+    decided = {"approval_id": "mediation-1", "complaint_no": "C1", "state": "approved"}
+    peers = Peers(Recorder("intake", log, get_when_applied={"applied": True, "complaint": COMPLAINT}),
+                  Recorder("routing", log, UNITS), Recorder("sla", log),
+                  Recorder("mediation", log, decide_approval={"approval": decided, "events": ["e-9"]}))
+    answer = views.decide_approval(peers, request({"note": "同意提高授权"}), HANDLER, "mediation-1", "approve")
+    assert answer == {**decided, "complaint": COMPLAINT}
+    assert log[0] == ("mediation.decide_approval", "mediation-1", "approve", "同意提高授权", ACTOR)
+    assert log[-1] == ("intake.get_when_applied", "C1", ["e-9"], UNITS)
 
